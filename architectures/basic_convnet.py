@@ -1,0 +1,48 @@
+"""A basic ConvNet: the plain stack of 3x3 convolutions, ReLUs and max-pooling that CNNs start from.
+
+LeCun et al., "Gradient-based learning applied to document recognition" (1998) set the pattern; this is
+its CIFAR-sized form with no normalisation, so training relies on careful initialisation and a modest
+learning rate. ``bn_convnet`` is the same network with BatchNorm after every convolution.
+"""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from ._blocks import ClassifierHead, ConvBNAct, ZooModel, init_weights
+from ._registry import register_model
+
+
+class PlainConvNet(ZooModel):
+    """Stages of ``convs_per_stage`` 3x3 convolutions, each stage but the last ending in 2x2 max-pooling."""
+
+    def __init__(self, num_classes=10, widths=(32, 64, 128), convs_per_stage=2, norm=False, dropout=0.0):
+        super().__init__()
+        layers, in_channels = [], 3
+        for stage, width in enumerate(widths):
+            for _ in range(convs_per_stage):
+                layers.append(ConvBNAct(in_channels, width, 3, norm=norm))
+                in_channels = width
+            if stage < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.head = ClassifierHead(in_channels, num_classes, dropout)
+        conv_indices = [i for i, layer in enumerate(self.features) if isinstance(layer, ConvBNAct)]
+        self.cam_layers = tuple(f"features.{i}" for i in conv_indices[-3:])
+        init_weights(self)
+
+    def forward_features(self, x):
+        return self.features(x)
+
+    def forward_head(self, features):
+        return self.head(features)
+
+
+@register_model("basic_convnet")
+class BasicConvNet(PlainConvNet):
+    display_name = "Basic ConvNet"
+    key_idea = ("Convolutions share one small filter across the whole image, and pooling shrinks the map so "
+                "later layers see more of it. Stacking them learns edges, then textures, then object parts.")
+    paper = "http://yann.lecun.com/exdb/publis/pdf/lecun-01a.pdf"
+
+    def __init__(self, num_classes=10, widths=(32, 64, 128), convs_per_stage=2, dropout=0.0):
+        super().__init__(num_classes, widths, convs_per_stage, norm=False, dropout=dropout)

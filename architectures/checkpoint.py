@@ -1,0 +1,188 @@
+"""The checkpoint format: ``model.safetensors`` plus ``config.json`` in one folder (or Hub repository).
+
+``config.json`` carries everything needed to rebuild and use the model (``arch``, ``arch_args``,
+``class_names``, ``image_size``, ``mean``, ``std``) and what it scored and how it was made. It is checked
+before anything is built: a checkpoint is untrusted input. Weights are safetensors, never a pickle.
+
+Why not ``PyTorchModelHubMixin``: its ``from_pretrained`` rebuilds one known class from the config's
+constructor arguments, while a zoo checkpoint names its class in the config (``arch``), carries metadata
+that is not a constructor argument, and must be validated before construction. The folder layout it
+writes is the same (``config.json`` + ``model.safetensors``), and the Hub side uses huggingface_hub.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ._registry import check_name, create_model, default_args
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+MAX_CLASSES = 10_000
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, corrupt, or describes something this code will not build."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, then rename: a crash leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None):
+    """``safetensors.torch.save_file`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_config(config) -> dict:
+    """Check a parsed ``config.json`` before it is used to build anything; raise ``CheckpointError``."""
+    if not isinstance(config, dict):
+        raise CheckpointError("config.json must hold a JSON object")
+    try:
+        arch = check_name(config.get("arch"))
+    except ValueError as error:
+        raise CheckpointError(f"config.json: {error}") from None
+    arch_args = config.get("arch_args", {})
+    if not isinstance(arch_args, dict):
+        raise CheckpointError("config.json: arch_args must be an object")
+    unknown = set(arch_args) - set(default_args(arch))
+    if unknown:
+        raise CheckpointError(f"config.json: {arch} takes no argument(s) {sorted(unknown)}")
+    for key, value in arch_args.items():
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if _is_number(item) and not (-1 <= item <= 4096):
+                raise CheckpointError(f"config.json: arch_args.{key}={value!r} is outside sane sizes")
+            if not (_is_number(item) or isinstance(item, (str, bool))):
+                raise CheckpointError(f"config.json: arch_args.{key} has an unsupported value {value!r}")
+    names = config.get("class_names")
+    if (not isinstance(names, list) or not 2 <= len(names) <= MAX_CLASSES
+            or not all(isinstance(n, str) and 0 < len(n) <= 200 for n in names)):
+        raise CheckpointError("config.json: class_names must be a list of 2 to 10,000 non-empty strings")
+    size = config.get("image_size", 32)
+    if not isinstance(size, int) or not 8 <= size <= 1024:
+        raise CheckpointError(f"config.json: image_size {size!r} must be an integer from 8 to 1024")
+    for key in ("mean", "std"):
+        value = config.get(key)
+        if not (isinstance(value, list) and len(value) == 3 and all(_is_number(v) for v in value)):
+            raise CheckpointError(f"config.json: {key} must be three numbers (RGB)")
+    if not all(v > 0 for v in config["std"]):
+        raise CheckpointError("config.json: std must be positive")
+    return config
+
+
+def _resolve_folder(path_or_repo_id: str | os.PathLike, revision: str | None) -> Path:
+    """A local folder as is; otherwise a Hub repo id, downloaded (pinned to ``revision`` when given)."""
+    folder = Path(path_or_repo_id)
+    if folder.is_dir():
+        return folder
+    text = str(path_or_repo_id)
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", text) or ".." in text:
+        raise CheckpointError(f"no checkpoint folder at {text!r} (and it is not a Hub repo id)")
+    from huggingface_hub import snapshot_download  # only when the Hub is really asked for
+
+    try:
+        return Path(snapshot_download(text, revision=revision, allow_patterns=["*.json", "*.safetensors", "*.png",
+                                                                              "*.csv", "*.md"]))
+    except Exception as error:  # network, auth, missing repo: one clear message
+        raise CheckpointError(f"could not download {text!r} from the Hugging Face Hub: {error}") from error
+
+
+def load_config(path_or_repo_id, revision: str | None = None) -> dict:
+    folder = _resolve_folder(path_or_repo_id, revision)
+    config_path = folder / CONFIG_NAME
+    if not config_path.is_file():
+        raise CheckpointError(f"{folder} has no {CONFIG_NAME}")
+    if config_path.stat().st_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{config_path} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        config = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{config_path} is not valid JSON: {error}") from None
+    config = validate_config(config)
+    config["_folder"] = str(folder)
+    return config
+
+
+def load_pretrained(path_or_repo_id, revision: str | None = None, device: str | torch.device = "cpu"):
+    """Build the model a checkpoint describes and load its weights; returned in eval mode.
+
+    The model gets ``config`` (the validated config.json) as an attribute, so callers find class names,
+    normalisation and metrics beside the weights.
+    """
+    config = load_config(path_or_repo_id, revision)
+    folder = Path(config["_folder"])
+    weights_path = folder / WEIGHTS_NAME
+    if not weights_path.is_file():
+        raise CheckpointError(f"{folder} has no {WEIGHTS_NAME}")
+    model = create_model(config["arch"], num_classes=len(config["class_names"]), **config.get("arch_args", {}))
+    try:
+        state = load_file(weights_path, device=str(device))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{weights_path} is not a readable safetensors file: {error}") from None
+    expected = model.state_dict()
+    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+    if missing or unexpected:
+        raise CheckpointError(f"{weights_path} does not match {config['arch']}: missing {sorted(missing)[:5]}, "
+                              f"unexpected {sorted(unexpected)[:5]}")
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise CheckpointError(f"{weights_path}: {key} has shape {tuple(tensor.shape)}, "
+                                  f"expected {tuple(expected[key].shape)}")
+    model.load_state_dict(state)
+    model.config = config
+    return model.to(device).eval()
+
+
+def save_pretrained(model, folder, config: dict) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` atomically (weights first, then the config).
+
+    ``config`` is completed with the model's ``arch``, ``arch_args`` and parameter count; the result is
+    validated exactly as ``load_pretrained`` will validate it.
+    """
+    folder = Path(folder)
+    config = {"arch": model.arch, "arch_args": model.arch_args, **config,
+              "params": sum(p.numel() for p in model.parameters())}
+    config.pop("_folder", None)
+    validate_config(json.loads(json.dumps(config)))
+    atomic_save_tensors(model.state_dict(), folder / WEIGHTS_NAME, metadata={"format": "pt", "arch": model.arch})
+    atomic_write_json(folder / CONFIG_NAME, config)
+    return folder

@@ -1,0 +1,71 @@
+"""GoogLeNet (Inception v1), sized for CIFAR.
+
+Szegedy et al., "Going Deeper with Convolutions" (CVPR 2015). An Inception module runs four branches in
+parallel, 1x1, 1x1 then 3x3, 1x1 then 5x5 (two 3x3 here, as Inception v2 does), and 3x3 max-pool then
+1x1, and concatenates them: the network chooses its receptive field per channel, while 1x1 bottlenecks
+keep the cost down.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ._blocks import ClassifierHead, ConvBNAct, ZooModel, init_weights
+from ._registry import register_model
+
+
+class Inception(nn.Module):
+    """Four parallel branches whose outputs are concatenated along channels."""
+
+    def __init__(self, in_channels, c1x1, c3x3_reduce, c3x3, c5x5_reduce, c5x5, pool_proj):
+        super().__init__()
+        self.branch1 = ConvBNAct(in_channels, c1x1, 1)
+        self.branch3 = nn.Sequential(ConvBNAct(in_channels, c3x3_reduce, 1), ConvBNAct(c3x3_reduce, c3x3, 3))
+        self.branch5 = nn.Sequential(ConvBNAct(in_channels, c5x5_reduce, 1), ConvBNAct(c5x5_reduce, c5x5, 3),
+                                     ConvBNAct(c5x5, c5x5, 3))
+        self.branch_pool = nn.Sequential(nn.MaxPool2d(3, 1, padding=1), ConvBNAct(in_channels, pool_proj, 1))
+        self.out_channels = c1x1 + c3x3 + c5x5 + pool_proj
+
+    def forward(self, x):
+        return torch.cat([self.branch1(x), self.branch3(x), self.branch5(x), self.branch_pool(x)], 1)
+
+
+# Inception settings (c1x1, c3x3_reduce, c3x3, c5x5_reduce, c5x5, pool_proj) per stage, GoogLeNet's
+# 3a..5b at a quarter of the width. Each stage starts with 2x2 max-pooling: like GoogLeNet's stem, the
+# 32x32 stem output is downsampled before the first Inception module.
+INCEPTION_STAGES = (
+    ((16, 24, 32, 4, 8, 8), (32, 32, 48, 8, 24, 16)),                                     # 16x16: 3a, 3b
+    ((48, 24, 52, 4, 12, 16), (40, 28, 56, 6, 16, 16), (64, 40, 80, 8, 32, 32),
+     (96, 48, 96, 12, 32, 32)),                                                           # 8x8: 4a, 4c, 4e, 5b
+)
+
+
+@register_model("googlenet")
+class GoogLeNet(ZooModel):
+    display_name = "GoogLeNet (Inception v1)"
+    key_idea = ("Inception modules run 1x1, 3x3, 5x5 and pooling branches side by side and concatenate them, so "
+                "each layer mixes several receptive fields; 1x1 bottlenecks keep it cheap. It beat VGG with "
+                "a tenth of the parameters.")
+    paper = "https://arxiv.org/abs/1409.4842"
+
+    def __init__(self, num_classes=10, stem_width=32, dropout=0.2):
+        super().__init__()
+        self.stem = ConvBNAct(3, stem_width, 3)
+        blocks, in_channels = [], stem_width
+        for stage, settings in enumerate(INCEPTION_STAGES):
+            blocks.append(nn.MaxPool2d(2))
+            for setting in settings:
+                module = Inception(in_channels, *setting)
+                blocks.append(module)
+                in_channels = module.out_channels
+        self.inceptions = nn.Sequential(*blocks)
+        self.head = ClassifierHead(in_channels, num_classes, dropout)
+        modules = [i for i, block in enumerate(self.inceptions) if isinstance(block, Inception)]
+        self.cam_layers = tuple(f"inceptions.{i}" for i in modules[-4:])
+        init_weights(self)
+
+    def forward_features(self, x):
+        return self.inceptions(self.stem(x))
+
+    def forward_head(self, features):
+        return self.head(features)

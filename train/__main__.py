@@ -1,0 +1,27 @@
+"""``python -m train --arch NAME|all [--data PATH] [options]``: train one architecture or the whole zoo."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from architectures import check_name, list_models
+from .config import parse_config
+from .data import DataError
+from .trainer import train
+
+
+def main(argv=None) -> int:
+    config = parse_config(argv, description=__doc__)
+    names = list_models() if config.arch == "all" else [config.arch]
+    try:
+        for name in names:
+            check_name(name)
+            train(dataclasses.replace(config, arch=name))
+    except (DataError, ValueError, FloatingPointError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

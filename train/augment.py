@@ -1,0 +1,54 @@
+"""Batch augmentation on the training device: no per-image PIL work in the hot loop.
+
+Random values come from an explicit generator on the CPU, so a resumed run draws exactly the numbers an
+uninterrupted one would; the image work runs wherever the images live.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def random_translate(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Random crop of the reflect-padded batch: each image shifted by up to ``padding`` pixels."""
+    if padding <= 0:
+        return images
+    batch, _, height, width = images.shape
+    padded = F.pad(images, (padding,) * 4, mode="reflect")
+    shift_y = torch.randint(0, 2 * padding + 1, (batch,), generator=generator).to(images.device)
+    shift_x = torch.randint(0, 2 * padding + 1, (batch,), generator=generator).to(images.device)
+    rows = (shift_y[:, None] + torch.arange(height, device=images.device))[:, None, :, None]
+    cols = (shift_x[:, None] + torch.arange(width, device=images.device))[:, None, None, :]
+    batch_index = torch.arange(batch, device=images.device)[:, None, None, None]
+    channel_index = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
+    return padded[batch_index, channel_index, rows, cols]
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the batch left to right."""
+    flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Blank (to zero, the mean after normalisation) one ``size`` x ``size`` square per image."""
+    if size <= 0:
+        return images
+    batch, _, height, width = images.shape
+    centre_y = torch.randint(0, height, (batch,), generator=generator).to(images.device)
+    centre_x = torch.randint(0, width, (batch,), generator=generator).to(images.device)
+    ys = torch.arange(height, device=images.device)[None, :, None]
+    xs = torch.arange(width, device=images.device)[None, None, :]
+    inside = ((ys - centre_y[:, None, None]).abs() <= size // 2) & ((xs - centre_x[:, None, None]).abs() <= size // 2)
+    return images.masked_fill(inside[:, None], 0.0)
+
+
+def normalize(images_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 N x 3 x H x W to normalised float32: (x / 255 - mean) / std."""
+    return (images_uint8.float().div_(255) - mean.view(1, 3, 1, 1)).div_(std.view(1, 3, 1, 1))
+
+
+def augment_batch(images_uint8, mean, std, translate, cutout, generator):
+    """Translate and flip on uint8 (cheaper to move), then normalise, then cut out."""
+    images = random_flip(random_translate(images_uint8, translate, generator), generator)
+    return random_cutout(normalize(images, mean, std), cutout, generator)

@@ -1,0 +1,82 @@
+"""Training options: one dataclass, a comment on each default, set from the command line.
+
+Every field is a ``--flag`` (``--batch-size 256``); an unknown flag or a value of the wrong type is an
+error, never a silent default. Fields left as ``None`` take the architecture's recipe (train/recipes.py).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "resnet"                 # registered architecture name, or "all" for every one in turn
+    data: str = "cifar10"                # "cifar10" (torchvision download) or a path: ImageFolder dir, .tar, .tar.gz
+    out: str = "checkpoints/{arch}"      # where the finished checkpoint goes; {arch} is filled in
+    run_dir: str = "runs/{arch}"         # resumable training state and logs while training
+    cache_dir: str = "data/cache"        # decoded uint8 tensors, so the next run starts in seconds
+    image_size: int = 32                 # side in pixels the images are resized to (CIFAR is 32)
+    val_fraction: float = 0.1            # share of each class held out for validation (500 per CIFAR class)
+    split_seed: int = 0                  # seed of the validation split: fixed, so every run sees the same split
+    seed: int = 0                        # seed of initialisation, data order and augmentation
+    epochs: int | None = None            # passes over the training split
+    batch_size: int | None = None        # images per optimisation step, over all processes
+    lr: float | None = None              # peak learning rate (SGD: per batch of batch_size)
+    weight_decay: float | None = None    # L2 / decoupled (AdamW) weight decay on weights, not on norms or biases
+    optimizer: str | None = None         # "sgd" (Nesterov momentum 0.9) or "adamw"
+    label_smoothing: float | None = None # share of the target spread evenly over the other classes
+    warmup_epochs: float | None = None   # linear warm-up from 0 to lr, in epochs; then linear decay to 0
+    ema_decay: float | None = None       # exponential moving average of weights per step; 0 turns it off
+    translate: int | None = None         # random-crop padding in pixels (reflect); 0 turns it off
+    cutout: int | None = None            # side of a random square blanked per image, pixels; 0 turns it off
+    device: str = "auto"                 # "auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:1"...
+    bf16: bool = True                    # bfloat16 autocast where the device supports it
+    channels_last: bool = True           # NHWC memory layout: faster convolutions on CPUs and tensor cores
+    compile: bool = False                # torch.compile the model (pays off on long GPU runs)
+    threads: int = 0                     # CPU threads for torch; 0 = torch's default (all cores)
+    resume: bool = False                 # continue from run_dir's last finished epoch
+    max_epochs_this_run: int = 0         # stop (resumably) after this many epochs; 0 = run to the end
+    push_to_hub: str = ""                # Hugging Face repo id to upload the finished checkpoint to
+    progress: bool = True                # show a progress bar
+
+    def resolved(self, recipe: dict) -> "TrainConfig":
+        """A copy with every ``None`` filled from ``recipe``."""
+        filled = {key: recipe[key] for key, value in dataclasses.asdict(self).items() if value is None}
+        missing = [key for key, value in dataclasses.asdict(self).items() if value is None and key not in filled]
+        if missing:
+            raise ValueError(f"recipe for {self.arch} does not set {missing}")
+        return dataclasses.replace(self, **filled)
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser(config_class=TrainConfig, description: str = "") -> argparse.ArgumentParser:
+    """One ``--flag`` per dataclass field; booleans take ``--flag``/``--no-flag`` or ``--flag false``."""
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    hints = typing.get_type_hints(config_class)
+    for f in dataclasses.fields(config_class):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+        if base is bool:
+            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=f.default)
+            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false")
+        else:
+            parser.add_argument(flag, type=base, default=f.default)
+    return parser
+
+
+def parse_config(argv=None, config_class=TrainConfig, description: str = ""):
+    """Parse ``argv`` into ``config_class``; argparse exits with a message on unknown flags or bad values."""
+    args = build_parser(config_class, description).parse_args(argv)
+    return config_class(**vars(args))

@@ -1,0 +1,79 @@
+"""Where training runs: device choice, distributed set-up, and a description of the hardware."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class RunEnv:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def setup(device_name: str = "auto") -> RunEnv:
+    """Single process, or one of ``torchrun``'s processes (it sets WORLD_SIZE, RANK and LOCAL_RANK)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return RunEnv(pick_device(device_name))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = pick_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return RunEnv(device, rank, world_size)
+
+
+def teardown(env: RunEnv) -> None:
+    if env.world_size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def describe_hardware(device: torch.device, world_size: int = 1) -> str:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return f"{world_size} x {name}" if world_size > 1 else name
+    model = platform.processor() or "CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    processes = f", {world_size} processes" if world_size > 1 else ""
+    return f"{model}, {torch.get_num_threads()} threads{processes} (CPU)"
+
+
+def git_commit() -> str:
+    """The commit the code came from, ``-dirty`` if it had local changes; "unknown" outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

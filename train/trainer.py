@@ -1,0 +1,257 @@
+"""The training loop: data on the device as uint8, batch augmentation, one-cycle-style schedule.
+
+``train(config)`` trains one architecture and exports ``model.safetensors`` + ``config.json`` (with
+``log.jsonl`` and ``curves.png``) to ``config.out``. State is saved after every epoch, so ``--resume``
+continues a killed run from its last finished epoch and ends exactly where an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from architectures import check_name, create_model, save_pretrained
+from architectures.checkpoint import atomic_write_bytes
+from .augment import augment_batch, normalize
+from .config import TrainConfig
+from .data import describe_split, load_images, split_train_val
+from .env import RunEnv, describe_hardware, git_commit, setup, teardown
+from .plots import plot_curves
+from .recipes import recipe_for
+from .state import STATE_NAME, load_state, save_state
+
+# Settings that may differ between a run and its resumption without changing the result.
+RESUME_FREE = {"resume", "max_epochs_this_run", "progress", "threads", "push_to_hub"}
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Linear warm-up from 0 to 1, then linear decay to 0 at the last step."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Weight decay on weight matrices and kernels only: decaying norms and biases only hurts."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99))
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; known: sgd, adamw")
+
+
+@torch.no_grad()
+def update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
+    for ema_param, param in zip(ema_model.parameters(), model.parameters()):
+        ema_param.lerp_(param.detach(), 1 - decay)
+    for ema_buffer, buffer in zip(ema_model.buffers(), model.buffers()):
+        ema_buffer.copy_(buffer)
+
+
+@torch.inference_mode()
+def evaluate(model, images_uint8, labels, mean, std, batch_size=1000, autocast=None, channels_last=True):
+    """Loss, accuracy and predictions of ``model`` on uint8 images (no augmentation)."""
+    model.eval()
+    total_loss, predictions = 0.0, []
+    for start in range(0, len(labels), batch_size):
+        x = normalize(images_uint8[start:start + batch_size], mean, std)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast or torch.autocast(x.device.type, enabled=False):
+            logits = model(x).float()
+        total_loss += F.cross_entropy(logits, labels[start:start + batch_size], reduction="sum").item()
+        predictions.append(logits.argmax(1))
+    predictions = torch.cat(predictions)
+    return total_loss / len(labels), (predictions == labels).float().mean().item(), predictions
+
+
+def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast on CUDA when asked; on the CPU only where the recipe says it pays (see recipes.py)."""
+    if not cfg.bf16:
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(recipe_for(cfg.arch).get("cpu_bf16", False))
+
+
+def train(config: TrainConfig) -> dict:
+    """Train ``config.arch``; returns the exported config (or the partial history when paused)."""
+    arch = check_name(config.arch)
+    cfg = dataclasses.replace(config, out=config.out.format(arch=arch), run_dir=config.run_dir.format(arch=arch))
+    cfg = cfg.resolved(recipe_for(arch))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    env = setup(cfg.device)
+    try:
+        return _train(cfg, env)
+    finally:
+        teardown(env)
+
+
+def _train(cfg: TrainConfig, env: RunEnv) -> dict:
+    device = env.device
+    image_set = load_images(cfg.data, cfg.image_size, cfg.cache_dir, progress=cfg.progress and env.is_main)
+    train_idx, val_idx = split_train_val(image_set.labels, cfg.val_fraction, cfg.split_seed)
+    train_x, train_y = image_set.images[train_idx].to(device), image_set.labels[train_idx].to(device)
+    val_x, val_y = image_set.images[val_idx].to(device), image_set.labels[val_idx].to(device)
+    # Normalisation statistics of the training split only (RGB, pixel values in [0, 1]).
+    pixels = train_x.float().div(255)
+    mean, std = pixels.mean((0, 2, 3)), pixels.std((0, 2, 3))
+    del pixels
+    if cfg.batch_size % env.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {env.world_size} processes")
+    local_batch = cfg.batch_size // env.world_size
+    steps_per_epoch = len(train_y) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training split has {len(train_y)} images, fewer than one batch of {cfg.batch_size}")
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = max(1, round(cfg.warmup_epochs * steps_per_epoch))
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.arch, num_classes=len(image_set.class_names)).to(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    ema_model = copy.deepcopy(model).eval() if cfg.ema_decay > 0 else None
+    optimizer = build_optimizer(model, cfg)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup_steps))
+    bf16 = use_bf16(cfg, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    run_dir, out_dir = Path(cfg.run_dir), Path(cfg.out)
+    state_path = run_dir / STATE_NAME
+    fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUME_FREE}
+    history, start_epoch, train_seconds = [], 0, 0.0
+    if cfg.resume and state_path.exists():
+        info = load_state(state_path, model, ema_model, optimizer, device)
+        if info["fingerprint"] != fingerprint:
+            changed = sorted(k for k in fingerprint if info["fingerprint"].get(k) != fingerprint[k])
+            raise ValueError(f"cannot resume {state_path}: settings changed since it was saved: {changed}")
+        history, start_epoch, train_seconds = info["history"], info["epoch"], info["train_seconds"]
+        schedule.last_epoch = start_epoch * steps_per_epoch - 1
+        schedule.step()  # sets the learning rate of the next step from last_epoch
+        if env.is_main:
+            print(f"resuming {cfg.arch} from {state_path} after epoch {start_epoch}")
+    elif state_path.exists() and env.is_main:
+        print(f"note: {state_path} exists; starting afresh (pass --resume to continue it)")
+
+    train_model = model
+    if env.world_size > 1:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    step_fn = torch.compile(train_model) if cfg.compile else train_model
+
+    epochs_this_run = 0
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.max_epochs_this_run and epochs_this_run >= cfg.max_epochs_this_run:
+            if env.is_main:
+                print(f"paused after epoch {epoch}; continue with --resume")
+            return {"paused_at_epoch": epoch, "history": history}
+        # Every random draw of the epoch derives from (seed, epoch): a resumed run repeats it exactly.
+        generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout
+        order = torch.randperm(len(train_y), generator=generator).to(device)
+        model.train()
+        started = time.perf_counter()
+        seen, loss_sum, correct = 0, torch.zeros((), device=device), torch.zeros((), device=device)
+        bar = tqdm(range(steps_per_epoch), desc=f"{cfg.arch} {epoch + 1}/{cfg.epochs}", unit="step",
+                   disable=not (cfg.progress and env.is_main), leave=False)
+        for step in bar:
+            batch = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            # Everyone draws augmentation for the whole batch (same generator state on every process), then
+            # keeps its own slice.
+            x = augment_batch(train_x[batch], mean, std, cfg.translate, cfg.cutout, generator)
+            x = x[env.rank * local_batch:(env.rank + 1) * local_batch].contiguous(memory_format=memory_format)
+            y = train_y[batch][env.rank * local_batch:(env.rank + 1) * local_batch]
+            with autocast:
+                logits = step_fn(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{cfg.arch}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                                         f"(global step {epoch * steps_per_epoch + step + 1}); lower --lr?")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if ema_model is not None:
+                update_ema(ema_model, model, cfg.ema_decay)
+            seen += len(y)
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            if step % 10 == 0 or step == steps_per_epoch - 1:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
+                                img_s=f"{seen * env.world_size / (time.perf_counter() - started):.0f}")
+        epoch_seconds = time.perf_counter() - started
+        train_seconds += epoch_seconds
+        if env.world_size > 1:
+            torch.distributed.barrier()
+        if env.is_main:
+            eval_model = ema_model if ema_model is not None else model
+            val_loss, val_acc, _ = evaluate(eval_model, val_x, val_y, mean, std, autocast=autocast,
+                                            channels_last=cfg.channels_last)
+            record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
+                      "val_loss": val_loss, "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"],
+                      "seconds": round(epoch_seconds, 2), "images_per_second": round(seen * env.world_size / epoch_seconds, 1)}
+            history.append(record)
+            print(f"{cfg.arch} epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.3f} "
+                  f"acc {record['train_accuracy']:.4f} | val loss {val_loss:.3f} acc {val_acc:.4f} | "
+                  f"{record['images_per_second']:.0f} img/s", flush=True)
+            info = {"epoch": epoch + 1, "history": history, "train_seconds": train_seconds, "fingerprint": fingerprint}
+            save_state(state_path, model, ema_model, optimizer, info)
+            atomic_write_bytes(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
+        if env.world_size > 1:
+            torch.distributed.barrier()
+        epochs_this_run += 1
+
+    if not env.is_main:
+        return {}
+    final_model = ema_model if ema_model is not None else model
+    return export(cfg, env, final_model, image_set, len(val_idx), mean, std, history, train_seconds, bf16)
+
+
+def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds, bf16) -> dict:
+    """Write the finished checkpoint (weights, config, log, curves) to ``cfg.out``."""
+    out_dir = Path(cfg.out)
+    model = model.to(memory_format=torch.contiguous_format).cpu().eval()
+    data_flag = cfg.data
+    config = {
+        "display_name": type(model).display_name,
+        "class_names": image_set.class_names,
+        "image_size": cfg.image_size,
+        "mean": [round(v, 6) for v in mean.tolist()],
+        "std": [round(v, 6) for v in std.tolist()],
+        "val_accuracy": round(history[-1]["val_accuracy"], 4),
+        "val_loss": round(history[-1]["val_loss"], 4),
+        "val_split": describe_split(image_set, cfg.val_fraction, cfg.split_seed, n_val),
+        "epochs": cfg.epochs,
+        "train_seconds": round(train_seconds, 1),
+        "hardware": describe_hardware(env.device, env.world_size),
+        "precision": "bf16 autocast" if bf16 else "fp32",
+        "dataset": image_set.source,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "recipe": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "optimizer",
+                                                 "label_smoothing", "warmup_epochs", "ema_decay", "translate",
+                                                 "cutout", "seed", "split_seed", "val_fraction")},
+        "command": f"python -m train --arch {cfg.arch} --data {data_flag}",
+    }
+    save_pretrained(model, out_dir, config)
+    atomic_write_bytes(out_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
+    plot_curves(history, out_dir / "curves.png", title=f"{config['display_name']} on {image_set.source}")
+    print(f"{cfg.arch}: val accuracy {config['val_accuracy']:.4f} after {cfg.epochs} epochs, "
+          f"{train_seconds / 60:.1f} min; saved to {out_dir}")
+    if cfg.push_to_hub:
+        from .hub import push_to_hub
+
+        push_to_hub(out_dir, cfg.push_to_hub)
+    return config
