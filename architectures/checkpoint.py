@@ -183,6 +183,8 @@ def save_pretrained(model, folder, config: dict) -> Path:
               "params": sum(p.numel() for p in model.parameters())}
     config.pop("_folder", None)
     validate_config(json.loads(json.dumps(config)))
+    if len(config["class_names"]) != model.num_classes:
+        raise CheckpointError(f"{len(config['class_names'])} class names for a model with {model.num_classes} outputs")
     atomic_save_tensors(model.state_dict(), folder / WEIGHTS_NAME, metadata={"format": "pt", "arch": model.arch})
     atomic_write_json(folder / CONFIG_NAME, config)
     return folder

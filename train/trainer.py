@@ -138,8 +138,10 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
             changed = sorted(k for k in fingerprint if info["fingerprint"].get(k) != fingerprint[k])
             raise ValueError(f"cannot resume {state_path}: settings changed since it was saved: {changed}")
         history, start_epoch, train_seconds = info["history"], info["epoch"], info["train_seconds"]
-        schedule.last_epoch = start_epoch * steps_per_epoch - 1
-        schedule.step()  # sets the learning rate of the next step from last_epoch
+        # Put the schedule where an uninterrupted run would be after this many optimizer steps.
+        schedule.last_epoch = start_epoch * steps_per_epoch
+        for group, base_lr in zip(optimizer.param_groups, schedule.base_lrs):
+            group["lr"] = base_lr * lr_factor(schedule.last_epoch, total_steps, warmup_steps)
         if env.is_main:
             print(f"resuming {cfg.arch} from {state_path} after epoch {start_epoch}")
     elif state_path.exists() and env.is_main:

@@ -1,0 +1,116 @@
+"""The shipped checkpoints, and the checkpoint format's defences against bad or hostile files."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from architectures import CheckpointError, create_model, default_args, list_models, load_pretrained, save_pretrained
+from conftest import CHECKPOINTS
+
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+REQUIRED = ["arch", "arch_args", "class_names", "image_size", "mean", "std", "val_accuracy", "val_split", "params",
+            "epochs", "train_seconds", "hardware", "dataset", "git_commit"]
+SHIPPED = sorted(p.name for p in CHECKPOINTS.iterdir() if (p / "config.json").is_file()) if CHECKPOINTS.is_dir() else []
+
+
+def test_all_eleven_are_shipped_within_budget():
+    assert SHIPPED == sorted(list_models())
+    sizes = {name: (CHECKPOINTS / name / "model.safetensors").stat().st_size for name in SHIPPED}
+    assert max(sizes.values()) <= 10_000_000, sizes
+    assert sum(sizes.values()) <= 40_000_000, sizes
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_checkpoint_loads_and_matches_registry(name):
+    model = load_pretrained(CHECKPOINTS / name)
+    config = json.loads((CHECKPOINTS / name / "config.json").read_text())
+    for key in REQUIRED:
+        assert key in config, key
+    assert config["arch"] == name
+    assert config["arch_args"] == json.loads(json.dumps(default_args(name)))
+    assert config["class_names"] == CIFAR10
+    assert config["params"] == sum(p.numel() for p in model.parameters())
+    assert config["val_accuracy"] >= 0.75, f"{name}: {config['val_accuracy']}"
+    assert (CHECKPOINTS / name / "curves.png").is_file()
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.zeros(1, 3, 32, 32))).all()
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = create_model("resnet", blocks_per_stage=1, width=8, num_classes=2)
+    config = {"class_names": ["a", "b"], "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    return save_pretrained(model, tmp_path / "ckpt", config)
+
+
+def test_truncated_weights_give_a_clear_error(saved):
+    weights = saved / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_pretrained(saved)
+
+
+def test_garbage_weights_give_a_clear_error(saved):
+    (saved / "model.safetensors").write_bytes(b"\x80\x04this is a pickle, not safetensors")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_pretrained(saved)
+
+
+def test_weights_of_another_shape_are_refused(saved, tmp_path):
+    other = save_pretrained(create_model("resnet", blocks_per_stage=1, width=16, num_classes=2), tmp_path / "o",
+                            {"class_names": ["a", "b"], "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3})
+    shutil.copy(other / "model.safetensors", saved / "model.safetensors")
+    with pytest.raises(CheckpointError, match="shape"):
+        load_pretrained(saved)
+
+
+@pytest.mark.parametrize("change", [
+    {"arch": "../../etc/passwd"}, {"arch": "os.system"}, {"class_names": []}, {"class_names": "cat"},
+    {"image_size": 10 ** 9}, {"std": [0, 1, 1]}, {"mean": [0.5]}, {"arch_args": {"width": 10 ** 9}},
+    {"arch_args": {"evil": 1}},
+])
+def test_bad_config_is_refused_before_building(saved, change):
+    config = json.loads((saved / "config.json").read_text())
+    config.update(change)
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError):
+        load_pretrained(saved)
+
+
+def test_config_that_is_not_json_is_refused(saved):
+    (saved / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="JSON"):
+        load_pretrained(saved)
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint folder"):
+        load_pretrained(tmp_path / "does" / "not" / "exist")
+
+
+def test_interrupted_save_leaves_the_previous_checkpoint_intact(saved, monkeypatch):
+    import architectures.checkpoint as checkpoint
+
+    before = {name: (saved / name).read_bytes() for name in ("model.safetensors", "config.json")}
+
+    def crash_midway(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"half a file")
+        raise KeyboardInterrupt  # the process is interrupted while writing
+
+    monkeypatch.setattr(checkpoint, "save_file", crash_midway)
+    model = create_model("resnet", blocks_per_stage=1, width=8, num_classes=2)
+    with pytest.raises(KeyboardInterrupt):
+        save_pretrained(model, saved, {"class_names": ["a", "b"], "image_size": 32, "mean": [0.1] * 3, "std": [1] * 3})
+    assert {name: (saved / name).read_bytes() for name in before} == before
+    assert sorted(p.name for p in saved.iterdir()) == ["config.json", "model.safetensors"]  # no temporary left
+    load_pretrained(saved)
+
+
+def test_class_names_must_match_the_model_outputs(tmp_path):
+    with pytest.raises(CheckpointError, match="class names"):
+        save_pretrained(create_model("resnet", blocks_per_stage=1, width=8), tmp_path / "x",
+                        {"class_names": ["a", "b"], "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3})

@@ -1,0 +1,187 @@
+"""The training pipeline end to end on data the tests make: learning, resuming, DDP, evaluation, errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from architectures import load_pretrained
+from conftest import REPO_ROOT, make_image_folder
+from train.augment import random_cutout, random_flip, random_translate
+from train.config import TrainConfig, parse_config
+from train.data import DataError, load_images, split_train_val
+from train.trainer import lr_factor, train
+
+FAST = dict(epochs=2, batch_size=16, lr=0.05, warmup_epochs=0.5, progress=False, threads=1)
+
+
+def tiny_config(tmp_path: Path, data: Path, **overrides) -> TrainConfig:
+    options = {**FAST, "arch": "bn_convnet", "data": str(data), "out": str(tmp_path / "out"),
+               "run_dir": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache"), **overrides}
+    return TrainConfig(**options)
+
+
+def test_two_epochs_beat_chance_and_export_a_checkpoint(tmp_path, tiny_folder):
+    result = train(tiny_config(tmp_path, tiny_folder))
+    assert result["val_accuracy"] > 0.6  # three classes: chance is 0.33
+    model = load_pretrained(tmp_path / "out")
+    assert model.config["class_names"] == ["blue", "green", "red"]  # from the data, sorted like ImageFolder
+    for name in ("log.jsonl", "curves.png", "config.json"):
+        assert (tmp_path / "out" / name).is_file()
+    log = [json.loads(line) for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_folder):
+    straight = train(tiny_config(tmp_path / "a", tiny_folder, epochs=3))
+    paused = train(tiny_config(tmp_path / "b", tiny_folder, epochs=3, max_epochs_this_run=1))
+    assert paused["paused_at_epoch"] == 1
+    resumed = train(tiny_config(tmp_path / "b", tiny_folder, epochs=3, resume=True))
+    assert resumed["val_accuracy"] == straight["val_accuracy"]
+    a, b = load_file(tmp_path / "a" / "out" / "model.safetensors"), load_file(tmp_path / "b" / "out" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_changed_settings(tmp_path, tiny_folder):
+    train(tiny_config(tmp_path, tiny_folder, epochs=2, max_epochs_this_run=1))
+    with pytest.raises(ValueError, match="lr"):
+        train(tiny_config(tmp_path, tiny_folder, epochs=2, lr=0.01, resume=True))
+
+
+def test_diverging_loss_stops_with_the_step(tmp_path, tiny_folder):
+    with pytest.raises(FloatingPointError, match="step"):
+        train(tiny_config(tmp_path, tiny_folder, arch="basic_convnet", lr=1e12, warmup_epochs=0.01))
+
+
+def test_empty_and_classless_data_give_clear_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty"):
+        load_images(str(tmp_path / "empty"), cache_dir=tmp_path / "cache")
+    (tmp_path / "one" / "only").mkdir(parents=True)
+    with pytest.raises(DataError, match="at least two classes"):
+        load_images(str(tmp_path / "one"), cache_dir=tmp_path / "cache")
+    with pytest.raises(DataError, match="does not exist"):
+        load_images(str(tmp_path / "missing"), cache_dir=tmp_path / "cache")
+
+
+def test_tar_gz_gives_the_same_images_as_the_folder(tmp_path, tiny_folder):
+    import tarfile
+
+    archive = tmp_path / "images.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tiny_folder, arcname="train")
+    from_folder = load_images(str(tiny_folder), cache_dir=tmp_path / "c1")
+    from_tar = load_images(str(archive), cache_dir=tmp_path / "c2")
+    assert from_tar.class_names == from_folder.class_names
+    assert torch.equal(from_tar.images, from_folder.images) and torch.equal(from_tar.labels, from_folder.labels)
+    cached = load_images(str(archive), cache_dir=tmp_path / "c2")  # second load comes from the cache
+    assert torch.equal(cached.images, from_tar.images)
+
+
+def test_validation_split_is_fixed_per_class_and_disjoint():
+    labels = torch.arange(10).repeat_interleave(5000)
+    train_idx, val_idx = split_train_val(labels, 0.1, 0)
+    assert len(val_idx) == 5000 and torch.equal(labels[val_idx].bincount(), torch.full((10,), 500))
+    assert not set(train_idx.tolist()) & set(val_idx.tolist())
+    assert len(train_idx) + len(val_idx) == len(labels)
+    assert torch.equal(split_train_val(labels, 0.1, 0)[1], val_idx)
+    assert not torch.equal(split_train_val(labels, 0.1, 1)[1], val_idx)
+
+
+def test_config_rejects_unknown_and_malformed_options(capsys):
+    with pytest.raises(SystemExit):
+        parse_config(["--arch", "resnet", "--learning-rate", "0.1"])
+    with pytest.raises(SystemExit):
+        parse_config(["--epochs", "many"])
+    with pytest.raises(SystemExit):
+        parse_config(["--bf16", "maybe"])
+    config = parse_config(["--arch", "vgg", "--epochs", "3", "--no-bf16", "--resume"])
+    assert (config.arch, config.epochs, config.bf16, config.resume) == ("vgg", 3, False, True)
+
+
+def test_cli_unknown_architecture_lists_the_names(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "train", "--arch", "lenet", "--data", str(tmp_path)],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "unknown architecture 'lenet'" in result.stderr and "mlpmixer" in result.stderr
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    factors = [lr_factor(step, 100, 10) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:])) and factors[-1] == pytest.approx(1 / 90)
+
+
+def test_augmentations_keep_shape_and_content():
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).reshape(2, 3, 8, 8)
+    generator = torch.Generator().manual_seed(0)
+    moved = random_translate(images, 2, generator)
+    assert moved.shape == images.shape and moved.dtype == torch.uint8
+    flipped = random_flip(images, torch.Generator().manual_seed(3))
+    for original, result in zip(images, flipped):
+        assert torch.equal(result, original) or torch.equal(result, original.flip(2))
+    blanked = random_cutout(images.float() + 1, 3, generator)
+    assert ((blanked == 0).flatten(1).sum(1) > 0).all()
+
+
+def test_evaluate_writes_accuracy_and_confusion_matrix(tmp_path, tiny_folder):
+    train(tiny_config(tmp_path, tiny_folder))
+    result = subprocess.run([sys.executable, "-m", "train.evaluate", "--checkpoint", str(tmp_path / "out"),
+                             "--data", str(tiny_folder), "--cache-dir", str(tmp_path / "cache"),
+                             "--json-out", str(tmp_path / "eval.json")],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "eval.json").read_text())
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert report["images"] == 12 and report["accuracy"] == pytest.approx(config["val_accuracy"], abs=1e-4)
+    assert (tmp_path / "out" / "confusion.png").is_file()
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    data = make_image_folder(tmp_path / "images", per_class=24)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "train", "--arch", "resnet", "--data", str(data), "--epochs", "1", "--batch-size", "16",
+               "--device", "cpu", "--no-progress", "--threads", "1", "--out", str(tmp_path / "out"),
+               "--run-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache")]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert "2 processes" in config["hardware"]
+    load_pretrained(tmp_path / "out")
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
+    data = make_image_folder(tmp_path / "images", per_class=150)
+    straight = train(tiny_config(tmp_path / "a", data, epochs=3))
+    run_dir, out = tmp_path / "b" / "run", tmp_path / "b" / "out"
+    command = [sys.executable, "-m", "train", "--arch", "bn_convnet", "--data", str(data), "--epochs", "3",
+               "--batch-size", "16", "--lr", "0.05", "--warmup-epochs", "0.5", "--no-progress", "--threads", "1",
+               "--out", str(out), "--run-dir", str(run_dir), "--cache-dir", str(tmp_path / "b" / "cache")]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    state = run_dir / "train_state.safetensors"
+    try:
+        deadline = time.monotonic() + 240
+        while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # into the second epoch
+        assert process.poll() is None, "the run ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "config.json").exists()
+    resumed = train(tiny_config(tmp_path / "b", data, epochs=3, resume=True))
+    assert resumed["val_accuracy"] == straight["val_accuracy"]
+    a, b = load_file(tmp_path / "a" / "out" / "model.safetensors"), load_file(out / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,86 @@
+"""``python -m train.evaluate --checkpoint checkpoints/resnet --data PATH``: accuracy, per-class accuracy
+and a confusion-matrix PNG.
+
+By default it scores the checkpoint's own fixed validation split of ``--data`` (the split the training
+run held out, rebuilt from the split seed and fraction in its config); ``--split all`` scores every image
+of ``--data``, for a separate test folder.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from architectures import CheckpointError, load_pretrained
+from .config import parse_config
+from .data import DataError, load_images, split_train_val
+from .env import pick_device
+from .plots import plot_confusion
+from .trainer import evaluate
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str = "checkpoints/resnet"   # checkpoint folder or Hugging Face repo id
+    data: str = "cifar10"                    # "cifar10" or a path: ImageFolder dir, .tar, .tar.gz
+    split: str = "val"                       # "val": the checkpoint's validation split; "all": every image
+    confusion: str = ""                      # confusion-matrix PNG path; "" = confusion.png in the checkpoint folder
+    cache_dir: str = "data/cache"            # decoded-image cache, shared with training
+    device: str = "auto"                     # "auto", "cpu", "cuda"
+    json_out: str = ""                       # also write the results as JSON here
+
+
+def run(cfg: EvalConfig) -> dict:
+    device = pick_device(cfg.device)
+    model = load_pretrained(cfg.checkpoint, device=device)
+    config = model.config
+    image_set = load_images(cfg.data, config["image_size"], cfg.cache_dir)
+    if image_set.class_names != config["class_names"]:
+        raise DataError(f"the data's classes {image_set.class_names} differ from the checkpoint's "
+                        f"{config['class_names']}")
+    if cfg.split == "val":
+        recipe = config.get("recipe", {})
+        _, index = split_train_val(image_set.labels, recipe.get("val_fraction", 0.1), recipe.get("split_seed", 0))
+    elif cfg.split == "all":
+        index = torch.arange(len(image_set.labels))
+    else:
+        raise ValueError(f"--split must be 'val' or 'all', got {cfg.split!r}")
+    images, labels = image_set.images[index].to(device), image_set.labels[index].to(device)
+    mean, std = torch.tensor(config["mean"], device=device), torch.tensor(config["std"], device=device)
+    loss, accuracy, predictions = evaluate(model, images, labels, mean, std, channels_last=False)
+    num_classes = len(config["class_names"])
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    confusion.index_put_((labels.cpu(), predictions.cpu()), torch.ones(len(labels), dtype=torch.int64), accumulate=True)
+    per_class = (confusion.diag() / confusion.sum(1).clamp(min=1)).tolist()
+    folder = Path(config["_folder"])
+    png = Path(cfg.confusion) if cfg.confusion else folder / "confusion.png"
+    plot_confusion(confusion.numpy(), config["class_names"], png,
+                   title=f"{config.get('display_name', config['arch'])}: {cfg.split} split, {accuracy:.1%}")
+    result = {"checkpoint": cfg.checkpoint, "split": cfg.split, "images": len(labels), "accuracy": accuracy,
+              "loss": loss, "per_class_accuracy": dict(zip(config["class_names"], per_class)),
+              "confusion": confusion.tolist(), "confusion_png": str(png)}
+    if cfg.json_out:
+        Path(cfg.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def main(argv=None) -> int:
+    cfg = parse_config(argv, EvalConfig, description=__doc__)
+    try:
+        result = run(cfg)
+    except (CheckpointError, DataError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{result['checkpoint']}: accuracy {result['accuracy']:.2%} on {result['images']} images "
+          f"({result['split']} split), loss {result['loss']:.3f}")
+    for name, value in result["per_class_accuracy"].items():
+        print(f"  {name:>12s}  {value:.2%}")
+    print(f"confusion matrix: {result['confusion_png']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
