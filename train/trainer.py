@@ -101,6 +101,7 @@ def train(config: TrainConfig) -> dict:
 
 def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     device = env.device
+    code_version = git_commit()  # the code this run starts with, even if the tree changes while it trains
     image_set = load_images(cfg.data, cfg.image_size, cfg.cache_dir, progress=cfg.progress and env.is_main)
     train_idx, val_idx = split_train_val(image_set.labels, cfg.val_fraction, cfg.split_seed)
     train_x, train_y = image_set.images[train_idx].to(device), image_set.labels[train_idx].to(device)
@@ -128,7 +129,7 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     bf16 = use_bf16(cfg, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
-    run_dir, out_dir = Path(cfg.run_dir), Path(cfg.out)
+    run_dir = Path(cfg.run_dir)
     state_path = run_dir / STATE_NAME
     fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUME_FREE}
     history, start_epoch, train_seconds = [], 0, 0.0
@@ -217,14 +218,13 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     if not env.is_main:
         return {}
     final_model = ema_model if ema_model is not None else model
-    return export(cfg, env, final_model, image_set, len(val_idx), mean, std, history, train_seconds, bf16)
+    return export(cfg, env, final_model, image_set, len(val_idx), mean, std, history, train_seconds, bf16, code_version)
 
 
-def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds, bf16) -> dict:
+def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds, bf16, code_version) -> dict:
     """Write the finished checkpoint (weights, config, log, curves) to ``cfg.out``."""
     out_dir = Path(cfg.out)
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
-    data_flag = cfg.data
     config = {
         "display_name": type(model).display_name,
         "class_names": image_set.class_names,
@@ -239,13 +239,13 @@ def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds,
         "hardware": describe_hardware(env.device, env.world_size),
         "precision": "bf16 autocast" if bf16 else "fp32",
         "dataset": image_set.source,
-        "git_commit": git_commit(),
+        "git_commit": code_version,
         "torch_version": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
         "recipe": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "optimizer",
                                                  "label_smoothing", "warmup_epochs", "ema_decay", "translate",
                                                  "cutout", "seed", "split_seed", "val_fraction")},
-        "command": f"python -m train --arch {cfg.arch} --data {data_flag}",
+        "command": f"python -m train --arch {cfg.arch} --data {cfg.data}",
     }
     save_pretrained(model, out_dir, config)
     atomic_write_bytes(out_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
