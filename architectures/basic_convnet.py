@@ -13,21 +13,25 @@ from ._registry import register_model
 
 
 class PlainConvNet(ZooModel):
-    """Stages of ``convs_per_stage`` 3x3 convolutions, each stage but the last ending in 2x2 max-pooling."""
+    """Stages of 3x3 convolutions, each stage but the last ending in 2x2 max-pooling, then a pooled head.
 
-    def __init__(self, num_classes=10, widths=(32, 64, 128), convs_per_stage=2, norm=False, dropout=0.0):
+    ``stages`` lists (number of convolutions, width) per stage. The basic ConvNet, its BatchNorm twin and
+    VGG are all this network with different stages; Grad-CAM may hook the last ``cam_depths`` convolutions.
+    """
+
+    def __init__(self, num_classes, stages, norm, dropout=0.0, cam_depths=3):
         super().__init__()
         layers, in_channels = [], 3
-        for stage, width in enumerate(widths):
-            for _ in range(convs_per_stage):
+        for index, (depth, width) in enumerate(stages):
+            for _ in range(depth):
                 layers.append(ConvBNAct(in_channels, width, 3, norm=norm))
                 in_channels = width
-            if stage < len(widths) - 1:
+            if index < len(stages) - 1:
                 layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.head = ClassifierHead(in_channels, num_classes, dropout)
         conv_indices = [i for i, layer in enumerate(self.features) if isinstance(layer, ConvBNAct)]
-        self.cam_layers = tuple(f"features.{i}" for i in conv_indices[-3:])
+        self.cam_layers = tuple(f"features.{i}" for i in conv_indices[-cam_depths:])
         init_weights(self)
 
     def forward_features(self, x):
@@ -45,4 +49,4 @@ class BasicConvNet(PlainConvNet):
     paper = "http://yann.lecun.com/exdb/publis/pdf/lecun-01a.pdf"
 
     def __init__(self, num_classes=10, widths=(32, 64, 128), convs_per_stage=2, dropout=0.0):
-        super().__init__(num_classes, widths, convs_per_stage, norm=False, dropout=dropout)
+        super().__init__(num_classes, [(convs_per_stage, w) for w in widths], norm=False, dropout=dropout)

@@ -20,4 +20,4 @@ class BNConvNet(PlainConvNet):
     paper = "https://arxiv.org/abs/1502.03167"
 
     def __init__(self, num_classes=10, widths=(32, 64, 128), convs_per_stage=2, dropout=0.0):
-        super().__init__(num_classes, widths, convs_per_stage, norm=True, dropout=dropout)
+        super().__init__(num_classes, [(convs_per_stage, w) for w in widths], norm=True, dropout=dropout)

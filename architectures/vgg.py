@@ -7,10 +7,8 @@ at reduced width so the checkpoint fits a Space.
 """
 from __future__ import annotations
 
-import torch.nn as nn
-
-from ._blocks import ClassifierHead, ConvBNAct, ZooModel, init_weights
 from ._registry import register_model
+from .basic_convnet import PlainConvNet
 
 # A VGG variant is a list of stages: the number of 3x3 convolutions and their width, then a max-pool.
 # Names count weight layers (convolutions plus the linear head). On 32x32 inputs four pooled stages
@@ -22,7 +20,7 @@ VGG_STAGES = {
 
 
 @register_model("vgg")
-class VGG(ZooModel):
+class VGG(PlainConvNet):
     display_name = "VGG"
     key_idea = ("Only 3x3 convolutions, stacked two or three deep between poolings: small kernels in series "
                 "see as far as large ones with fewer weights and more non-linearity. Depth, not kernel size, "
@@ -30,25 +28,8 @@ class VGG(ZooModel):
     paper = "https://arxiv.org/abs/1409.1556"
 
     def __init__(self, num_classes=10, variant="vgg9", width_multiplier=0.5, dropout=0.0):
-        super().__init__()
         if variant not in VGG_STAGES:
             raise ValueError(f"unknown VGG variant {variant!r}; known: {', '.join(VGG_STAGES)}")
-        layers, in_channels = [], 3
-        for depth, width in VGG_STAGES[variant]:
-            width = int(width * width_multiplier)
-            for _ in range(depth):
-                layers.append(ConvBNAct(in_channels, width, 3))
-                in_channels = width
-            layers.append(nn.MaxPool2d(2))
-        layers.pop()  # no pooling after the last stage: its 4x4 map goes to the head and to Grad-CAM
-        self.features = nn.Sequential(*layers)
-        self.head = ClassifierHead(in_channels, num_classes, dropout)
-        convs = [i for i, layer in enumerate(self.features) if isinstance(layer, ConvBNAct)]
-        self.cam_layers = tuple(f"features.{i}" for i in convs[-4:])
-        init_weights(self)
-
-    def forward_features(self, x):
-        return self.features(x)
-
-    def forward_head(self, features):
-        return self.head(features)
+        stages = [(depth, int(width * width_multiplier)) for depth, width in VGG_STAGES[variant]]
+        # No pooling after the last stage: its 4x4 map goes to the head and to Grad-CAM.
+        super().__init__(num_classes, stages, norm=True, dropout=dropout, cam_depths=4)

@@ -185,3 +185,27 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     a, b = load_file(tmp_path / "a" / "out" / "model.safetensors"), load_file(out / "model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_push_to_hub_uploads_weights_config_and_model_card(tmp_path, tiny_folder, monkeypatch):
+    import huggingface_hub
+
+    from train.hub import push_to_hub
+
+    train(tiny_config(tmp_path, tiny_folder, epochs=1))
+    calls = {}
+
+    class RecordingApi:  # stands in for the Hub: the test must not reach the network
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls["repo"] = repo_id
+
+        def upload_folder(self, repo_id, folder_path, allow_patterns, revision=None, commit_message=""):
+            calls["files"] = sorted(allow_patterns)
+            return "commit"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    push_to_hub(tmp_path / "out", "someone/tiny-zoo")
+    assert calls["repo"] == "someone/tiny-zoo"
+    assert {"model.safetensors", "config.json", "README.md", "curves.png"} <= set(calls["files"])
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert card.startswith("---\n") and "bn_convnet" in card and "Validation accuracy" in card

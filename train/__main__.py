@@ -11,7 +11,7 @@ from .trainer import train
 
 
 def main(argv=None) -> int:
-    config = parse_config(argv, description=__doc__)
+    config = parse_config(argv, description=__doc__, prog="python -m train")
     names = list_models() if config.arch == "all" else [config.arch]
     try:
         for name in names:

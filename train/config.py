@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import re
 import typing
 from dataclasses import dataclass, field
 
@@ -60,23 +62,32 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def build_parser(config_class=TrainConfig, description: str = "") -> argparse.ArgumentParser:
+def field_comments(config_class) -> dict[str, str]:
+    """The comment beside each field in the class source: the ``--help`` text, written once."""
+    source = inspect.getsource(config_class)
+    return dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", source, flags=re.M))
+
+
+def build_parser(config_class=TrainConfig, description: str = "", prog: str | None = None) -> argparse.ArgumentParser:
     """One ``--flag`` per dataclass field; booleans take ``--flag``/``--no-flag`` or ``--flag false``."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
-    hints = typing.get_type_hints(config_class)
+    parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints, comments = typing.get_type_hints(config_class), field_comments(config_class)
     for f in dataclasses.fields(config_class):
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+        text = comments.get(f.name, "").replace("%", "%%")
         if base is bool:
-            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=f.default)
-            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false")
+            parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=f.default, help=text)
+            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
+                                help=argparse.SUPPRESS)
         else:
-            parser.add_argument(flag, type=base, default=f.default)
+            parser.add_argument(flag, type=base, default=f.default, help=text or None)
     return parser
 
 
-def parse_config(argv=None, config_class=TrainConfig, description: str = ""):
+def parse_config(argv=None, config_class=TrainConfig, description: str = "", prog: str | None = None):
     """Parse ``argv`` into ``config_class``; argparse exits with a message on unknown flags or bad values."""
-    args = build_parser(config_class, description).parse_args(argv)
+    args = build_parser(config_class, description, prog).parse_args(argv)
     return config_class(**vars(args))

@@ -68,7 +68,7 @@ def run(cfg: EvalConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    cfg = parse_config(argv, EvalConfig, description=__doc__)
+    cfg = parse_config(argv, EvalConfig, description=__doc__, prog="python -m train.evaluate")
     try:
         result = run(cfg)
     except (CheckpointError, DataError, ValueError) as error:

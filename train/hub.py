@@ -64,7 +64,7 @@ class PushConfig:
 
 
 def main(argv=None) -> int:
-    cfg = parse_config(argv, PushConfig, description=__doc__)
+    cfg = parse_config(argv, PushConfig, description=__doc__, prog="python -m train.hub")
     if not cfg.repo_id:
         print("error: --repo-id USER/NAME is required", file=sys.stderr)
         return 2

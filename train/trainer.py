@@ -82,7 +82,8 @@ def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
         return False
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return bool(recipe_for(cfg.arch).get("cpu_bf16", False))
+    # Without native bf16 instructions (AVX512-BF16/AMX) the CPU emulates it, far slower than fp32.
+    return bool(recipe_for(cfg.arch).get("cpu_bf16", False)) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def train(config: TrainConfig) -> dict:

@@ -77,7 +77,7 @@ class TableConfig:
 
 
 def main(argv=None) -> int:
-    cfg = parse_config(argv, TableConfig, description=__doc__)
+    cfg = parse_config(argv, TableConfig, description=__doc__, prog="python -m train.zoo_table")
     table = markdown_table(zoo_rows(Path(cfg.checkpoints)))
     if not cfg.write:
         print(table)

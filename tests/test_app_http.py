@@ -1,0 +1,262 @@
+"""The running app over HTTP: `python app.py` in a subprocess, driven with gradio_client as a user's script would.
+
+The server reads a temporary checkpoint folder: the trained checkpoints (linked), random-weight ones for
+ResNet and SENet where those are not trained yet (so /explain and /compare always have something to run,
+SE plots included), and, while some architecture is untrained, a corrupt checkpoint in its place.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from PIL import Image
+
+from architectures import create_model, list_models, save_pretrained
+from serve.corpus import write_corpus
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINTS = REPO_ROOT / "checkpoints"
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+TRAINED = [name for name in list_models() if (CHECKPOINTS / name / "config.json").is_file()
+           and (CHECKPOINTS / name / "model.safetensors").is_file()]
+STARTUP_TIMEOUT_S = 120  # generous: CI machines may be busy; the benchmark measures the real start time
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _random_checkpoint(folder: Path, name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name)
+    save_pretrained(model, folder / name, {
+        "display_name": type(model).display_name, "class_names": CIFAR10, "image_size": 32,
+        "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "val_accuracy": 0.1, "epochs": 0,
+        "train_seconds": 0.0, "hardware": "none (random weights, for the HTTP test)"})
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    """The checkpoint folder the server reads, and what each architecture in it is."""
+    folder = tmp_path_factory.mktemp("served_checkpoints")
+    kinds = {}
+    for name in TRAINED:
+        (folder / name).symlink_to(CHECKPOINTS / name, target_is_directory=True)
+        kinds[name] = "trained"
+    for name in ("resnet", "senet"):
+        if name not in kinds:
+            _random_checkpoint(folder, name)
+            kinds[name] = "random"
+    untrained = [name for name in list_models() if name not in kinds]
+    if len(untrained) > 1:  # keep at least one plainly missing; break the first of the rest
+        broken = untrained[0]
+        (folder / broken).mkdir()
+        (folder / broken / "config.json").write_text('{"arch": "%s", "class_names": ' % broken)
+        (folder / broken / "model.safetensors").write_bytes(b"not a safetensors file")
+        kinds[broken] = "corrupt"
+    for name in list_models():
+        kinds.setdefault(name, "missing")
+    return folder, kinds
+
+
+@pytest.fixture(scope="module")
+def server(layout, tmp_path_factory):
+    folder, _ = layout
+    port = _free_port()
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "CHECKPOINT_DIR": str(folder), "CHECKPOINT_REPO": "", "OMP_NUM_THREADS": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+           "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_tmp"))}
+    log = (tmp_path_factory.mktemp("server_log") / "app.log").open("w+")
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    start = time.monotonic()
+    try:
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"app.py exited with {process.returncode}:\n{log.read()[-3000:]}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() - start > STARTUP_TIMEOUT_S:
+                pytest.fail(f"app.py did not answer within {STARTUP_TIMEOUT_S} s")
+            time.sleep(0.5)
+        print(f"app.py answered after {time.monotonic() - start:.1f} s")
+        yield {"url": url, "process": process, "log": log}
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)  # this test's own server (its own session), nothing else
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server["url"], verbose=False, download_files=str(Path(server["log"].name).parent / "downloads"))
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> str:
+    """A real example photo when there is one, else a made-up picture."""
+    examples = sorted((REPO_ROOT / "examples").glob("*.jpg"))
+    if examples:
+        return str(examples[0])
+    path = tmp_path_factory.mktemp("photo") / "photo.png"
+    Image.radial_gradient("L").convert("RGB").resize((300, 200)).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("uploads"), include_oversize=True)
+
+
+def _alive(server) -> None:
+    assert server["process"].poll() is None, "the server died"
+
+
+def _servable(layout) -> list[str]:
+    return [name for name, kind in layout[1].items() if kind in ("trained", "random")]
+
+
+def test_api_lists_the_endpoints(client):
+    info = client.view_api(print_info=False, return_format="dict")
+    endpoints = info["named_endpoints"]
+    for name in ("/predict", "/explain", "/compare"):
+        assert name in endpoints, sorted(endpoints)
+    explain_params = {p["parameter_name"]: p for p in endpoints["/explain"]["parameters"]}
+    for name in ("method", "layer", "target", "opacity"):
+        assert explain_params[name]["parameter_has_default"], name
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_predict_every_trained_architecture(client, layout, photo, name):
+    if layout[1][name] != "trained":
+        pytest.skip(f"{name} has no trained checkpoint yet")
+    result = client.predict(handle_file(photo), name, api_name="/predict")
+    confidences = {c["label"]: c["confidence"] for c in result["confidences"]}
+    assert result["label"] in CIFAR10 and set(confidences) <= set(CIFAR10) and len(confidences) >= 5
+    assert result["label"] == max(confidences, key=confidences.get)
+    assert 0 < confidences[result["label"]] <= 1
+
+
+def test_predict_with_random_weights_where_untrained(client, layout, photo):
+    for name in _servable(layout):
+        result = client.predict(handle_file(photo), name, api_name="/predict")
+        assert result["label"] in CIFAR10
+
+
+def test_missing_and_corrupt_checkpoints_are_clear_errors(client, server, layout, photo):
+    kinds = layout[1]
+    missing = [name for name, kind in kinds.items() if kind == "missing"]
+    corrupt = [name for name, kind in kinds.items() if kind == "corrupt"]
+    if not missing and not corrupt:
+        pytest.skip("every architecture is trained")
+    for name in missing:
+        with pytest.raises(Exception, match="no checkpoint yet"):
+            client.predict(handle_file(photo), name, api_name="/predict")
+    for name in corrupt:
+        with pytest.raises(Exception, match="cannot be used"):
+            client.predict(handle_file(photo), name, api_name="/predict")
+    _alive(server)
+    assert client.predict(handle_file(photo), _servable(layout)[0], api_name="/predict")["label"] in CIFAR10
+
+
+@pytest.mark.parametrize("name", ["../checkpoints/resnet", "nope", "", "resnet/../senet", "/etc/passwd"])
+def test_unknown_architecture_is_refused_with_the_list(client, server, photo, name):
+    with pytest.raises(Exception, match="resnet"):  # the message lists the known architectures
+        client.predict(handle_file(photo), name, api_name="/predict")
+    _alive(server)
+
+
+def test_explain_with_just_image_and_architecture(client, layout, photo):
+    for name in ("senet", "resnet"):
+        overlay, se_plot, faithfulness, note = client.predict(handle_file(photo), name, api_name="/explain")
+        with Image.open(photo) as original, Image.open(overlay) as picture:
+            assert picture.size == original.size  # the overlay keeps the upload's resolution
+        if name == "senet":
+            assert se_plot is not None and Path(se_plot).is_file()
+        else:
+            assert se_plot is None and "no SE blocks" in note
+        assert len(faithfulness["data"]) == 3 and "probability" in note
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "eigencam"])
+def test_explain_every_method_layer_and_target(client, photo, method):
+    overlay, _, _, note = client.predict(handle_file(photo), "resnet", method=method, layer=1, target="cat",
+                                         opacity=0.8, api_name="/explain")
+    assert Path(overlay).is_file() and method in note and "(1 of" in note and "**cat**" in note
+
+
+def test_compare(client, layout, photo):
+    table, gallery, summary = client.predict(handle_file(photo), api_name="/compare")
+    assert table["headers"][:2] == ["architecture", "top-1"]
+    rows = table["data"]
+    assert len(rows) == len(list_models())
+    answered = [row for row in rows if row[1] in CIFAR10]
+    assert len(answered) == len(_servable(layout)) == len(gallery)
+    assert "Majority vote" in summary
+    for item in gallery:
+        assert Path(item["image"]).is_file()
+
+
+def test_bad_uploads_get_clear_errors_and_the_server_keeps_serving(client, server, layout, corpus):
+    name = _servable(layout)[0]
+    for upload in corpus:
+        start = time.monotonic()
+        if upload.expect == "ok":
+            result = client.predict(handle_file(str(upload.path)), name, api_name="/predict")
+            assert result["label"] in CIFAR10, upload.name
+        else:
+            with pytest.raises(Exception) as info:
+                client.predict(handle_file(str(upload.path)), name, api_name="/predict")
+            message = str(info.value)
+            if upload.name != "oversize.jpg":  # that one is refused at upload time by max_file_size
+                assert "Cannot use this upload" in message, (upload.name, message)
+        assert time.monotonic() - start < 20, f"{upload.name} took too long"
+        _alive(server)
+    explained = client.predict(handle_file(str(corpus[-1].path.with_name("large.jpg"))), name, api_name="/explain")
+    assert Path(explained[0]).is_file()
+
+
+def test_the_server_exposes_no_other_files(server, layout):
+    url = server["url"]
+    for path in ("/etc/passwd", str(REPO_ROOT / "app.py"), str(layout[0] / "resnet" / "model.safetensors")):
+        response = httpx.get(f"{url}gradio_api/file={path}", timeout=10)
+        assert response.status_code in (403, 404), (path, response.status_code)
+    _alive(server)
+
+
+def test_a_path_outside_the_upload_folder_is_refused(server, layout, tmp_path, photo):
+    """An API call naming a server-side file instead of uploading one must not get it classified."""
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(Path(photo).read_bytes())
+    url = server["url"]
+    for path in (str(outside), "/etc/passwd"):
+        payload = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, _servable(layout)[0]]}
+        event = httpx.post(f"{url}gradio_api/call/predict", json=payload, timeout=10).json()["event_id"]
+        stream = httpx.get(f"{url}gradio_api/call/predict/{event}", timeout=30).text
+        assert "event: error" in stream and "confidences" not in stream, stream
+    _alive(server)

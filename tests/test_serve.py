@@ -1,0 +1,421 @@
+"""The inference layer (serve/): safe decoding, preprocessing, the checkpoint store, predictions, OOD, compare.
+
+Most tests use small checkpoints with random weights written into a temporary folder, so they run before
+any model is trained; the tests of the shipped checkpoints skip those not trained yet.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import serve
+from architectures import create_model, list_models, save_pretrained
+from serve.corpus import png_bomb, write_corpus
+from serve.ood import calibrate, verdict
+from train.augment import normalize
+from train.data import to_square_rgb
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINTS = REPO_ROOT / "checkpoints"
+EXAMPLES = REPO_ROOT / "examples"
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CONFIG = {"class_names": CIFAR10, "image_size": 32, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26],
+          "val_accuracy": 0.5, "epochs": 1, "train_seconds": 1.0, "hardware": "test"}
+TRAINED = [name for name in list_models() if (CHECKPOINTS / name / "config.json").is_file()
+           and (CHECKPOINTS / name / "model.safetensors").is_file()]
+
+
+def write_checkpoint(folder: Path, name: str, seed: int = 0, **overrides) -> Path:
+    torch.manual_seed(seed)
+    model = create_model(name)
+    return save_pretrained(model, folder / name, {**CONFIG, "display_name": type(model).display_name, **overrides})
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("checkpoints")
+    write_checkpoint(folder, "resnet", val_accuracy=0.7)
+    write_checkpoint(folder, "senet", val_accuracy=0.8)
+    write_checkpoint(folder, "mlpmixer", val_accuracy=0.6)
+    return folder
+
+
+@pytest.fixture()
+def store(checkpoint_dir) -> serve.ModelStore:
+    return serve.ModelStore(checkpoint_dir, repo="", device="cpu", ood_thresholds={})
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return {u.name: u for u in write_corpus(tmp_path_factory.mktemp("uploads"), include_oversize=True)}
+
+
+# --- decoding ------------------------------------------------------------------------------------------
+def test_corpus_covers_the_issue(corpus):
+    for name in ["not_an_image.txt", "empty.jpg", "truncated.jpg", "random_bytes.png", "page.jpg", "bomb.png",
+                 "sixteen_bit.png", "cmyk.jpg", "rgba.png", "palette.png", "animated.gif", "exif_rotated.jpg",
+                 "float.tiff", "photo.webp", "one_pixel.png", "large.jpg", "thin.png", "oversize.jpg"]:
+        assert name in corpus
+
+
+@pytest.mark.parametrize("case", [
+    "not_an_image.txt", "empty.jpg", "truncated.jpg", "random_bytes.png", "page.jpg", "bomb.png", "bomb_100mp.png",
+    "drawing.svg", "postscript.eps", "oversize.jpg"])
+def test_bad_uploads_raise_one_clear_error(corpus, case):
+    upload = corpus[case]
+    assert upload.expect == "error"
+    with pytest.raises(serve.ImageDecodeError) as info:
+        serve.load_image(upload.path)
+    message = str(info.value)
+    assert message and "Traceback" not in message and len(message) < 300
+    if upload.path.stat().st_size <= serve.MAX_UPLOAD_BYTES:  # the same verdict from bytes as from a path
+        with pytest.raises(serve.ImageDecodeError):
+            serve.load_image(upload.path.read_bytes())
+
+
+def test_error_messages_say_what_is_wrong(corpus):
+    def message(name):
+        with pytest.raises(serve.ImageDecodeError) as info:
+            serve.load_image(corpus[name].path)
+        return str(info.value)
+
+    assert "empty" in message("empty.jpg")
+    assert "truncated" in message("truncated.jpg")
+    assert "not an image" in message("page.jpg")
+    assert "bomb" in message("bomb.png") and "bomb" in message("bomb_100mp.png")
+    assert "limit" in message("oversize.jpg")
+
+
+@pytest.mark.parametrize("case", [
+    "sixteen_bit.png", "cmyk.jpg", "rgba.png", "palette.png", "animated.gif", "exif_rotated.jpg", "float.tiff",
+    "float_hdr.tiff", "photo.webp", "one_pixel.png", "thin.png", "grey.bmp", "large.jpg"])
+def test_real_images_decode_to_rgb_and_a_model_input(corpus, case):
+    upload = corpus[case]
+    assert upload.expect == "ok"
+    image = serve.load_image(upload.path)
+    assert image.mode == "RGB" and max(image.size) <= serve.MAX_SIDE and min(image.size) >= 1
+    x = serve.to_tensor(image, CONFIG)
+    assert x.shape == (1, 3, 32, 32) and x.dtype == torch.float32 and torch.isfinite(x).all()
+
+
+def test_modes_convert_to_the_right_colours(corpus):
+    def pixel(name, xy):
+        return serve.load_image(corpus[name].path).getpixel(xy)
+
+    cyan = pixel("cmyk.jpg", (20, 20))
+    assert cyan[0] < 30 and cyan[1] > 225 and cyan[2] > 225  # CMYK (255, 0, 0, 0) is cyan
+    assert pixel("rgba.png", (5, 20)) == (255, 255, 255)     # transparent: composited over white
+    assert pixel("rgba.png", (35, 20)) == (255, 0, 0)        # opaque red stays red
+    assert pixel("animated.gif", (20, 20)) == (255, 0, 0)    # the first frame, not the last
+    sixteen = np.asarray(serve.load_image(corpus["sixteen_bit.png"].path))[..., 0]
+    assert sixteen[0, 0] == 0 and sixteen[0, -1] == 255 and 100 < sixteen[0, 32] < 160  # scaled, not clipped
+    for name in ("float.tiff", "float_hdr.tiff"):
+        ramp = np.asarray(serve.load_image(corpus[name].path))[..., 0]
+        assert ramp[0, 0] == 0 and ramp[0, -1] == 255 and len(np.unique(ramp[0])) > 32
+
+
+def test_exif_orientation_is_applied(corpus):
+    image = serve.load_image(corpus["exif_rotated.jpg"].path)
+    assert image.size == (30, 60)  # stored 60 x 30, orientation 6 turns it upright
+    top, bottom = image.getpixel((15, 5)), image.getpixel((15, 55))
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
+
+
+def test_large_photo_is_reduced_keeping_its_shape(corpus):
+    image = serve.load_image(corpus["large.jpg"].path)
+    assert image.size == (1024, 768)
+
+
+def test_pixel_limit_is_configurable(tmp_path):
+    bomb = png_bomb(4000, 4000)
+    with pytest.raises(serve.ImageDecodeError, match="megapixels"):
+        serve.load_image(bomb, max_pixels=10_000_000)
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(serve.ImageDecodeError, match="could not be found"):
+        serve.load_image(tmp_path / "nope.png")
+
+
+# --- preprocessing -------------------------------------------------------------------------------------
+def test_to_tensor_is_the_training_pipeline():
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (45, 70, 3), dtype=np.uint8))
+    expected = normalize(torch.from_numpy(to_square_rgb(image, 32).copy()).permute(2, 0, 1)[None],
+                         torch.tensor(CONFIG["mean"]), torch.tensor(CONFIG["std"]))
+    assert torch.equal(serve.to_tensor(image, CONFIG), expected)
+    assert np.array_equal(serve.model_view(image, CONFIG), to_square_rgb(image, 32))
+
+
+def test_to_tensor_uses_the_checkpoint_statistics_and_size():
+    mean = [0.2, 0.4, 0.6]
+    image = Image.new("RGB", (50, 50), tuple(round(m * 255) for m in mean))
+    x = serve.to_tensor(image, {**CONFIG, "mean": mean, "std": [0.5, 0.5, 0.5], "image_size": 16})
+    assert x.shape == (1, 3, 16, 16)
+    assert x.abs().max() < 0.01  # a pixel equal to the mean normalises to zero
+
+
+# --- the store -----------------------------------------------------------------------------------------
+def test_store_loads_lazily_and_caches(store):
+    assert store.status()["resnet"] == "ready"
+    first = store.get("resnet")
+    assert store.get("resnet") is first
+    assert store.status()["resnet"] == "loaded"
+    assert not first.model.training and first.config["arch"] == "resnet"
+    assert len(first.weights_sha256) == 64
+    assert store.available() == ["resnet", "senet", "mlpmixer"]
+
+
+def test_store_reloads_a_replaced_checkpoint(tmp_path):
+    write_checkpoint(tmp_path, "resnet", seed=0)
+    store = serve.ModelStore(tmp_path, repo="", device="cpu", ood_thresholds={})
+    first = store.get("resnet")
+    write_checkpoint(tmp_path, "resnet", seed=1, val_accuracy=0.9)
+    second = store.get("resnet")
+    assert second is not first and second.config["val_accuracy"] == 0.9
+    assert second.weights_sha256 != first.weights_sha256
+
+
+@pytest.mark.parametrize("name", ["nope", "", "../resnet", "resnet/../resnet", "/etc/passwd", "resnet ", None, 3,
+                                  "RESNET", "..", "checkpoints/resnet"])
+def test_unknown_and_path_like_names_are_refused(store, name):
+    with pytest.raises(ValueError, match="unknown architecture"):
+        store.get(name)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        serve.predict(store, name, Image.new("RGB", (32, 32)))
+
+
+def test_path_like_name_never_reaches_a_folder_outside(tmp_path):
+    write_checkpoint(tmp_path, "resnet")               # a valid checkpoint at tmp/resnet ...
+    store = serve.ModelStore(tmp_path / "inside", repo="", device="cpu", ood_thresholds={})
+    with pytest.raises(ValueError):                    # ... is not reachable as ../resnet
+        store.get("../resnet")
+    assert store.available() == []
+
+
+def test_missing_and_corrupt_checkpoints_fail_alone(tmp_path):
+    write_checkpoint(tmp_path, "resnet")
+    (tmp_path / "vgg").mkdir()
+    (tmp_path / "vgg" / "config.json").write_text('{"arch": "vgg"')           # cut short
+    (tmp_path / "vgg" / "model.safetensors").write_bytes(b"junk")
+    write_checkpoint(tmp_path, "senet")
+    (tmp_path / "senet" / "model.safetensors").write_bytes(b"\x00" * 64)      # weights destroyed
+    store = serve.ModelStore(tmp_path, repo="", device="cpu", ood_thresholds={})
+    with pytest.raises(serve.ModelUnavailable, match="no checkpoint yet"):
+        store.get("alexnet")
+    with pytest.raises(serve.ModelUnavailable, match="vgg.*cannot be used"):
+        store.get("vgg")
+    with pytest.raises(serve.ModelUnavailable, match="senet.*cannot be used"):
+        store.get("senet")
+    with pytest.raises(serve.ModelUnavailable, match="senet"):                # remembered, still clear
+        store.get("senet")
+    assert str(tmp_path) not in str(store.status()["senet"])                  # no server paths in messages
+    prediction = serve.predict(store, "resnet", Image.new("RGB", (40, 40), (10, 200, 30)))
+    assert prediction.arch == "resnet"
+    write_checkpoint(tmp_path, "senet")                                       # repaired: served again
+    assert store.get("senet").name == "senet"
+
+
+def test_device_choice(monkeypatch):
+    assert serve.pick_device("cpu") == torch.device("cpu")
+    monkeypatch.setenv("DEVICE", "cpu")
+    assert serve.pick_device() == torch.device("cpu")
+    monkeypatch.delenv("DEVICE")
+    assert serve.pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="DEVICE"):
+        serve.pick_device("banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            serve.pick_device("cuda")
+
+
+def test_environment_configures_the_store(monkeypatch, checkpoint_dir):
+    monkeypatch.setenv("CHECKPOINT_DIR", str(checkpoint_dir))
+    monkeypatch.setenv("CHECKPOINT_REPO", "someone/zoo")
+    monkeypatch.setenv("CHECKPOINT_REVISION", "abc123")
+    monkeypatch.setenv("DEVICE", "cpu")
+    store = serve.ModelStore()
+    assert store.checkpoint_dir == checkpoint_dir and store.repo == "someone/zoo" and store.revision == "abc123"
+    assert store.device == torch.device("cpu")
+
+
+def test_hub_is_used_only_when_local_files_are_absent_and_pinned(monkeypatch, tmp_path, checkpoint_dir):
+    import huggingface_hub
+
+    calls = []
+    remote = tmp_path / "remote"
+    write_checkpoint(remote, "alexnet")
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None, **kwargs):
+        calls.append((repo_id, revision, tuple(allow_patterns)))
+        return str(remote)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    store = serve.ModelStore(checkpoint_dir, repo="someone/zoo", revision="0123abcd", device="cpu",
+                             ood_thresholds={})
+    assert store.get("resnet").folder == checkpoint_dir / "resnet"   # local: no download
+    assert calls == []
+    loaded = store.get("alexnet")                                     # absent locally: from the Hub
+    assert loaded.folder == remote / "alexnet"
+    assert calls[0][:2] == ("someone/zoo", "0123abcd")
+    assert all(pattern.startswith("alexnet/") for pattern in calls[0][2])
+    per_arch = serve.ModelStore(tmp_path / "empty", repo="someone/cifar10-{arch}", revision="v1", device="cpu",
+                                ood_thresholds={})
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, revision=None, allow_patterns=None, **kw:
+                        calls.append((repo_id, revision)) or str(remote / "alexnet"))
+    assert per_arch.get("alexnet").config["arch"] == "alexnet"
+    assert calls[-1] == ("someone/cifar10-alexnet", "v1")
+
+
+def test_hub_failure_is_a_clear_error(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    store = serve.ModelStore(tmp_path, repo="someone/zoo", device="cpu", ood_thresholds={})
+    with pytest.raises(serve.ModelUnavailable, match="Hugging Face Hub"):
+        store.get("resnet")
+
+
+# --- predictions ---------------------------------------------------------------------------------------
+def test_predict_top_k(store):
+    image = Image.new("RGB", (64, 48), (120, 80, 40))
+    prediction = serve.predict(store, "senet", image, k=5)
+    assert len(prediction.top) == 5
+    probabilities = [p for _, p in prediction.top]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert prediction.label == prediction.top[0][0] == CIFAR10[prediction.index]
+    assert abs(sum(prediction.label_dict().values()) - 1) < 1e-5
+    assert set(prediction.label_dict()) == set(CIFAR10)
+    assert prediction.latency_ms > 0 and prediction.x.shape == (1, 3, 32, 32)
+    assert prediction.ood["ood"] is None  # no thresholds in this store
+    again = serve.predict(store, "senet", image, k=5)
+    assert np.allclose(prediction.probs, again.probs)  # eval mode: deterministic
+
+
+def test_ood_verdict_follows_the_threshold():
+    sha = "a" * 64
+    confident, unsure = np.array([0.9, 0.05, 0.05]), np.array([0.4, 0.35, 0.25])
+    entry = {"score": "max_prob", "threshold": 0.6, "weights_sha256": sha, "keep_fraction": 0.95}
+    assert verdict(confident, entry, sha)["ood"] is False
+    flagged = verdict(unsure, entry, sha)
+    assert flagged["ood"] is True and "does not look like any of the classes" in flagged["message"]
+    entropy_entry = {**entry, "score": "entropy", "threshold": 0.5}
+    assert verdict(confident, entropy_entry, sha)["ood"] is False
+    assert verdict(unsure, entropy_entry, sha)["ood"] is True
+    assert verdict(unsure, entry, "b" * 64)["ood"] is None                   # other weights: no verdict
+    assert verdict(unsure, None, sha)["ood"] is None
+
+
+def test_calibration_keeps_95_percent_of_validation(store):
+    loaded = store.get("resnet")
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (200, 3, 32, 32), generator=generator, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (200,), generator=generator)
+    entry = calibrate(loaded.model, loaded.config, images, labels)
+    assert entry["score"] in ("max_prob", "entropy") and entry["val_images"] == 200
+    assert abs(entry["candidates"][entry["score"]]["val_flagged"] - 0.05) <= 0.01
+    probs = torch.softmax(loaded.model(normalize(images, torch.tensor(CONFIG["mean"]),
+                                                 torch.tensor(CONFIG["std"]))), -1).detach().numpy()
+    entry["weights_sha256"] = loaded.weights_sha256
+    flagged = [verdict(p, entry, loaded.weights_sha256)["ood"] for p in probs]
+    assert 0.03 <= np.mean(flagged) <= 0.07
+
+
+def test_store_passes_thresholds_to_predictions(checkpoint_dir):
+    probe = serve.ModelStore(checkpoint_dir, repo="", device="cpu", ood_thresholds={})
+    sha = probe.get("resnet").weights_sha256
+    image = Image.new("RGB", (32, 32), (50, 50, 50))
+    always = {"resnet": {"score": "max_prob", "threshold": 1.01, "weights_sha256": sha}}
+    store = serve.ModelStore(checkpoint_dir, repo="", device="cpu", ood_thresholds=always)
+    assert serve.predict(store, "resnet", image).ood["ood"] is True
+    never = {"resnet": {"score": "max_prob", "threshold": 0.0, "weights_sha256": sha}}
+    store = serve.ModelStore(checkpoint_dir, repo="", device="cpu", ood_thresholds=never)
+    assert serve.predict(store, "resnet", image).ood["ood"] is False
+
+
+def test_compare_all(store):
+    image = Image.new("RGB", (48, 48), (30, 90, 200))
+    seen = []
+    rows, majority = serve.compare_all(store, image, progress=lambda i, n, name: seen.append(name))
+    assert [row.arch for row in rows] == list_models() == seen
+    answered = [row for row in rows if row.error is None]
+    assert [row.arch for row in answered] == ["resnet", "senet", "mlpmixer"]
+    assert all("no checkpoint" in row.error for row in rows if row.error is not None)
+    labels = [row.label for row in answered]
+    assert majority in labels
+    for row in answered:
+        assert row.agrees_with_majority == (row.label == majority)
+        others = [label for other, label in zip(answered, labels) if other is not row]
+        assert row.agreement == pytest.approx(sum(label == row.label for label in others) / len(others))
+        assert 0 < row.confidence <= 1 and row.latency_ms > 0
+
+
+def test_compare_all_tie_goes_to_the_most_confident(monkeypatch, store):
+    import importlib
+
+    predict_module = importlib.import_module("serve.predict")  # the module; serve.predict is the function
+
+    fake = {"resnet": ("cat", 0.9), "senet": ("dog", 0.6), "mlpmixer": ("frog", 0.5)}
+
+    def fake_predict(store, name, image, k=5):
+        if name not in fake:
+            raise serve.ModelUnavailable(f"{name}: no checkpoint yet")
+        label, confidence = fake[name]
+        probs = np.full(10, (1 - confidence) / 9)
+        probs[CIFAR10.index(label)] = confidence
+        return serve.Prediction(name, name, CIFAR10, probs, [(label, confidence)], {}, 1.0, torch.zeros(1))
+
+    monkeypatch.setattr(predict_module, "predict", fake_predict)
+    rows, majority = serve.compare_all(store, Image.new("RGB", (8, 8)))
+    assert majority == "cat"
+    assert [row.agreement for row in rows if row.label] == [0.0, 0.0, 0.0]
+
+
+# --- the shipped checkpoints (skip those not trained yet) ------------------------------------------------
+@pytest.mark.parametrize("name", list_models())
+def test_shipped_checkpoint_serves_the_examples(name):
+    if name not in TRAINED:
+        pytest.skip(f"{name} has no checkpoint yet")
+    store = serve.ModelStore(CHECKPOINTS, repo="", device="cpu")
+    examples = sorted(p for p in EXAMPLES.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"})
+    assert len(examples) >= 10
+    for path in examples:
+        prediction = serve.predict(store, name, serve.load_image(path))
+        assert prediction.label in CIFAR10 and 0 < prediction.confidence <= 1
+    entry = store.ood_thresholds.get(name)
+    if entry is not None:  # a threshold measured on other weights is stale: rerun `python -m serve.calibrate`
+        assert entry["weights_sha256"] == store.get(name).weights_sha256, f"{name}: stale OOD threshold"
+
+
+def test_examples_are_small_and_attributed():
+    examples = sorted(p for p in EXAMPLES.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"})
+    assert len(examples) >= 10
+    attribution = (EXAMPLES / "ATTRIBUTION.md").read_text()
+    for path in examples:
+        assert path.stat().st_size < 200_000, path
+        assert path.name in attribution, f"{path.name} has no source and licence in ATTRIBUTION.md"
+        serve.load_image(path)
+    covered = {c for c in CIFAR10 if any(p.name.startswith(f"val_{c}_") for p in examples)}
+    assert covered == set(CIFAR10)
+
+
+def test_thresholds_file_is_valid_when_present():
+    path = REPO_ROOT / "serve" / "ood_thresholds.json"
+    if not path.is_file():
+        pytest.skip("no thresholds calibrated yet (python -m serve.calibrate)")
+    data = json.loads(path.read_text())
+    for name, entry in data["models"].items():
+        assert name in list_models()
+        assert entry["score"] in ("max_prob", "entropy") and np.isfinite(entry["threshold"])
+        assert len(entry["weights_sha256"]) == 64 and entry["val_images"] > 0
+    assert os.path.samefile(serve.ood.THRESHOLDS_PATH, path)
