@@ -32,7 +32,7 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.03)
     _save(fig, path)
 
 
