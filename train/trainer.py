@@ -246,7 +246,7 @@ def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds,
         "recipe": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "optimizer",
                                                  "label_smoothing", "warmup_epochs", "ema_decay", "translate",
                                                  "cutout", "seed", "split_seed", "val_fraction")},
-        "command": f"python -m train --arch {cfg.arch} --data {cfg.data}",
+        "command": f"python -m train --arch {cfg.arch} --data {cfg.data} --epochs {cfg.epochs}",
     }
     save_pretrained(model, out_dir, config)
     atomic_write_bytes(out_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
