@@ -72,7 +72,8 @@ class EfficientNet(ZooModel):
         self.head_conv = ConvBNAct(in_channels, head_channels, 1, act=nn.SiLU)
         self.head = ClassifierHead(head_channels, num_classes, dropout)
         n = len(blocks)
-        self.cam_layers = (f"blocks.{n // 2}", f"blocks.{n - 3}", f"blocks.{n - 1}", "head_conv")
+        # The late maps are 4x4; the 16x16 blocks.1 is where LayerCAM passes the deletion check (tests/test_explain.py).
+        self.cam_layers = ("blocks.1", "blocks.2", f"blocks.{n - 1}", "head_conv")
         init_weights(self)
 
     def forward_features(self, x):

@@ -7,7 +7,6 @@ SE plots included), and, while some architecture is untrained, a corrupt checkpo
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess

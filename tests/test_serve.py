@@ -419,3 +419,20 @@ def test_thresholds_file_is_valid_when_present():
         assert entry["score"] in ("max_prob", "entropy") and np.isfinite(entry["threshold"])
         assert len(entry["weights_sha256"]) == 64 and entry["val_images"] > 0
     assert os.path.samefile(serve.ood.THRESHOLDS_PATH, path)
+
+
+def test_hub_failure_is_not_retried_on_every_request(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    calls = []
+
+    def offline(*args, **kwargs):
+        calls.append(args)
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    store = serve.ModelStore(tmp_path, repo="someone/zoo", device="cpu", ood_thresholds={})
+    for _ in range(3):
+        with pytest.raises(serve.ModelUnavailable, match="network is unreachable"):
+            store.get("resnet")
+    assert len(calls) == 1

@@ -1,0 +1,66 @@
+"""Grad-CAM latency per architecture: ``explain.cam`` against pytorch-grad-cam used directly.
+
+    python bench/cam_latency.py [--calls 50] [--arch resnet --arch senet]
+
+Batch 1, 32 x 32, CPU, default CAM layer, median over ``--calls`` calls after warm-up. The library
+column is its fastest use: one GradCAM object built once and called again and again (which keeps its
+hooks on the model and the last graph alive; ``explain.cam`` builds, releases and clears per call).
+Trained weights from ``checkpoints/<arch>`` where they exist, random weights otherwise (same cost).
+Prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from pytorch_grad_cam import GradCAM
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import explain  # noqa: E402
+from architectures import create_model, list_models, load_pretrained  # noqa: E402
+
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
+TARGET_MS = 30
+
+
+def median_ms(fn, calls: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=50, help="timed calls per architecture")
+    parser.add_argument("--arch", action="append", choices=list_models(), help="default: every architecture")
+    args = parser.parse_args(argv)
+
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU thread(s), batch 1, "
+          f"median of {args.calls} calls\n")
+    print("| architecture | weights | layer | explain.cam (ms) | pytorch-grad-cam (ms) | <= 30 ms |")
+    print("|---|---|---|---:|---:|:-:|")
+    for arch in args.arch or list_models():
+        trained = (CHECKPOINTS / arch / "config.json").is_file()
+        model = load_pretrained(CHECKPOINTS / arch) if trained else create_model(arch).eval()
+        ours = median_ms(lambda: explain.cam(model, x), args.calls)
+        layer = model.get_submodule(model.default_cam_layer)
+        with GradCAM(model, [layer], reshape_transform=model.cam_reshape) as library:
+            theirs = median_ms(lambda: library(x, None), args.calls)
+        model.zero_grad(set_to_none=True)
+        print(f"| {arch} | {'trained' if trained else 'random'} | {model.default_cam_layer} | {ours:.1f} | "
+              f"{theirs:.1f} | {'yes' if ours <= TARGET_MS else 'no'} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Explanations for the zoo's models: where a model looked (CAM) and which channels it turned up (SE).
+
+- ``cam(model, x, target=None, method="gradcam", layer=None)``: a class activation map, H x W in
+  [0, 1]; ``cam_with_prediction`` also returns the class probabilities of the same forward pass;
+  ``cam_batch`` does a batch. ``METHODS`` lists the methods, ``cam_layer_choices(model)`` the layers.
+- ``faithfulness(model, x, heatmap)``: the probability drop when the CAM's top pixels are blanked,
+  against blanking the centre or random squares of the same area.
+- ``se_excitations``, ``se_weighted_map``, SE class profiles (``compute_se_profiles``,
+  ``save_se_profiles``, ``load_se_profiles``) and their plots, for SENet and EfficientNet.
+- ``overlay(image, heatmap)``: a heatmap blended onto the original upload.
+
+Every call hooks the model only while it runs, under ``HOOK_LOCK``; a thread that runs its own forward
+pass of a model while another explains it should hold that lock too (or use ``cam_with_prediction``).
+"""
+from .cam import GRADIENT_FREE, HOOK_LOCK, METHODS, cam, cam_batch, cam_layer_choices, cam_with_prediction
+from .faithfulness import deletion_drops, faithfulness
+from .plots import overlay, plot_class_specificity, plot_se_excitations
+from .se import (PROFILES_NAME, class_specificity, compute_se_profiles, has_se, load_se_profiles,
+                 save_se_profiles, se_excitations, se_weighted_map)
+
+__all__ = ["METHODS", "GRADIENT_FREE", "HOOK_LOCK", "cam", "cam_batch", "cam_with_prediction", "cam_layer_choices",
+           "faithfulness", "deletion_drops", "overlay", "plot_se_excitations", "plot_class_specificity",
+           "se_excitations", "se_weighted_map", "has_se", "compute_se_profiles", "save_se_profiles",
+           "load_se_profiles", "class_specificity", "PROFILES_NAME"]

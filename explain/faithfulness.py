@@ -1,0 +1,92 @@
+"""Is the explanation faithful? Blank what it points at and see whether the model's confidence falls.
+
+The deletion test of Petsiuk et al. (RISE, 2018), at one fraction, against two trivial explanations:
+the central square ("the object is in the middle") and squares at random positions, both of the same
+area as the blanked CAM pixels. Scattered random pixels are not used as the baseline: they destroy
+texture everywhere and would flatter no explanation. Blanking sets pixels to the dataset mean, i.e. 0
+after normalisation. The library's metrics (ROAD, CamMultImageConfidenceChange) perturb differently
+(soft masks, noisy imputation) and have no such baselines, hence this small module.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .cam import HOOK_LOCK, check_one_image
+
+
+def _squares(height: int, width: int, side: int, tops: torch.Tensor, lefts: torch.Tensor) -> torch.Tensor:
+    """Boolean masks, tops.shape x H x W, of side x side squares with the given top-left corners."""
+    ys = torch.arange(height, device=tops.device).view(-1, 1)
+    xs = torch.arange(width, device=tops.device).view(1, -1)
+    tops, lefts = tops[..., None, None], lefts[..., None, None]
+    return (ys >= tops) & (ys < tops + side) & (xs >= lefts) & (xs < lefts + side)
+
+
+@torch.no_grad()
+def deletion_drops(model, x: torch.Tensor, heatmaps, targets=None, fraction: float = 0.25, n_random: int = 8,
+                   seed: int = 0) -> dict[str, np.ndarray]:
+    """Per image of a batch: how much the target's probability drops when pixels are blanked.
+
+    Blanked: the top ``fraction`` of pixels by heatmap ("cam_drop"), the central square of that area
+    ("centre_drop"), ``n_random`` squares of that area at seeded random positions (their mean drop,
+    "random_square_drop"). ``targets=None`` means each image's predicted class. All variants go through
+    the model in one batched forward pass. Also returns "target" and "probability" (before blanking).
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+    batch, _, height, width = x.shape
+    heatmaps = torch.as_tensor(np.asarray(heatmaps, dtype=np.float32)).reshape(batch, -1)
+    if heatmaps.shape[1] != height * width:
+        raise ValueError(f"heatmaps must be {batch} x {height} x {width} like the images")
+    k = round(fraction * height * width)
+    side = min(height, width, round(math.sqrt(k)))
+
+    # Masks are built on the CPU (where the heatmaps are) and moved to the model's device once.
+    top_pixels = torch.zeros(batch, height * width, dtype=torch.bool)
+    top_pixels.scatter_(1, heatmaps.topk(k, dim=1).indices, True)
+    centre = _squares(height, width, side, torch.tensor((height - side) // 2), torch.tensor((width - side) // 2))
+    generator = torch.Generator().manual_seed(seed)
+    tops = torch.randint(0, height - side + 1, (batch, n_random), generator=generator)
+    lefts = torch.randint(0, width - side + 1, (batch, n_random), generator=generator)
+    random_squares = _squares(height, width, side, tops, lefts)
+
+    # Per image: original, CAM-blanked, centre-blanked, then the random squares.
+    masks = torch.cat([torch.zeros(batch, 1, height, width, dtype=torch.bool),
+                       top_pixels.view(batch, 1, height, width),
+                       centre.expand(batch, 1, height, width),
+                       random_squares], 1).to(x.device)
+    variants = x[:, None].masked_fill(masks[:, :, None], 0.0).flatten(0, 1)
+    with HOOK_LOCK:  # a CAM's hooks, registered by another thread, must not see this forward pass
+        probs = torch.softmax(model(variants).float(), 1).view(batch, masks.shape[1], -1)
+    if targets is None:
+        targets = probs[:, 0].argmax(1)
+    targets = torch.as_tensor(targets, device=probs.device).long().view(batch, 1, 1)
+    p = probs.gather(2, targets.expand(batch, masks.shape[1], 1))[:, :, 0]
+    drops = (p[:, :1] - p).cpu().numpy()
+    return {
+        "cam_drop": drops[:, 1],
+        "centre_drop": drops[:, 2],
+        "random_square_drop": drops[:, 3:].mean(1),
+        "target": targets.view(-1).cpu().numpy(),
+        "probability": p[:, 0].cpu().numpy(),
+    }
+
+
+def faithfulness(model, x: torch.Tensor, heatmap: np.ndarray, target: int | None = None,
+                 fraction: float = 0.25) -> dict:
+    """One image's deletion figures, as plain floats for the app.
+
+    Keys: "cam_drop", "centre_drop", "random_square_drop" (probability drops of the target class, the
+    predicted one when ``target`` is None), "ratio_vs_random" (cam_drop / random_square_drop; None where
+    blanking random squares did not lower the probability), "target", "probability".
+    """
+    check_one_image(x)
+    drops = deletion_drops(model, x, np.asarray(heatmap)[None], None if target is None else [target], fraction)
+    result = {key: float(value[0]) for key, value in drops.items()}
+    result["target"] = int(result["target"])
+    random_drop = result["random_square_drop"]
+    result["ratio_vs_random"] = result["cam_drop"] / random_drop if random_drop > 0 else None
+    return result

@@ -1,0 +1,121 @@
+"""Predictions: top-k with probabilities, the out-of-distribution verdict, and all architectures compared.
+
+Pure functions over a ``ModelStore`` and a decoded image; the app only lays out what they return.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+
+from architectures import list_models
+
+from .images import to_tensor
+from .ood import verdict
+from .store import LoadedModel, ModelStore, ModelUnavailable
+
+
+@dataclass
+class Prediction:
+    arch: str
+    display_name: str
+    class_names: list[str]
+    probs: np.ndarray                 # softmax over all classes, float64
+    top: list[tuple[str, float]]      # the k most likely (class, probability), best first
+    ood: dict                         # serve.ood.verdict(...)
+    latency_ms: float                 # preprocessing + forward pass, on the serving device
+    x: torch.Tensor = field(repr=False)  # the normalised input, for explanations
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+    @property
+    def confidence(self) -> float:
+        return self.top[0][1]
+
+    @property
+    def index(self) -> int:
+        return int(self.probs.argmax())
+
+    def label_dict(self) -> dict[str, float]:
+        """Every class and its probability, for ``gr.Label`` (which shows the top ones)."""
+        return {name: float(p) for name, p in zip(self.class_names, self.probs)}
+
+
+def run_model(loaded: LoadedModel, image: Image.Image, k: int = 5, thresholds: dict | None = None) -> Prediction:
+    """Classify one decoded image with a loaded model; holds the model's lock while it runs.
+
+    ``thresholds`` are the out-of-distribution entries by architecture (``serve.ood.load_thresholds``).
+    """
+    config = loaded.config
+    start = time.perf_counter()
+    x = to_tensor(image, config, next(loaded.model.parameters()).device)
+    with loaded.lock, torch.inference_mode():
+        logits = loaded.model(x)
+    probs = torch.softmax(logits.float(), -1)[0].cpu().numpy().astype(np.float64)
+    latency_ms = (time.perf_counter() - start) * 1000
+    names = config["class_names"]
+    order = np.argsort(-probs)[:k]
+    top = [(names[i], float(probs[i])) for i in order]
+    return Prediction(loaded.name, config.get("display_name", loaded.name), names, probs, top,
+                      verdict(probs, (thresholds or {}).get(loaded.name), loaded.weights_sha256), latency_ms,
+                      x.detach())
+
+
+def predict(store: ModelStore, arch: str, image: Image.Image, k: int = 5) -> Prediction:
+    """Top-``k`` prediction of architecture ``arch`` (raises ``ModelUnavailable`` or ``ValueError``)."""
+    return run_model(store.get(arch), image, k, store.ood_thresholds)
+
+
+@dataclass
+class CompareRow:
+    arch: str
+    display_name: str
+    label: str | None
+    confidence: float | None
+    latency_ms: float | None
+    agrees_with_majority: bool | None
+    agreement: float | None           # share of the other available models with the same top-1
+    error: str | None = None
+    prediction: Prediction | None = field(default=None, repr=False)
+
+
+def compare_all(store: ModelStore, image: Image.Image, names: list[str] | None = None,
+                progress=None) -> tuple[list[CompareRow], str | None]:
+    """Every architecture on one image; returns the rows (zoo order) and the majority label.
+
+    An architecture without a usable checkpoint gets a row with ``error`` set; it does not stop the rest.
+    ``progress(i, n, name)`` is called before each model when given.
+    """
+    names = list(names) if names is not None else list_models()
+    rows: list[CompareRow] = []
+    for i, name in enumerate(names):
+        if progress is not None:
+            progress(i, len(names), name)
+        try:
+            prediction = predict(store, name, image)
+        except ModelUnavailable as error:
+            rows.append(CompareRow(name, name, None, None, None, None, None, error=str(error)))
+            continue
+        rows.append(CompareRow(name, prediction.display_name, prediction.label, prediction.confidence,
+                               prediction.latency_ms, None, None, prediction=prediction))
+    labels = [row.label for row in rows if row.label is not None]
+    majority = None
+    if labels:
+        counts = Counter(labels)
+        best = max(counts.values())
+        # A tie goes to the label with the highest summed confidence among the tied ones.
+        tied = [label for label, count in counts.items() if count == best]
+        majority = max(tied, key=lambda label: sum(r.confidence for r in rows if r.label == label))
+    for row in rows:
+        if row.label is None:
+            continue
+        row.agrees_with_majority = row.label == majority
+        others = [r.label for r in rows if r.label is not None and r is not row]
+        row.agreement = sum(label == row.label for label in others) / len(others) if others else None
+    return rows, majority

@@ -1,0 +1,239 @@
+"""Checkpoints for serving: found lazily, validated, loaded once, cached, and reloaded when they change.
+
+Settings come from the environment (all optional):
+
+- ``CHECKPOINT_DIR``: local folder with one ``<arch>/`` sub-folder per checkpoint (default ``checkpoints``).
+- ``CHECKPOINT_REPO``: a Hugging Face Hub model repository used only for architectures whose local files
+  are absent. Either one repository laid out like ``checkpoints/`` (``<arch>/config.json`` ...) or a
+  pattern with ``{arch}`` (``user/cifar10-{arch}``) for one repository per architecture.
+- ``CHECKPOINT_REVISION``: the commit, tag or branch every Hub download is pinned to.
+- ``DEVICE``: ``cpu``, ``cuda``, ``cuda:1``...; default CUDA when available, else the CPU.
+
+An architecture name is checked against the registry (``architectures.check_name``) before it is used
+to build a path or a Hub file name. A missing or broken checkpoint raises ``ModelUnavailable`` for that
+architecture only; the others keep working.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from architectures import CheckpointError, check_name, list_models, load_config, load_pretrained
+from architectures.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+
+from .ood import load_thresholds
+
+HUB_RETRY_S = 300  # after a failed Hub download, the same architecture is retried at most every 5 minutes
+HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, "log.jsonl", "curves.png", "confusion.png", "se_profiles.safetensors")
+
+
+class ModelUnavailable(RuntimeError):
+    """This architecture's checkpoint is missing or unusable; the message says which and why."""
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """``requested`` (or ``$DEVICE``) if given, else CUDA when available, else the CPU."""
+    requested = requested if requested is not None else os.environ.get("DEVICE", "").strip()
+    if not requested:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"DEVICE={requested!r} is not a torch device ({error})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"DEVICE={requested!r} asks for CUDA, but torch sees no CUDA device")
+    return device
+
+
+def _signature(folder: Path) -> tuple:
+    """Changes whenever a checkpoint file is replaced (saves are atomic renames, so mtime and size move)."""
+    parts = []
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        stat = (folder / name).stat()
+        parts.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
+    return tuple(parts)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: torch.nn.Module
+    config: dict
+    folder: Path
+    weights_sha256: str
+    signature: tuple
+    # Held while the model runs: Grad-CAM hooks must only ever see their own forward pass.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ModelStore:
+    """Loads checkpoints on first use and keeps them; thread-safe."""
+
+    def __init__(self, checkpoint_dir: str | os.PathLike | None = None, repo: str | None = None,
+                 revision: str | None = None, device: str | torch.device | None = None,
+                 ood_thresholds: dict | None = None):
+        self.checkpoint_dir = Path(checkpoint_dir if checkpoint_dir is not None
+                                   else os.environ.get("CHECKPOINT_DIR", "checkpoints"))
+        self.repo = repo if repo is not None else (os.environ.get("CHECKPOINT_REPO", "").strip() or None)
+        self.revision = revision if revision is not None else (os.environ.get("CHECKPOINT_REVISION", "").strip()
+                                                               or None)
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        # Out-of-distribution thresholds by architecture (serve/ood_thresholds.json unless given).
+        self.ood_thresholds = ood_thresholds if ood_thresholds is not None else load_thresholds()
+        self._loaded: dict[str, LoadedModel] = {}
+        self._hub_folders: dict[str, Path] = {}
+        self._hub_failures: dict[str, tuple[float, str]] = {}
+        self._failures: dict[str, tuple[tuple | None, str]] = {}
+        self._name_locks = {name: threading.Lock() for name in list_models()}
+
+    # -- where a checkpoint lives ----------------------------------------------------------------------
+    def local_folder(self, name: str) -> Path:
+        return self.checkpoint_dir / check_name(name)
+
+    def has_local(self, name: str) -> bool:
+        folder = self.local_folder(name)
+        return (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
+
+    def _hub_folder(self, name: str) -> Path:
+        """Download ``name``'s checkpoint from ``self.repo`` (pinned to ``self.revision``) once."""
+        name = check_name(name)
+        if name in self._hub_folders:
+            return self._hub_folders[name]
+        failed = self._hub_failures.get(name)
+        if failed is not None and time.monotonic() - failed[0] < HUB_RETRY_S:
+            raise ModelUnavailable(failed[1])  # do not make every request wait for the same network error
+        try:
+            folder = self._download(name)
+        except ModelUnavailable as error:
+            self._hub_failures[name] = (time.monotonic(), str(error))
+            raise
+        self._hub_failures.pop(name, None)
+        self._hub_folders[name] = folder
+        return folder
+
+    def _download(self, name: str) -> Path:
+        from huggingface_hub import snapshot_download  # only when the Hub is really asked for
+
+        try:
+            if "{arch}" in self.repo:
+                folder = Path(snapshot_download(self.repo.replace("{arch}", name), revision=self.revision,
+                                                allow_patterns=list(HUB_FILES)))
+            else:
+                root = Path(snapshot_download(self.repo, revision=self.revision,
+                                              allow_patterns=[f"{name}/{file}" for file in HUB_FILES]))
+                folder = root / name
+        except Exception as error:  # network, authentication, missing repository or revision
+            raise ModelUnavailable(f"{name}: could not download its checkpoint from the Hugging Face Hub "
+                                   f"({self.repo}, revision {self.revision or 'main'}): {error}") from error
+        if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+            raise ModelUnavailable(f"{name}: the Hub repository {self.repo} has no checkpoint for it")
+        return folder
+
+    def folder(self, name: str, fetch: bool = True) -> Path | None:
+        """The folder holding ``name``'s checkpoint: local first, then the Hub (when ``fetch``); or None."""
+        if self.has_local(name):
+            return self.local_folder(name)
+        if self.repo and fetch:
+            return self._hub_folder(name)
+        return self._hub_folders.get(check_name(name))
+
+    def available(self, fetch: bool = False) -> list[str]:
+        """Architectures with a checkpoint (locally; with ``fetch``, also those the Hub repository holds)."""
+        names = []
+        for name in list_models():
+            try:
+                if self.folder(name, fetch=fetch) is not None:
+                    names.append(name)
+            except ModelUnavailable:
+                continue
+        return names
+
+    # -- configs and models ----------------------------------------------------------------------------
+    def config(self, name: str, fetch: bool = False) -> dict | None:
+        """The validated config.json of ``name``'s checkpoint, or None when absent or invalid."""
+        if name in self._loaded and self._is_current(self._loaded[name]):
+            return self._loaded[name].config
+        try:
+            folder = self.folder(name, fetch=fetch)
+            return load_config(folder) if folder is not None else None
+        except (CheckpointError, ModelUnavailable, OSError):
+            return None
+
+    def configs(self, fetch: bool = False) -> dict[str, dict]:
+        """Every usable config, by architecture name, in the zoo's order."""
+        found = {}
+        for name in list_models():
+            config = self.config(name, fetch=fetch)
+            if config is not None:
+                found[name] = config
+        return found
+
+    def _is_current(self, loaded: LoadedModel) -> bool:
+        try:
+            return _signature(loaded.folder) == loaded.signature
+        except OSError:
+            return False
+
+    def get(self, name: str) -> LoadedModel:
+        """``name``'s model, loaded on first use; raises ``ModelUnavailable`` with a clear reason."""
+        name = check_name(name)
+        loaded = self._loaded.get(name)
+        if loaded is not None and self._is_current(loaded):
+            return loaded
+        with self._name_locks[name]:
+            loaded = self._loaded.get(name)
+            if loaded is not None and self._is_current(loaded):
+                return loaded
+            folder = self.folder(name, fetch=True)
+            if folder is None:
+                raise ModelUnavailable(f"{name}: no checkpoint yet (expected {name}/{WEIGHTS_NAME} and "
+                                       f"{CONFIG_NAME} in the checkpoint folder); train it with "
+                                       f"`python -m train --arch {name}`")
+            try:
+                signature = _signature(folder)
+            except OSError as error:
+                raise ModelUnavailable(f"{name}: checkpoint files vanished while loading ({error})") from None
+            failure = self._failures.get(name)
+            if failure is not None and failure[0] == signature:
+                raise ModelUnavailable(failure[1])  # the same broken files: do not parse them again
+            try:
+                model = load_pretrained(folder, device=self.device)
+                sha = file_sha256(folder / WEIGHTS_NAME)
+            except (CheckpointError, OSError, RuntimeError, ValueError) as error:
+                # Say which checkpoint and why, without publishing the server's directory layout.
+                detail = str(error).replace(f"{folder.parent}{os.sep}", "")
+                message = f"{name}: its checkpoint cannot be used: {detail}"
+                self._failures[name] = (signature, message)
+                raise ModelUnavailable(message) from None
+            self._failures.pop(name, None)
+            loaded = LoadedModel(name, model, model.config, folder, sha, signature)
+            self._loaded[name] = loaded
+            return loaded
+
+    def status(self) -> dict[str, str]:
+        """For each architecture: "loaded", "ready" (files present), "missing" or the error message."""
+        result = {}
+        for name in list_models():
+            if name in self._loaded and self._is_current(self._loaded[name]):
+                result[name] = "loaded"
+            elif name in self._failures:
+                result[name] = self._failures[name][1]
+            elif self.has_local(name) or name in self._hub_folders:
+                result[name] = "ready"
+            else:
+                result[name] = "on the Hub" if self.repo else "missing"
+        return result
