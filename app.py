@@ -36,8 +36,7 @@ from PIL import Image  # noqa: E402
 
 import explain  # noqa: E402
 import serve  # noqa: E402
-from architectures import check_name, create_model, list_models  # noqa: E402
-from architectures._registry import _MODELS  # noqa: E402
+from architectures import check_name, create_model, list_models, model_class  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples"
@@ -136,7 +135,7 @@ def get_model(architecture) -> serve.LoadedModel:
 def architecture_choices(configs: dict[str, dict]) -> list[tuple[str, str]]:
     choices = []
     for name in list_models():
-        display = _MODELS[name].display_name or name
+        display = model_class(name).display_name or name
         if name in configs:
             choices.append((f"{display}  ({configs[name].get('val_accuracy', 0):.1%})", name))
         else:
@@ -158,7 +157,7 @@ def _minutes(seconds) -> str:
 
 
 def architecture_card(name: str) -> str:
-    cls = _MODELS[name]
+    cls = model_class(name)
     config = STORE.config(name)
     lines = [f"### {cls.display_name or name}", "", cls.key_idea, ""]
     if config is None and STORE.has_local(name):
@@ -319,7 +318,7 @@ def compare(image, progress=gr.Progress()):
     table, gallery = [], []
     for row in rows:
         if row.error is not None:
-            table.append([_MODELS[row.arch].display_name, "—", None, None, "—", None,
+            table.append([model_class(row.arch).display_name, "—", None, None, "—", None,
                           "no checkpoint yet" if "no checkpoint" in row.error else "checkpoint unusable"])
             continue
         loaded = STORE.get(row.arch)
@@ -350,13 +349,10 @@ COMPARE_HEADERS = ["architecture", "top-1", "confidence", "latency (ms)", "agree
 # Model zoo.
 @lru_cache(maxsize=None)
 def _macs(name: str, arch_args: str, image_size: int) -> float:
-    """Multiply-accumulates of one forward pass, counted by torch's FlopCounterMode on a fresh model."""
-    from torch.utils.flop_counter import FlopCounterMode
+    """Multiply-accumulates of one forward pass of a fresh model (the README table's own count)."""
+    from train.zoo_table import count_macs
 
-    model = create_model(name, **json.loads(arch_args)).eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, 3, image_size, image_size))
-    return counter.get_total_flops() / 2
+    return float(count_macs(create_model(name, **json.loads(arch_args)).eval(), image_size))
 
 
 _LATENCY_MS: dict[str, float] = {}

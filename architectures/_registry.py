@@ -43,6 +43,11 @@ def check_name(name: object) -> str:
     return name
 
 
+def model_class(name: str):
+    """The registered builder of ``name`` (its class attributes: ``display_name``, ``key_idea``, ``paper``)."""
+    return _MODELS[check_name(name)]
+
+
 def default_args(name: str) -> dict:
     """The builder's keyword defaults (everything but ``num_classes``)."""
     signature = inspect.signature(_MODELS[check_name(name)])
