@@ -209,3 +209,40 @@ def test_push_to_hub_uploads_weights_config_and_model_card(tmp_path, tiny_folder
     assert {"model.safetensors", "config.json", "README.md", "curves.png"} <= set(calls["files"])
     card = (tmp_path / "out" / "README.md").read_text()
     assert card.startswith("---\n") and "bn_convnet" in card and "Validation accuracy" in card
+
+
+def test_time_budget_picks_the_epochs_and_the_command_reproduces_them(tmp_path, tiny_folder):
+    result = train(tiny_config(tmp_path, tiny_folder, epochs=None, time_budget=4, lr=0.07))
+    assert result["epochs"] >= 1 and result["recipe"]["epochs"] == result["epochs"]
+    command = result["command"]
+    assert f"--epochs {result['epochs']}" in command and "--time-budget" not in command
+    assert "--lr 0.07" in command and "--batch-size 16" in command  # both differ from the recipe
+    assert "--weight-decay" not in command  # left at the recipe's value
+    with pytest.raises(ValueError, match="not both"):
+        train(tiny_config(tmp_path, tiny_folder, epochs=2, time_budget=4))
+
+
+def run_parallel(tmp_path, data, archs, budget, *extra):
+    from train.parallel import main
+
+    return main(["--data", str(data), "--time-budget", str(budget), "--archs", archs,
+                 "--out", str(tmp_path / "ck" / "{arch}"), "--run-dir", str(tmp_path / "run" / "{arch}"),
+                 "--log-dir", str(tmp_path / "logs"), "--",
+                 "--batch-size", "16", "--cache-dir", str(tmp_path / "cache"), *extra])
+
+
+def test_parallel_trains_each_architecture_in_its_own_process(tmp_path, tiny_folder):
+    assert run_parallel(tmp_path, tiny_folder, "bn_convnet,nin", 6, "--lr", "0.05") == 0
+    for arch in ("bn_convnet", "nin"):
+        config = json.loads((tmp_path / "ck" / arch / "config.json").read_text())
+        assert config["arch"] == arch and config["epochs"] >= 1
+        assert "trial ran" in (tmp_path / "logs" / f"{arch}.log").read_text()
+
+
+def test_parallel_retries_a_diverging_run_then_reports_it(tmp_path, tiny_folder):
+    # The forced learning rate (after --) wins over the halved one, so the retry diverges too.
+    code = run_parallel(tmp_path, tiny_folder, "basic_convnet", 60, "--lr", "1e12", "--warmup-epochs", "0.01")
+    assert code == 1
+    log = (tmp_path / "logs" / "basic_convnet.log").read_text()
+    assert log.count("$ ") == 2 and "not finite" in log
+    assert not (tmp_path / "ck" / "basic_convnet").exists()

@@ -9,6 +9,8 @@ from .config import parse_config
 from .data import DataError
 from .trainer import train
 
+EXIT_DIVERGED = 3  # the loss went NaN/inf: train.parallel retries such a run at a lower learning rate
+
 
 def main(argv=None) -> int:
     config = parse_config(argv, description=__doc__, prog="python -m train")
@@ -17,7 +19,10 @@ def main(argv=None) -> int:
         for name in names:
             check_name(name)
             train(dataclasses.replace(config, arch=name))
-    except (DataError, ValueError, FloatingPointError, RuntimeError) as error:
+    except FloatingPointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except (DataError, ValueError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

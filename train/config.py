@@ -25,6 +25,7 @@ class TrainConfig:
     split_seed: int = 0                  # seed of the validation split: fixed, so every run sees the same split
     seed: int = 0                        # seed of initialisation, data order and augmentation
     epochs: int | None = None            # passes over the training split
+    time_budget: float = 0.0             # seconds to train for instead of --epochs: a timed trial picks the epoch count
     batch_size: int | None = None        # images per optimisation step, over all processes
     lr: float | None = None              # peak learning rate (SGD: per batch of batch_size)
     weight_decay: float | None = None    # L2 / decoupled (AdamW) weight decay on weights, not on norms or biases

@@ -11,6 +11,10 @@ import torch
 import torch.distributed as dist
 
 
+SHARED_GPU_RUNS_VARIABLE = "TRAIN_SHARED_GPU_RUNS"
+COMMIT_VARIABLE = "TRAIN_GIT_COMMIT"  # for copies of the code without .git (a remote GPU machine, say)
+
+
 @dataclass
 class RunEnv:
     device: torch.device
@@ -54,7 +58,10 @@ def teardown(env: RunEnv) -> None:
 def describe_hardware(device: torch.device, world_size: int = 1) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        return f"{world_size} x {name}" if world_size > 1 else name
+        name = f"{world_size} x {name}" if world_size > 1 else name
+        # train.parallel runs several trainings on one GPU; their times only mean something with that said.
+        shared = int(os.environ.get(SHARED_GPU_RUNS_VARIABLE, "1"))
+        return f"{name}, shared by {shared} concurrent runs" if shared > 1 else name
     model = platform.processor() or "CPU"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -68,6 +75,8 @@ def describe_hardware(device: torch.device, world_size: int = 1) -> str:
 
 def git_commit() -> str:
     """The commit the code came from, ``-dirty`` if it had local changes; "unknown" outside git."""
+    if os.environ.get(COMMIT_VARIABLE):
+        return os.environ[COMMIT_VARIABLE]
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,

@@ -32,6 +32,14 @@ RECIPES: dict[str, dict] = {
 }
 
 
+def lr_for_batch(arch: str, batch_size: int) -> float:
+    """The recipe's learning rate moved to another batch size: linear scaling for SGD (Goyal et al., 2017),
+    square-root scaling for AdamW (Malladi et al., 2022)."""
+    recipe = recipe_for(arch)
+    ratio = batch_size / recipe["batch_size"]
+    return recipe["lr"] * (ratio if recipe["optimizer"] == "sgd" else ratio ** 0.5)
+
+
 def recipe_for(arch: str) -> dict:
     """The recipe of ``arch``; a registered architecture without one trains with the base recipe."""
     return RECIPES.get(arch, BASE)

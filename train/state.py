@@ -29,6 +29,17 @@ def save_state(path: Path, model, ema_model, optimizer, info: dict) -> None:
     atomic_save_tensors(tensors, path, metadata=meta)
 
 
+def peek_info(path: Path) -> dict | None:
+    """The ``info`` of a saved state without loading its tensors; None if it is unreadable."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as handle:
+            return json.loads(handle.metadata()["info"])
+    except (SafetensorError, OSError, KeyError, ValueError):
+        return None
+
+
 def load_state(path: Path, model, ema_model, optimizer, device) -> dict:
     """Restore what ``save_state`` wrote; returns its ``info``."""
     try:

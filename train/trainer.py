@@ -26,10 +26,14 @@ from .data import describe_split, load_images, split_train_val
 from .env import RunEnv, describe_hardware, git_commit, setup, teardown
 from .plots import plot_curves
 from .recipes import recipe_for
-from .state import STATE_NAME, load_state, save_state
+from .state import STATE_NAME, load_state, peek_info, save_state
 
 # Settings that may differ between a run and its resumption without changing the result.
-RESUME_FREE = {"resume", "max_epochs_this_run", "progress", "threads", "push_to_hub"}
+RESUME_FREE = {"resume", "max_epochs_this_run", "progress", "threads", "push_to_hub", "time_budget"}
+# Fields that never change what a run computes, so the reproducing command leaves them out.
+NOT_IN_COMMAND = RESUME_FREE | {"arch", "data", "out", "run_dir", "cache_dir", "device", "compile", "epochs"}
+# How often (steps) a CUDA run checks the loss for NaN/inf: each check waits for the GPU to catch up.
+FINITE_CHECK_EVERY_CUDA = 20
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -59,6 +63,73 @@ def update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
         ema_buffer.copy_(buffer)
 
 
+def forward_backward(model, optimizer, x, y, autocast, label_smoothing):
+    """One optimisation step's forward pass, loss and backward pass; returns (loss, logits)."""
+    with autocast:
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss, logits
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, mean, std, device, autocast,
+                      memory_format, safety: float = 0.85) -> int:
+    """How many whole epochs fit in ``cfg.time_budget`` seconds, timed on a throwaway model.
+
+    The trial trains a fresh copy of the architecture for up to ten seconds (a twentieth of the budget for
+    short budgets) after a few warm-up steps, so it measures this machine under its present load, other
+    runs sharing the GPU included. ``safety`` leaves room for the per-epoch validation and for drift.
+    """
+    model = create_model(cfg.arch, num_classes=num_classes).to(device, memory_format=memory_format).train()
+    optimizer = build_optimizer(model, cfg)
+    generator = torch.Generator().manual_seed(cfg.seed + 7919)
+
+    def step():
+        batch = torch.randint(len(train_y), (cfg.batch_size,), generator=generator).to(device)
+        x = augment_batch(train_x[batch], mean, std, cfg.translate, cfg.cutout, generator)
+        forward_backward(model, optimizer, x.contiguous(memory_format=memory_format), train_y[batch], autocast,
+                         cfg.label_smoothing)
+        optimizer.step()
+
+    for _ in range(3):  # cuDNN algorithm choice and allocator warm-up are not steady-state speed
+        step()
+    synchronize(device)
+    trial_seconds, steps, started = min(10.0, cfg.time_budget / 20), 0, time.perf_counter()
+    while steps < 3 or time.perf_counter() - started < trial_seconds:
+        step()
+        steps += 1
+        if steps % 5 == 0:
+            synchronize(device)  # the clock must read work done, not work queued
+    synchronize(device)
+    images_per_second = steps * cfg.batch_size / (time.perf_counter() - started)
+    epoch_images = (len(train_y) // cfg.batch_size) * cfg.batch_size
+    epochs = max(1, int(cfg.time_budget * safety * images_per_second / epoch_images))
+    print(f"{cfg.arch}: trial ran {images_per_second:.0f} img/s; {epochs} epochs fit {cfg.time_budget:.0f} s",
+          flush=True)
+    del model, optimizer
+    return epochs
+
+
+def reproducing_command(cfg: TrainConfig) -> str:
+    """``python -m train`` with every setting that differs from the recipe and the defaults."""
+    recipe, defaults = recipe_for(cfg.arch), TrainConfig()
+    parts = [f"python -m train --arch {cfg.arch} --data {cfg.data} --epochs {cfg.epochs}"]
+    for f in dataclasses.fields(cfg):
+        if f.name in NOT_IN_COMMAND:
+            continue
+        value, usual = getattr(cfg, f.name), recipe.get(f.name, getattr(defaults, f.name))
+        if value != usual:
+            shown = str(value).lower() if isinstance(value, bool) else value
+            parts.append(f"--{f.name.replace('_', '-')} {shown}")
+    return " ".join(parts)
+
+
 @torch.inference_mode()
 def evaluate(model, images_uint8, labels, mean, std, batch_size=1000, autocast=None, channels_last=True):
     """Loss, accuracy and predictions of ``model`` on uint8 images (no augmentation)."""
@@ -76,6 +147,16 @@ def evaluate(model, images_uint8, labels, mean, std, batch_size=1000, autocast=N
     return total_loss / len(labels), (predictions == labels).float().mean().item(), predictions
 
 
+def raise_if_nonfinite(flags: list, arch: str, epoch: int, first_step: int, steps_per_epoch: int) -> None:
+    """Raise naming the first step whose loss was NaN or inf; ``flags`` covers steps from ``first_step``."""
+    bad = torch.stack(flags).nonzero()
+    flags.clear()
+    if len(bad):
+        step = first_step + int(bad[0, 0]) + 1
+        raise FloatingPointError(f"{arch}: the loss is not finite at epoch {epoch + 1}, step {step} "
+                                 f"(global step {epoch * steps_per_epoch + step}); lower --lr?")
+
+
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     """bf16 autocast on CUDA when asked; on the CPU only where the recipe says it pays (see recipes.py)."""
     if not cfg.bf16:
@@ -89,6 +170,10 @@ def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
 def train(config: TrainConfig) -> dict:
     """Train ``config.arch``; returns the exported config (or the partial history when paused)."""
     arch = check_name(config.arch)
+    if config.time_budget and config.epochs is not None:
+        raise ValueError("give --epochs or --time-budget, not both")
+    if config.time_budget < 0:
+        raise ValueError(f"--time-budget must be positive seconds, got {config.time_budget}")
     cfg = dataclasses.replace(config, out=config.out.format(arch=arch), run_dir=config.run_dir.format(arch=arch))
     cfg = cfg.resolved(recipe_for(arch))
     if cfg.threads:
@@ -117,21 +202,30 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     steps_per_epoch = len(train_y) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"the training split has {len(train_y)} images, fewer than one batch of {cfg.batch_size}")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels once
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    bf16 = use_bf16(cfg, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    run_dir = Path(cfg.run_dir)
+    state_path = run_dir / STATE_NAME
+    if cfg.time_budget:
+        if env.world_size > 1:
+            raise ValueError("--time-budget needs one process (each would time its own trial); pass --epochs")
+        # A resumed run keeps the epoch count its first part chose; only a fresh run times a trial.
+        saved = peek_info(state_path) if cfg.resume and state_path.exists() else None
+        epochs = saved["fingerprint"]["epochs"] if saved else epochs_for_budget(
+            cfg, len(image_set.class_names), train_x, train_y, mean, std, device, autocast, memory_format)
+        cfg = dataclasses.replace(cfg, epochs=epochs)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = max(1, round(cfg.warmup_epochs * steps_per_epoch))
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, num_classes=len(image_set.class_names)).to(device)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     ema_model = copy.deepcopy(model).eval() if cfg.ema_decay > 0 else None
     optimizer = build_optimizer(model, cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup_steps))
-    bf16 = use_bf16(cfg, device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-
-    run_dir = Path(cfg.run_dir)
-    state_path = run_dir / STATE_NAME
     fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUME_FREE}
     history, start_epoch, train_seconds = [], 0, 0.0
     if cfg.resume and state_path.exists():
@@ -167,6 +261,9 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
         model.train()
         started = time.perf_counter()
         seen, loss_sum, correct = 0, torch.zeros((), device=device), torch.zeros((), device=device)
+        # On a CPU every op has finished when it returns, so checking each step costs nothing; on a GPU
+        # each check is a wait, so flags are gathered and read every few steps.
+        nonfinite, check_every = [], 1 if device.type == "cpu" else FINITE_CHECK_EVERY_CUDA
         bar = tqdm(range(steps_per_epoch), desc=f"{cfg.arch} {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not (cfg.progress and env.is_main), leave=False)
         for step in bar:
@@ -176,14 +273,10 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
             x = augment_batch(train_x[batch], mean, std, cfg.translate, cfg.cutout, generator)
             x = x[env.rank * local_batch:(env.rank + 1) * local_batch].contiguous(memory_format=memory_format)
             y = train_y[batch][env.rank * local_batch:(env.rank + 1) * local_batch]
-            with autocast:
-                logits = step_fn(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{cfg.arch}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                                         f"(global step {epoch * steps_per_epoch + step + 1}); lower --lr?")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, logits = forward_backward(step_fn, optimizer, x, y, autocast, cfg.label_smoothing)
+            nonfinite.append(~torch.isfinite(loss.detach()))
+            if len(nonfinite) == check_every or step == steps_per_epoch - 1:
+                raise_if_nonfinite(nonfinite, cfg.arch, epoch, step + 1 - len(nonfinite), steps_per_epoch)
             optimizer.step()
             schedule.step()
             if ema_model is not None:
@@ -191,7 +284,7 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
             seen += len(y)
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
-            if step % 10 == 0 or step == steps_per_epoch - 1:
+            if not bar.disable and (step % 10 == 0 or step == steps_per_epoch - 1):
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
                                 img_s=f"{seen * env.world_size / (time.perf_counter() - started):.0f}")
         epoch_seconds = time.perf_counter() - started
@@ -246,7 +339,7 @@ def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds,
         "recipe": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "optimizer",
                                                  "label_smoothing", "warmup_epochs", "ema_decay", "translate",
                                                  "cutout", "seed", "split_seed", "val_fraction")},
-        "command": f"python -m train --arch {cfg.arch} --data {cfg.data} --epochs {cfg.epochs}",
+        "command": reproducing_command(cfg),
     }
     save_pretrained(model, out_dir, config)
     atomic_write_bytes(out_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
