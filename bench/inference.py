@@ -1,0 +1,164 @@
+"""Inference speed and size of every shipped checkpoint: batch-1 latency, batch throughput, params, MACs.
+
+    python bench/inference.py [--archs resnet,senet] [--calls 200] [--json out.json]
+
+Per architecture with a checkpoint in ``--checkpoints``: batch-1 latency (p50/p95 over ``--calls`` calls
+after ``--warmup``), and throughput at ``--batch-size`` (images/s over ``--batches`` batches after one
+warm-up batch), under ``torch.inference_mode``, fp32, the layout the app serves (the model as
+``architectures.load_pretrained`` returns it, input N x 3 x S x S) on the CPU, and on CUDA as well when
+one is present (unless ``--no-cuda``). Also parameters, MACs per image (``train.zoo_table.count_macs``),
+the size of ``model.safetensors`` and the checkpoint's validation accuracy. Prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from architectures import CheckpointError, list_models, load_pretrained  # noqa: E402
+from architectures.checkpoint import WEIGHTS_NAME, atomic_write_json  # noqa: E402
+from train.env import describe_hardware  # noqa: E402
+from train.zoo_table import count_macs  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def latency_ms(model, x: torch.Tensor, calls: int, warmup: int) -> dict:
+    """p50 and p95 (nearest rank) of single forward passes, in milliseconds."""
+    device = x.device
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        _sync(device)
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            model(x)
+            _sync(device)  # a CUDA call returns before the GPU is done
+            times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {"p50_ms": statistics.median(times), "p95_ms": times[min(len(times) - 1, int(0.95 * len(times)))],
+            "calls": calls}
+
+
+def throughput(model, x: torch.Tensor, batches: int) -> float:
+    """Images per second over ``batches`` forward passes of the batch ``x``, after one warm-up batch."""
+    with torch.inference_mode():
+        model(x)
+        _sync(x.device)
+        start = time.perf_counter()
+        for _ in range(batches):
+            model(x)
+        _sync(x.device)
+    return batches * len(x) / (time.perf_counter() - start)
+
+
+def measure(folder: Path, devices: list[torch.device], calls: int, warmup: int, batch_size: int, batches: int) -> dict:
+    model = load_pretrained(folder)
+    config = model.config
+    size = config["image_size"]
+    row = {"arch": config["arch"], "display_name": config.get("display_name", config["arch"]),
+           "val_accuracy": config.get("val_accuracy"), "params": sum(p.numel() for p in model.parameters()),
+           "macs": count_macs(model, size), "checkpoint_mb": (folder / WEIGHTS_NAME).stat().st_size / 1e6}
+    generator = torch.Generator().manual_seed(0)
+    one = torch.randn(1, 3, size, size, generator=generator)
+    batch = torch.randn(batch_size, 3, size, size, generator=generator)
+    for device in devices:
+        model = model.to(device)
+        row[device.type] = {"batch1": latency_ms(model, one.to(device), calls, warmup),
+                            "batch_images_per_second": throughput(model, batch.to(device), batches)}
+    return row
+
+
+def run(archs: list[str] | None = None, checkpoints: str | Path = ROOT / "checkpoints", calls: int = 200,
+        warmup: int = 20, batch_size: int = 256, batches: int = 10, cuda: bool = True, threads: int = 0,
+        progress: bool = True) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
+    checkpoints = Path(checkpoints)
+    unknown = [a for a in archs or [] if a not in list_models()]
+    if unknown:
+        raise SystemExit(f"unknown architecture(s) {unknown}; known: {list_models()}")
+    devices = [torch.device("cpu")]
+    if cuda and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    rows, skipped = [], {}
+    for arch in tqdm(archs or list_models(), desc="inference", unit="arch", disable=not progress):
+        folder = checkpoints / arch
+        if not (folder / WEIGHTS_NAME).is_file():
+            skipped[arch] = f"no {WEIGHTS_NAME} in {folder}"
+            continue
+        try:
+            rows.append(measure(folder, devices, calls, warmup, batch_size, batches))
+        except CheckpointError as error:
+            skipped[arch] = str(error)
+    return {"settings": {"calls": calls, "warmup": warmup, "batch_size": batch_size, "batches": batches,
+                         "devices": [describe_hardware(d) for d in devices], "torch": torch.__version__,
+                         "torch_threads": torch.get_num_threads(), "precision": "fp32"},
+            "rows": rows, "skipped": skipped}
+
+
+def markdown(result: dict) -> str:
+    s = result["settings"]
+    devices = [d for d in ("cpu", "cuda") if any(d in r for r in result["rows"])]
+    header = "| architecture | val. accuracy | params | MACs | checkpoint |"
+    rule = "|---|---:|---:|---:|---:|"
+    for d in devices:
+        name = d.upper() if d == "cpu" else "GPU"
+        header += f" {name} b1 p50 (ms) | {name} b1 p95 (ms) | {name} b{s['batch_size']} (img/s) |"
+        rule += "---:|---:|---:|"
+    lines = [f"{'; '.join(s['devices'])}, torch {s['torch']}, fp32, inference_mode; batch 1: {s['calls']} calls "
+             f"after {s['warmup']}; batch {s['batch_size']}: {s['batches']} batches after 1", "", header, rule]
+    for r in result["rows"]:
+        accuracy = f"{100 * r['val_accuracy']:.2f}%" if r["val_accuracy"] is not None else "-"
+        line = (f"| {r['display_name']} (`{r['arch']}`) | {accuracy} | {r['params'] / 1e6:.2f} M | "
+                f"{r['macs'] / 1e6:.0f} M | {r['checkpoint_mb']:.1f} MB |")
+        for d in devices:
+            m = r[d]
+            line += (f" {m['batch1']['p50_ms']:.2f} | {m['batch1']['p95_ms']:.2f} | "
+                     f"{m['batch_images_per_second']:.0f} |")
+        lines.append(line)
+    for arch, why in result["skipped"].items():
+        lines.append(f"\nSkipped `{arch}`: {why}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--archs", default="", help="comma-separated architectures; default: every one")
+    parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"), help="one sub-folder per architecture")
+    parser.add_argument("--calls", type=int, default=200, help="timed batch-1 calls per architecture and device")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed batch-1 calls first")
+    parser.add_argument("--batch-size", type=int, default=256, help="batch of the throughput figure")
+    parser.add_argument("--batches", type=int, default=10, help="timed batches of the throughput figure")
+    parser.add_argument("--cuda", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure on CUDA too when one is present")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
+    parser.add_argument("--json", default="", help="also write the results to this JSON file")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    args = parser.parse_args(argv)
+    if min(args.calls, args.batch_size, args.batches) < 1 or args.warmup < 0:
+        parser.error("--calls, --batch-size and --batches must be positive, --warmup not negative")
+    archs = [a.strip() for a in args.archs.split(",") if a.strip()] or None
+    result = run(archs, args.checkpoints, args.calls, args.warmup, args.batch_size, args.batches, args.cuda,
+                 args.threads, args.progress)
+    print(markdown(result))
+    if args.json:
+        atomic_write_json(Path(args.json), result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

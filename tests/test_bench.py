@@ -1,0 +1,92 @@
+"""The benchmark scripts run in their tiniest mode and return what RESULTS.md is built from (no timings checked)."""
+from __future__ import annotations
+
+import importlib.util
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import CHECKPOINTS, REPO_ROOT
+
+
+def _load_report():
+    spec = importlib.util.spec_from_file_location("bench_report", REPO_ROOT / "bench" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # puts bench/ on sys.path and imports its sibling scripts
+    return module
+
+
+report = _load_report()
+
+
+@pytest.fixture(scope="module")
+def tiny_tar(tiny_folder, tmp_path_factory):
+    """The tiny ImageFolder as a .tar.gz with one top folder, laid out like the shared CIFAR-10 archive."""
+    path = tmp_path_factory.mktemp("tar") / "tiny.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        archive.add(tiny_folder, arcname="train")
+    return path
+
+
+@pytest.fixture(scope="module")
+def train_result(tiny_tar, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    return report.train_throughput.run(["bn_convnet"], tiny_tar, jpeg_dir=tmp / "jpeg", cache_dir=tmp / "cache",
+                                       batch_size=8, warmup=1, steps=2, workers=1, device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def inference_result():
+    if not (CHECKPOINTS / "resnet" / "model.safetensors").is_file():
+        pytest.skip("no resnet checkpoint")
+    return report.inference.run(["resnet"], CHECKPOINTS, calls=2, warmup=1, batch_size=4, batches=1, cuda=False,
+                                progress=False)
+
+
+def test_train_throughput_compares_both_pipelines_on_the_same_data(train_result):
+    assert train_result["settings"]["images"] == 120  # the tiny folder: 3 classes x 40
+    folder = Path(train_result["settings"]["jpeg_folder"])  # the archive, extracted once for the usual side
+    assert folder.name == "train" and (folder.parent / ".extracted").is_file()
+    (row,) = train_result["rows"]
+    assert row["arch"] == "bn_convnet"
+    for side in ("project", "usual"):
+        assert row[side]["images_per_second"] > 0
+    assert row["ratio"] == pytest.approx(row["project"]["images_per_second"] / row["usual"]["images_per_second"])
+    assert row["project"]["channels_last"] and row["usual"]["precision"] == "fp32"
+    table = report.train_throughput.markdown(train_result)
+    assert "| bn_convnet |" in table and "ratio" in table
+
+
+def test_train_throughput_refuses_unknown_architectures(tiny_folder):
+    with pytest.raises(SystemExit, match="unknown architecture"):
+        report.train_throughput.run(["no_such_net"], tiny_folder)
+
+
+def test_inference_reports_latency_size_and_macs(inference_result):
+    (row,) = inference_result["rows"]
+    assert row["arch"] == "resnet" and 0 < row["val_accuracy"] <= 1
+    assert row["params"] > 0 and row["macs"] > row["params"] and row["checkpoint_mb"] > 0
+    latency = row["cpu"]["batch1"]
+    assert 0 < latency["p50_ms"] <= latency["p95_ms"] and latency["calls"] == 2
+    assert row["cpu"]["batch_images_per_second"] > 0
+    assert "`resnet`" in report.inference.markdown(inference_result)
+
+
+def test_report_writes_every_section_and_plots(train_result, inference_result):
+    entries = {
+        "train": {"command": "python bench/train_throughput.py", "returncode": 0, "seconds": 1.0,
+                  "result": train_result},
+        "inference": {"command": "python bench/inference.py", "returncode": 0, "seconds": 1.0,
+                      "result": inference_result},
+        "cam": {"command": "python bench/cam_latency.py", "returncode": 1, "seconds": 1.0,
+                "error": "RuntimeError: boom"},
+    }
+    info = {**report.machine(), "load_average_end": [0.0, 0.0, 0.0]}
+    text = report.results_markdown(info, entries, quick=True)
+    for expected in ("## Machine", "load average", "## Training throughput", "python bench/train_throughput.py",
+                     "## Inference", "train_throughput.png", "inference.png", "Quick mode",
+                     "Failed (exit code 1)", "RuntimeError: boom"):
+        assert expected in text
+    assert report.plot_train(train_result).startswith(b"\x89PNG")
+    assert report.plot_inference(inference_result).startswith(b"\x89PNG")
