@@ -488,11 +488,12 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=5):
                         image = gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
-                                         label="Image (upload, webcam or paste)", height=300)
+                                         label="Image (upload, webcam or paste)", height=300, elem_id="classify-image")
                         architecture = gr.Dropdown(architecture_choices(configs), value=default,
                                                    label="Architecture",
-                                                   info="in order of history; % = validation accuracy")
-                        run = gr.Button("Classify", variant="primary")
+                                                   info="in order of history; % = validation accuracy",
+                                                   elem_id="architecture")
+                        run = gr.Button("Classify", variant="primary", elem_id="classify-run")
                         with gr.Accordion("Explanation settings", open=True):
                             method = gr.Radio(list(explain.METHODS), value="gradcam", label="CAM method")
                             layer = gr.Slider(1, MAX_DEPTH, value=MAX_DEPTH, step=1, label="Layer depth",
@@ -505,18 +506,19 @@ def build_demo() -> gr.Blocks:
                                         example_labels=[_example_label(p) for p in examples],
                                         examples_per_page=16, label="Examples (see examples/ATTRIBUTION.md)")
                     with gr.Column(scale=6):
-                        label = gr.Label(num_top_classes=5, label="Top-5 predictions")
-                        ood_note = gr.Markdown(label="out-of-distribution note")
+                        label = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="top5")
+                        ood_note = gr.Markdown(label="out-of-distribution note", elem_id="ood-note")
                         with gr.Row():
                             preview = gr.Image(label="What the model sees (32 x 32)", format="png", height=220,
                                                interactive=False)
-                            overlay = gr.Image(label="Class activation map", height=220, interactive=False)
+                            overlay = gr.Image(label="Class activation map", height=220, interactive=False,
+                                               elem_id="cam-overlay")
                         faithfulness = gr.BarPlot(x="blanked (25% of pixels)", y="probability drop", height=200,
                                                   label="Faithfulness: probability drop when pixels are blanked",
                                                   y_lim=[0, 1])
                         explain_note = gr.Markdown(label="explanation note")
                         se_plot = gr.Image(label="SE excitations of this image", visible=default_has_se(default),
-                                           interactive=False)
+                                           interactive=False, elem_id="se-plot")
                         se_spec = gr.Image(label="SE class-specificity by depth (validation split)", visible=False,
                                            interactive=False)
                         card = gr.Markdown(architecture_card(default), label="architecture card")
@@ -527,19 +529,23 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     with gr.Column(scale=4):
                         compare_image = gr.Image(type="filepath", image_mode=None,
-                                                 sources=["upload", "webcam", "clipboard"], label="Image", height=260)
-                        compare_run = gr.Button("Compare all", variant="primary")
+                                                 sources=["upload", "webcam", "clipboard"], label="Image", height=260,
+                                                 elem_id="compare-image")
+                        compare_run = gr.Button("Compare all", variant="primary", elem_id="compare-run")
                         if examples:
                             gr.Examples(examples=[[p] for p in examples], inputs=[compare_image],
                                         example_labels=[_example_label(p) for p in examples], examples_per_page=16)
                     with gr.Column(scale=7):
-                        compare_summary = gr.Markdown(label="summary")
-                        compare_table = gr.Dataframe(headers=COMPARE_HEADERS, label="Predictions", interactive=False)
-                        compare_gallery = gr.Gallery(label="Grad-CAM of each architecture", columns=4, height="auto")
+                        compare_summary = gr.Markdown(label="summary", elem_id="compare-summary")
+                        compare_table = gr.Dataframe(headers=COMPARE_HEADERS, label="Predictions", interactive=False,
+                                                     elem_id="compare-table")
+                        compare_gallery = gr.Gallery(label="Grad-CAM of each architecture", columns=4, height="auto",
+                                                     elem_id="compare-gallery")
 
             with gr.Tab("Model zoo", id="zoo"):
-                zoo_note = gr.Markdown(label="zoo note")
-                zoo_frame = gr.Dataframe(headers=ZOO_HEADERS, label="Checkpoints", interactive=False)
+                zoo_note = gr.Markdown(label="zoo note", elem_id="zoo-note")
+                zoo_frame = gr.Dataframe(headers=ZOO_HEADERS, label="Checkpoints", interactive=False,
+                                         elem_id="zoo-table")
                 with gr.Row():
                     latency_run = gr.Button("Measure latency on this machine")
                     refresh = gr.Button("Reload checkpoints")

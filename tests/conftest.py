@@ -1,9 +1,17 @@
-"""Shared fixtures: small data sets the tests make themselves (no downloads, no shared data needed)."""
+"""Shared fixtures: small data sets the tests make themselves (no downloads, no shared data needed), and the
+running app (`python app.py` in a subprocess) for the HTTP and browser tests."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,6 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test must never reach the netw
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO_ROOT / "checkpoints"
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+APP_STARTUP_TIMEOUT_S = 120  # generous: CI machines may be busy; the benchmark measures the real start time
 
 
 def make_image_folder(root: Path, classes=("red", "green", "blue"), per_class=40, size=32, seed=0) -> Path:
@@ -29,3 +39,64 @@ def make_image_folder(root: Path, classes=("red", "green", "blue"), per_class=40
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("tiny") / "images")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def random_checkpoint(folder: Path, name: str) -> None:
+    """A random-weight checkpoint of ``name`` in ``folder / name``, for a server that needs something to run."""
+    import torch
+
+    from architectures import create_model, save_pretrained
+
+    torch.manual_seed(0)
+    model = create_model(name)
+    save_pretrained(model, folder / name, {
+        "display_name": type(model).display_name, "class_names": CIFAR10, "image_size": 32,
+        "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "val_accuracy": 0.1, "epochs": 0,
+        "train_seconds": 0.0, "hardware": "none (random weights, for the app tests)"})
+
+
+@contextmanager
+def running_app(checkpoint_dir: Path, workdir: Path, timeout_s: float = APP_STARTUP_TIMEOUT_S):
+    """`python app.py` on a free local port serving ``checkpoint_dir``, once it answers: {url, process, log}.
+
+    Its log and Gradio's temporary files go under ``workdir``; it runs in its own session, which is ended on exit.
+    """
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "CHECKPOINT_DIR": str(checkpoint_dir), "CHECKPOINT_REPO": "", "OMP_NUM_THREADS": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "GRADIO_TEMP_DIR": str(workdir / "gradio_tmp")}
+    log = (workdir / "app.log").open("w+")
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    start = time.monotonic()
+    try:
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"app.py exited with {process.returncode}:\n{log.read()[-3000:]}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() - start > timeout_s:
+                pytest.fail(f"app.py did not answer within {timeout_s} s")
+            time.sleep(0.5)
+        print(f"app.py answered after {time.monotonic() - start:.1f} s")
+        yield {"url": url, "process": process, "log": log}
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)  # this test's own server (its own session), nothing else
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.close()

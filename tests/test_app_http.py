@@ -6,46 +6,23 @@ SE plots included), and, while some architecture is untrained, a corrupt checkpo
 """
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-import torch
 from PIL import Image
 
-from architectures import create_model, list_models, save_pretrained
+from architectures import list_models
+from conftest import CHECKPOINTS, CIFAR10, random_checkpoint, running_app
 from serve.corpus import write_corpus
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CHECKPOINTS = REPO_ROOT / "checkpoints"
-CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 TRAINED = [name for name in list_models() if (CHECKPOINTS / name / "config.json").is_file()
            and (CHECKPOINTS / name / "model.safetensors").is_file()]
-STARTUP_TIMEOUT_S = 120  # generous: CI machines may be busy; the benchmark measures the real start time
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _random_checkpoint(folder: Path, name: str) -> None:
-    torch.manual_seed(0)
-    model = create_model(name)
-    save_pretrained(model, folder / name, {
-        "display_name": type(model).display_name, "class_names": CIFAR10, "image_size": 32,
-        "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "val_accuracy": 0.1, "epochs": 0,
-        "train_seconds": 0.0, "hardware": "none (random weights, for the HTTP test)"})
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +35,7 @@ def layout(tmp_path_factory):
         kinds[name] = "trained"
     for name in ("resnet", "senet"):
         if name not in kinds:
-            _random_checkpoint(folder, name)
+            random_checkpoint(folder, name)
             kinds[name] = "random"
     untrained = [name for name in list_models() if name not in kinds]
     if len(untrained) > 1:  # keep at least one plainly missing; break the first of the rest
@@ -74,41 +51,8 @@ def layout(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(layout, tmp_path_factory):
-    folder, _ = layout
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "CHECKPOINT_DIR": str(folder), "CHECKPOINT_REPO": "", "OMP_NUM_THREADS": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-           "GRADIO_TEMP_DIR": str(tmp_path_factory.mktemp("gradio_tmp"))}
-    log = (tmp_path_factory.mktemp("server_log") / "app.log").open("w+")
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
-    start = time.monotonic()
-    try:
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"app.py exited with {process.returncode}:\n{log.read()[-3000:]}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - start > STARTUP_TIMEOUT_S:
-                pytest.fail(f"app.py did not answer within {STARTUP_TIMEOUT_S} s")
-            time.sleep(0.5)
-        print(f"app.py answered after {time.monotonic() - start:.1f} s")
-        yield {"url": url, "process": process, "log": log}
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)  # this test's own server (its own session), nothing else
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        log.close()
+    with running_app(layout[0], tmp_path_factory.mktemp("server")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

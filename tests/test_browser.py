@@ -1,0 +1,215 @@
+"""The app in a real browser: Debian's Chromium, headless, driven by Playwright, as a visitor would use it.
+
+`python app.py` runs in a subprocess (conftest.running_app, as in test_app_http.py) on a checkpoint folder
+that has all eleven architectures: the trained checkpoints (linked) and random weights for any not trained
+yet. Each test keeps a full-page screenshot of its tab under its own tmp_path (also when it fails).
+
+Skipped, with the reason, only where /usr/bin/chromium or the playwright package is missing; `.ci/run`
+installs both. Playwright's own browser download is not used.
+"""
+from __future__ import annotations
+
+import io
+import re
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageChops, ImageStat
+
+from architectures import list_models, model_class
+from conftest import CHECKPOINTS, CIFAR10, REPO_ROOT, random_checkpoint, running_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.is_file():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing "
+                                                              "(pip install -r requirements-dev.txt)")
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+LOAD_TIMEOUT_MS = 60_000  # generous but bounded: CI's two cores also run the rest of the suite
+RUN_TIMEOUT_MS = 90_000  # one model run (Classify) or all eleven (Compare)
+VIEWPORT = {"width": 1400, "height": 1000}
+SE_ARCH = "senet"
+NON_SE_ARCHS = ("resnet", "vgg")  # the first that is not the default is picked before SENet
+PHOTO = sorted((REPO_ROOT / "examples").glob("*.jpg"))[0]  # a real photo, larger than 32 x 32
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("browser_checkpoints")
+    for name in list_models():
+        if (CHECKPOINTS / name / "config.json").is_file() and (CHECKPOINTS / name / "model.safetensors").is_file():
+            (folder / name).symlink_to(CHECKPOINTS / name, target_is_directory=True)
+        else:
+            random_checkpoint(folder, name)
+    with running_app(folder, tmp_path_factory.mktemp("browser_server")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = sync_api.sync_playwright().start()
+    try:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+    finally:
+        playwright.stop()
+
+
+@pytest.fixture
+def page(server, browser):
+    """A fresh page on the app, loaded; its uncaught JavaScript errors are collected in ``page.js_errors``."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.set_default_timeout(LOAD_TIMEOUT_MS)
+    page.js_errors = []
+    page.on("pageerror", lambda error: page.js_errors.append(str(error)))
+    page.goto(server["url"], timeout=LOAD_TIMEOUT_MS)
+    page.locator("#classify-image input[type=file]").wait_for(state="attached")
+    yield page
+    context.close()
+    assert server["process"].poll() is None, "the server died"
+
+
+@contextmanager
+def screenshot(page, path: Path):
+    """A full-page screenshot to ``path`` once the block is done, passed or failed."""
+    try:
+        yield
+    finally:
+        page.screenshot(path=path, full_page=True)
+        print(f"screenshot: {path}")
+
+
+def wait_until_idle(page, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
+    """Until no event is running or queued: every status tracker hidden on two polls half a second apart."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    calm = 0
+    while calm < 2:
+        calm = calm + 1 if page.locator("[data-testid=status-tracker]:not(.hide)").count() == 0 else 0
+        assert time.monotonic() < deadline, f"the app was still busy after {timeout_ms / 1000:.0f} s"
+        page.wait_for_timeout(500)
+
+
+def assert_no_errors(page) -> None:
+    toasts = page.locator("[data-testid=toast-body].error")
+    assert toasts.count() == 0, f"error shown: {toasts.all_inner_texts()}"
+    assert not page.js_errors, page.js_errors
+
+
+def pick_architecture(page, name: str) -> None:
+    display = model_class(name).display_name
+    page.locator("#architecture input").click()
+    page.get_by_role("option", name=re.compile("^" + re.escape(display) + r"\s")).click()
+    sync_api.expect(page.locator("#architecture input")).to_have_value(re.compile("^" + re.escape(display)))
+
+
+def loaded_image(page, img) -> Image.Image:
+    """The picture an <img> shows, once the browser has decoded it, as the server sent it."""
+    sync_api.expect(img).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    img.evaluate("i => i.decode()")  # rejects when the browser cannot decode it
+    width = img.evaluate("i => i.naturalWidth")
+    response = page.request.get(img.get_attribute("src"))
+    assert response.ok, (response.status, img.get_attribute("src"))
+    picture = Image.open(io.BytesIO(response.body()))
+    assert width == picture.width > 0
+    return picture.convert("RGB")
+
+
+def grid_cells(table, header: str) -> list[str]:
+    """The texts of one column of a rendered gr.Dataframe."""
+    headers = [text.strip() for text in table.locator("[role=columnheader]").all_inner_texts()]
+    assert header in headers, headers
+    return [text.strip() for text in
+            table.locator(f"[role=gridcell][data-col='{headers.index(header)}']").all_inner_texts()]
+
+
+def test_classify_shows_label_overlay_and_se_attention(page, tmp_path):
+    architecture = page.locator("#architecture input")
+    default = architecture.input_value()
+    se_plot = page.locator("#se-plot")
+    with screenshot(page, tmp_path / "classify.png"):
+        # A plain architecture hides the SE section; SENet shows it.
+        plain = next(name for name in NON_SE_ARCHS if not default.startswith(model_class(name).display_name))
+        pick_architecture(page, plain)
+        sync_api.expect(se_plot).to_be_hidden()
+        pick_architecture(page, SE_ARCH)
+        sync_api.expect(se_plot).to_be_visible()
+
+        page.locator("#classify-image input[type=file]").set_input_files(PHOTO)  # an upload classifies at once,
+        sync_api.expect(page.locator("#cam-overlay img")).to_be_visible(timeout=RUN_TIMEOUT_MS)  # ending with this
+        wait_until_idle(page)
+        joins = []
+        page.on("request", lambda request: joins.append(request.url) if "/queue/join" in request.url else None)
+        page.locator("#classify-run").click()
+        deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
+        while len(joins) < 3:  # the button runs the chain: label, then details, then the explanation
+            assert time.monotonic() < deadline, f"the Classify button sent {len(joins)} of its 3 requests"
+            page.wait_for_timeout(100)
+        wait_until_idle(page)
+
+        # The label: a CIFAR-10 class on top, five classes with their bars, and the note agrees (and names SENet).
+        label = page.locator("#top5 [data-testid=label-output-value]")
+        sync_api.expect(label).to_have_text(re.compile("^(" + "|".join(CIFAR10) + ")$"), timeout=RUN_TIMEOUT_MS)
+        top = label.inner_text().strip()
+        bars = page.locator("#top5 [data-testid$=-confidence-set]")
+        sync_api.expect(bars).to_have_count(5)
+        shown = [text.strip() for text in page.locator("#top5 [data-testid$=-confidence-set] dt").all_inner_texts()]
+        assert shown[0] == top and set(shown) <= set(CIFAR10) and len(set(shown)) == 5, shown
+        sync_api.expect(page.locator("#ood-note")).to_contain_text(f"{top} at")
+        sync_api.expect(page.locator("#ood-note")).to_contain_text(f"by {model_class(SE_ARCH).display_name}")
+
+        # The Grad-CAM overlay: decoded by the browser, the upload's size, and visibly not the upload itself.
+        overlay = loaded_image(page, page.locator("#cam-overlay img"))
+        with Image.open(PHOTO) as original:
+            original = original.convert("RGB")
+        assert overlay.size == original.size
+        difference = ImageStat.Stat(ImageChops.difference(overlay, original)).mean
+        assert sum(difference) / 3 > 10, f"the overlay looks like the bare upload (mean difference {difference})"
+
+        # SE attention: the plot of this image's excitations.
+        plot = loaded_image(page, se_plot.locator("img"))
+        assert min(plot.size) > 100
+        assert_no_errors(page)
+
+
+def test_compare_fills_table_and_gallery(page, tmp_path):
+    page.get_by_role("tab", name="Compare").click()
+    with screenshot(page, tmp_path / "compare.png"):
+        upload = page.locator("#compare-image input[type=file]")
+        upload.wait_for(state="attached")
+        upload.set_input_files(PHOTO)  # an upload runs the comparison (as "Compare all" does)
+        summary = page.locator("#compare-summary")
+        sync_api.expect(summary).to_contain_text("Majority vote", timeout=RUN_TIMEOUT_MS)
+        wait_until_idle(page)
+
+        table = page.locator("#compare-table")
+        names = grid_cells(table, "architecture")
+        assert sorted(names) == sorted(model_class(name).display_name for name in list_models()), names
+        assert all(top in CIFAR10 for top in grid_cells(table, "top-1")), grid_cells(table, "top-1")
+        majority = re.search(r"Majority vote: (\w+) \((\d+) of (\d+)", summary.inner_text())
+        assert majority and majority[1] in CIFAR10 and majority[3] == str(len(list_models())), summary.inner_text()
+
+        thumbnails = page.locator("#compare-gallery img")
+        sync_api.expect(thumbnails).to_have_count(len(list_models()))
+        for index in (0, len(list_models()) - 1):
+            loaded_image(page, thumbnails.nth(index))
+        assert_no_errors(page)
+
+
+def test_model_zoo_lists_all_eleven(page, tmp_path):
+    page.get_by_role("tab", name="Model zoo").click()
+    with screenshot(page, tmp_path / "zoo.png"):
+        note = page.locator("#zoo-note")
+        sync_api.expect(note).to_contain_text(f"{len(list_models())} of {len(list_models())} architectures")
+        table = page.locator("#zoo-table")
+        sync_api.expect(table.locator("[role=row][data-index]")).to_have_count(len(list_models()))
+        assert sorted(grid_cells(table, "name")) == sorted(list_models())
+        accuracies = [float(text) for text in grid_cells(table, "val accuracy")]
+        assert accuracies == sorted(accuracies, reverse=True) and all(0 < a <= 1 for a in accuracies), accuracies
+        wait_until_idle(page)
+        assert_no_errors(page)
