@@ -78,13 +78,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, mean, std, device, autocast,
-                      memory_format, safety: float = 0.85) -> int:
+def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, val_x, val_y, mean, std, device,
+                      autocast, memory_format, state_path: Path, safety: float = 0.9) -> int:
     """How many whole epochs fit in ``cfg.time_budget`` seconds, timed on a throwaway model.
 
     The trial trains a fresh copy of the architecture for up to ten seconds (a twentieth of the budget for
     short budgets) after a few warm-up steps, so it measures this machine under its present load, other
-    runs sharing the GPU included. ``safety`` leaves room for the per-epoch validation and for drift.
+    runs sharing the GPU included. It also times what each epoch adds after training (validation, saving
+    the state): on an H100 shared by eleven runs that was a third of a 3-second epoch, and leaving it out
+    overran the budget by as much. ``safety`` leaves room for drift.
     """
     model = create_model(cfg.arch, num_classes=num_classes).to(device, memory_format=memory_format).train()
     optimizer = build_optimizer(model, cfg)
@@ -108,10 +110,16 @@ def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, mean, std
             synchronize(device)  # the clock must read work done, not work queued
     synchronize(device)
     images_per_second = steps * cfg.batch_size / (time.perf_counter() - started)
-    epoch_images = (len(train_y) // cfg.batch_size) * cfg.batch_size
-    epochs = max(1, int(cfg.time_budget * safety * images_per_second / epoch_images))
-    print(f"{cfg.arch}: trial ran {images_per_second:.0f} img/s; {epochs} epochs fit {cfg.time_budget:.0f} s",
-          flush=True)
+    started = time.perf_counter()
+    evaluate(model, val_x, val_y, mean, std, autocast=autocast, channels_last=memory_format == torch.channels_last)
+    trial_state = state_path.with_name("trial_" + state_path.name)
+    save_state(trial_state, model, None, optimizer, {"trial": True})
+    trial_state.unlink()
+    after_epoch_seconds = time.perf_counter() - started
+    epoch_seconds = (len(train_y) // cfg.batch_size) * cfg.batch_size / images_per_second + after_epoch_seconds
+    epochs = max(1, int(cfg.time_budget * safety / epoch_seconds))
+    print(f"{cfg.arch}: trial ran {images_per_second:.0f} img/s, {after_epoch_seconds:.2f} s per epoch to "
+          f"validate and save; {epochs} epochs fit {cfg.time_budget:.0f} s", flush=True)
     del model, optimizer
     return epochs
 
@@ -215,7 +223,8 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
         # A resumed run keeps the epoch count its first part chose; only a fresh run times a trial.
         saved = peek_info(state_path) if cfg.resume and state_path.exists() else None
         epochs = saved["fingerprint"]["epochs"] if saved else epochs_for_budget(
-            cfg, len(image_set.class_names), train_x, train_y, mean, std, device, autocast, memory_format)
+            cfg, len(image_set.class_names), train_x, train_y, val_x, val_y, mean, std, device, autocast,
+            memory_format, state_path)
         cfg = dataclasses.replace(cfg, epochs=epochs)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = max(1, round(cfg.warmup_epochs * steps_per_epoch))
