@@ -35,36 +35,41 @@ class CheckpointError(ValueError):
     """A checkpoint folder is missing, corrupt, or describes something this code will not build."""
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename: a crash leaves the old file intact."""
-    path = Path(path)
+def _stage(path: Path, write) -> str:
+    """``write(tmp)`` into a new temporary file beside ``path``; its name, or nothing left behind on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write(tmp)
         os.chmod(tmp, PUBLIC_FILE_MODE)
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def _write_synced(tmp: str, data: bytes) -> None:
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], tmp: str, metadata: dict[str, str] | None) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, then rename: a crash leaves the old file intact."""
+    path = Path(path)
+    os.replace(_stage(path, lambda tmp: _write_synced(tmp, data)), path)
 
 
 def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None):
     """``safetensors.torch.save_file`` through a temporary file and an atomic rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, PUBLIC_FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    os.replace(_stage(path, lambda tmp: _save_tensors(tensors, tmp, metadata)), path)
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -176,7 +181,7 @@ def load_pretrained(path_or_repo_id, revision: str | None = None, device: str | 
 
 
 def save_pretrained(model, folder, config: dict) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` atomically (weights first, then the config).
+    """Write ``model.safetensors`` and ``config.json`` atomically (both written, then both renamed).
 
     ``config`` is completed with the model's ``arch``, ``arch_args`` and parameter count; the result is
     validated exactly as ``load_pretrained`` will validate it.
@@ -188,6 +193,18 @@ def save_pretrained(model, folder, config: dict) -> Path:
     validate_config(json.loads(json.dumps(config)))
     if len(config["class_names"]) != model.num_classes:
         raise CheckpointError(f"{len(config['class_names'])} class names for a model with {model.num_classes} outputs")
-    atomic_save_tensors(model.state_dict(), folder / WEIGHTS_NAME, metadata={"format": "pt", "arch": model.arch})
-    atomic_write_json(folder / CONFIG_NAME, config)
+    # Both files are written in full before either replaces its predecessor, so a save interrupted while
+    # writing (all of its time but two renames) leaves the previous weights and config together.
+    weights_path, config_path = folder / WEIGHTS_NAME, folder / CONFIG_NAME
+    metadata = {"format": "pt", "arch": model.arch}
+    staged = [_stage(weights_path, lambda tmp: _save_tensors(model.state_dict(), tmp, metadata))]
+    try:
+        text = json.dumps(config, indent=2) + "\n"
+        staged.append(_stage(config_path, lambda tmp: _write_synced(tmp, text.encode())))
+        os.replace(staged[0], weights_path)
+        os.replace(staged[1], config_path)
+    except BaseException:
+        for tmp in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
     return folder

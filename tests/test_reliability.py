@@ -1,0 +1,374 @@
+"""Issue #7, reliability and security: what the other test files leave open.
+
+The bad-upload corpus, the checkpoint store's faults, hostile config files and the SIGKILL-resume run are
+tested in test_serve.py, test_app_http.py, test_checkpoints.py and test_train.py. Here: every upload decided
+within seconds; a save interrupted at any stage of its writing; pickles never loaded; configs refused
+before anything is built; Hub downloads pinned; the launch settings (no share link, loopback only, no
+extra paths); and a server whose checkpoint folder is partly missing, corrupt or pickled, which must keep
+serving the rest, then a small run of the soak benchmark (bench/soak.py) against it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+import serve
+from architectures import CheckpointError, create_model, list_models, load_pretrained, save_pretrained
+from serve.corpus import write_corpus
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CONFIG = {"class_names": CIFAR10, "image_size": 32, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26],
+          "val_accuracy": 0.5, "epochs": 1, "train_seconds": 1.0, "hardware": "test"}
+DECIDED_WITHIN_S = 5.0     # "nothing takes more than a few seconds", on a busy 2-core CPU
+STARTUP_TIMEOUT_S = 120    # generous: CI machines may be busy
+MAX_STATE_SESSIONS = 500   # Gradio keeps ~100 KB per API session: 500 sessions stay near the 50 MB memory budget
+
+
+def write_checkpoint(folder: Path, name: str, seed: int = 0, **overrides) -> Path:
+    torch.manual_seed(seed)
+    model = create_model(name)
+    return save_pretrained(model, folder / name, {**CONFIG, "display_name": type(model).display_name, **overrides})
+
+
+class Explode:
+    """A pickle that creates ``sentinel`` when unpickled: proof that a loader ran it."""
+
+    def __init__(self, sentinel: Path):
+        self.sentinel = str(sentinel)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.sentinel!r}, 'w').close()",))
+
+
+def _pickle_bomb(sentinel: Path) -> bytes:
+    return pickle.dumps({"state_dict": Explode(sentinel)})
+
+
+# --- bad uploads: decided fast, real images classified -------------------------------------------------------
+def test_every_upload_is_decided_within_seconds(tmp_path):
+    write_checkpoint(tmp_path / "ckpt", "resnet")
+    store = serve.ModelStore(tmp_path / "ckpt", repo="", device="cpu", ood_thresholds={})
+    store.get("resnet")  # loading the model is not the upload's time
+    timings = {}
+    for upload in write_corpus(tmp_path / "uploads", include_oversize=True):
+        start = time.perf_counter()
+        if upload.expect == "ok":
+            prediction = serve.predict(store, "resnet", serve.load_image(upload.path))
+            assert prediction.label in CIFAR10, upload.name
+        else:
+            with pytest.raises(serve.ImageDecodeError):
+                serve.load_image(upload.path)
+        timings[upload.name] = time.perf_counter() - start
+    slow = {name: round(s, 2) for name, s in timings.items() if s > DECIDED_WITHIN_S}
+    assert not slow, f"over {DECIDED_WITHIN_S} s: {slow}"
+    assert len(timings) >= 20
+
+
+# --- faults: an interrupted save leaves the previous checkpoint --------------------------------------------
+def _crash_while_writing_weights(monkeypatch, checkpoint):
+    def crash(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"half a safetensors file")
+        raise KeyboardInterrupt  # the process is interrupted in the middle of the write
+
+    monkeypatch.setattr(checkpoint, "save_file", crash)
+
+
+def _crash_while_writing_config(monkeypatch, checkpoint):
+    # The weights are written; config.json's bytes are in the file but not yet on disk when the crash comes.
+    def crash(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", crash)
+
+
+@pytest.mark.parametrize("crash", [_crash_while_writing_weights, _crash_while_writing_config],
+                         ids=["while-writing-weights", "while-writing-config"])
+def test_an_interrupted_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch, crash):
+    import architectures.checkpoint as checkpoint
+
+    folder = write_checkpoint(tmp_path, "resnet", seed=0, val_accuracy=0.5)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = load_pretrained(folder)(x)
+
+    crash(monkeypatch, checkpoint)
+    torch.manual_seed(1)
+    with pytest.raises(KeyboardInterrupt):
+        save_pretrained(create_model("resnet"), folder, {**CONFIG, "val_accuracy": 0.9})
+    monkeypatch.undo()
+
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # same files, same bytes, no temporaries
+    model = load_pretrained(folder)
+    assert model.config["val_accuracy"] == 0.5
+    with torch.no_grad():
+        assert torch.equal(model(x), expected)
+
+
+def test_an_interrupted_training_state_save_keeps_the_last_epoch(tmp_path, monkeypatch):
+    import architectures.checkpoint as checkpoint
+    from train.state import load_state, peek_info, save_state
+
+    model = create_model("resnet", blocks_per_stage=1, width=8, num_classes=3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    path = tmp_path / "train_state.safetensors"
+    save_state(path, model, None, optimizer, {"epoch": 1})
+    saved = path.read_bytes()
+
+    _crash_while_writing_weights(monkeypatch, checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        save_state(path, model, None, optimizer, {"epoch": 2})
+    monkeypatch.undo()
+
+    assert path.read_bytes() == saved and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    assert peek_info(path) == {"epoch": 1}
+    assert load_state(path, model, None, optimizer, "cpu") == {"epoch": 1}
+
+
+# --- untrusted files ---------------------------------------------------------------------------------------
+def test_a_pickle_is_never_loaded(tmp_path):
+    """A pickle in place of, or beside, the safetensors file is refused, and its code never runs."""
+    sentinel = tmp_path / "pickle_ran"
+    bomb = _pickle_bomb(sentinel)
+    folder = write_checkpoint(tmp_path / "ckpts", "resnet")
+    for name in ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt"):
+        (folder / name).write_bytes(bomb)
+    load_pretrained(folder)  # the safetensors file is used, the pickles beside it are ignored
+    (folder / "model.safetensors").write_bytes(bomb)
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_pretrained(folder)
+    store = serve.ModelStore(tmp_path / "ckpts", repo="", device="cpu", ood_thresholds={})
+    with pytest.raises(serve.ModelUnavailable, match="no checkpoint"):
+        store.get("resnet")
+    assert not sentinel.exists(), "a pickle was unpickled"
+
+
+def test_no_code_path_unpickles():
+    """Weights, training state and caches are safetensors; nothing in the project calls a pickle loader."""
+    pattern = re.compile(r"torch\.load\(|pickle\.loads?\(|weights_only\s*=\s*False|allow_pickle\s*=\s*True|"
+                         r"torch\.hub\.load|joblib\.load")
+    offenders = []
+    for folder in ("architectures", "serve", "train", "explain", "bench"):
+        for path in (REPO_ROOT / folder).rglob("*.py"):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if pattern.search(line):
+                    offenders.append(f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}")
+    assert "torch.load(" not in (REPO_ROOT / "app.py").read_text()
+    assert not offenders, offenders
+
+
+@pytest.mark.parametrize("change", [
+    {"arch": "../../etc/passwd"}, {"arch": "resnet/../vgg"}, {"arch_args": {"width": 10 ** 9}},
+    {"arch_args": {"__class__": "x"}}, {"class_names": ["only one"]}, {"image_size": -1}, {"std": [0, 0, 0]},
+])
+def test_config_is_validated_before_anything_is_built(tmp_path, monkeypatch, change):
+    import architectures.checkpoint as checkpoint
+
+    folder = write_checkpoint(tmp_path, "resnet")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    built = []
+    real_create_model = checkpoint.create_model
+    monkeypatch.setattr(checkpoint, "create_model", lambda *a, **k: built.append(a) or real_create_model(*a, **k))
+    with pytest.raises(CheckpointError):
+        load_pretrained(folder)
+    store = serve.ModelStore(tmp_path, repo="", device="cpu", ood_thresholds={})
+    with pytest.raises(serve.ModelUnavailable, match="cannot be used"):
+        store.get("resnet")
+    assert built == [], "a model was built from an invalid config"
+
+
+def test_hub_downloads_are_pinned_and_names_are_not_paths(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+    remote = write_checkpoint(tmp_path / "remote", "resnet")
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None, **kwargs):
+        calls.append((repo_id, revision, allow_patterns))
+        return str(remote)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.chdir(tmp_path)  # so that the repo id cannot be mistaken for a local folder
+    model = load_pretrained("someone/cifar-resnet", revision="0123456789abcdef")
+    assert model.config["arch"] == "resnet"
+    assert calls == [("someone/cifar-resnet", "0123456789abcdef", calls[0][2])]
+    assert all(not pattern.endswith((".bin", ".pt", ".pth", ".pkl")) for pattern in calls[0][2])
+    for hostile in ("../someone/repo", "someone/../../etc", "/etc/passwd", "a/b/c", "someone/repo;rm -rf"):
+        with pytest.raises(CheckpointError):
+            load_pretrained(hostile, revision="v1")
+    assert len(calls) == 1, calls
+
+
+# --- the launch settings -----------------------------------------------------------------------------------
+LAUNCH_PROBE = """
+import json, runpy, sys
+import gradio as gr
+def record(self, *args, **kwargs):
+    print("LAUNCH " + json.dumps({"args": [repr(a) for a in args],
+                                  "kwargs": {k: repr(v) if k == "theme" else v for k, v in kwargs.items()}}))
+gr.Blocks.launch = record
+sys.argv = ["app.py"]
+runpy.run_path("app.py", run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def launch_settings(tmp_path_factory):
+    """The arguments `python app.py` passes to ``demo.launch`` with no GRADIO_* settings in the environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRADIO_")}
+    env.update({"CHECKPOINT_DIR": str(tmp_path_factory.mktemp("empty_checkpoints")), "CHECKPOINT_REPO": "",
+                "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"})
+    result = subprocess.run([sys.executable, "-c", LAUNCH_PROBE], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("LAUNCH ")]
+    assert len(lines) == 1, result.stdout[-2000:]
+    return json.loads(lines[0][len("LAUNCH "):])
+
+
+def test_launch_shares_nothing_by_default(launch_settings):
+    kwargs = launch_settings["kwargs"]
+    assert not launch_settings["args"], "launch settings must be named"
+    assert kwargs.get("share") in (None, False), "no public share link by default"
+    assert kwargs.get("server_name") == "127.0.0.1", "listen on loopback unless GRADIO_SERVER_NAME says otherwise"
+    assert not kwargs.get("allowed_paths"), "no extra folders exposed"
+    assert not kwargs.get("auth") and not kwargs.get("root_path")
+    assert kwargs.get("max_file_size") == serve.MAX_UPLOAD_BYTES
+    assert "GRADIO_SHARE" not in (REPO_ROOT / "app.py").read_text()
+
+
+@pytest.mark.xfail(strict=True, reason="Gradio keeps ~100 KB per API session, up to state_session_capacity "
+                                       "(default 10,000: ~1 GB); app.py does not bound it yet. bench/soak.py "
+                                       "measures the growth: ~10 MB per 100 session-less requests")
+def test_launch_bounds_the_memory_kept_per_session(launch_settings):
+    capacity = launch_settings["kwargs"].get("state_session_capacity", 10_000)
+    assert capacity <= MAX_STATE_SESSIONS
+
+
+# --- a partly broken checkpoint folder behind a running server, then a small soak ---------------------------
+@pytest.fixture(scope="module")
+def broken_zoo(tmp_path_factory):
+    """resnet and senet usable; vgg, alexnet, googlenet broken in different ways; the rest missing."""
+    folder = tmp_path_factory.mktemp("broken_zoo")
+    sentinel = folder.parent / f"{folder.name}_pickle_ran"
+    write_checkpoint(folder, "resnet")
+    write_checkpoint(folder, "senet")
+    (folder / "vgg").mkdir()
+    (folder / "vgg" / "config.json").write_text('{"arch": "vgg", "class_names": ')       # cut short
+    (folder / "vgg" / "model.safetensors").write_bytes(b"not a safetensors file")
+    write_checkpoint(folder, "alexnet")
+    weights = folder / "alexnet" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])                                      # truncated weights
+    write_checkpoint(folder, "googlenet")
+    (folder / "googlenet" / "model.safetensors").unlink()                                 # only a pickle left
+    (folder / "googlenet" / "pytorch_model.bin").write_bytes(_pickle_bomb(sentinel))
+    kinds = {"resnet": "ok", "senet": "ok", "vgg": "corrupt", "alexnet": "corrupt", "googlenet": "missing"}
+    return folder, {name: kinds.get(name, "missing") for name in list_models()}, sentinel
+
+
+@pytest.fixture(scope="module")
+def broken_server(broken_zoo, tmp_path_factory):
+    import socket
+
+    folder = broken_zoo[0]
+    workdir = tmp_path_factory.mktemp("broken_server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "CHECKPOINT_DIR": str(folder), "CHECKPOINT_REPO": "", "OMP_NUM_THREADS": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "GRADIO_TEMP_DIR": str(workdir / "tmp")}
+    log = (workdir / "app.log").open("w+")
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    start = time.monotonic()
+    try:
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"app.py exited with {process.returncode}:\n{log.read()[-3000:]}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() - start > STARTUP_TIMEOUT_S:
+                pytest.fail(f"app.py did not answer within {STARTUP_TIMEOUT_S} s")
+            time.sleep(0.5)
+        yield {"url": url, "process": process, "workdir": workdir}
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)  # this test's own server (its own session), nothing else
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def soak_module():
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    try:
+        import soak
+    finally:
+        sys.path.remove(str(REPO_ROOT / "bench"))
+    return soak
+
+
+def test_broken_checkpoints_fail_alone_over_http(broken_server, broken_zoo, soak_module):
+    _, kinds, sentinel = broken_zoo
+    caller = soak_module.Caller(broken_server["url"], timeout=120)
+    photo = next(p for p in sorted((REPO_ROOT / "examples").iterdir()) if p.suffix == ".png").read_bytes()
+    expected = {"missing": "no checkpoint yet", "corrupt": "cannot be used"}
+    for name, kind in kinds.items():
+        for api in ("predict", "explain"):
+            answer, body = caller.call(api, "photo.png", photo, name)
+            if kind == "ok":
+                assert answer == "complete", (name, api, body)
+            else:
+                assert answer == "error" and expected[kind] in body, (name, api, answer, body)
+                assert str(broken_zoo[0]) not in body, "the message shows the server's folders"
+        assert broken_server["process"].poll() is None, f"the server died on {name}"
+    assert caller.call("predict", "photo.png", photo, "resnet")[0] == "complete"
+    assert not sentinel.exists(), "the server unpickled googlenet's pytorch_model.bin"
+
+
+def test_small_soak_against_the_broken_zoo(broken_server, tmp_path):
+    """bench/soak.py end to end, small: every good request answered, every malformed one clearly refused.
+
+    The memory figure of so short a run is noise (the models and caches are still warming up), so its bound
+    is loose here; the benchmark-size run (README, "Reliability and security") applies the 50 MB bound.
+    """
+    out = tmp_path / "soak.json"
+    command = [sys.executable, "bench/soak.py", "--url", broken_server["url"],
+               "--pid", str(broken_server["process"].pid), "--archs", "resnet,senet", "--requests", "40",
+               "--clients", "4", "--warmup", "20", "--max-growth-mb", "300", "--no-progress", "--out", str(out)]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["passed"] and report["outcomes"] == {"ok": 32, "clear_error": 8}, report["outcomes"]
+    assert len(report["results"]) == 40 and report["latency"]["all"]["p95_ms"] > 0
+    assert report["rss_mb_before"] and report["rss_mb_after"]
+    assert broken_server["process"].poll() is None
