@@ -562,13 +562,23 @@ def build_demo() -> gr.Blocks:
         explain_outputs = [overlay, se_plot, faithfulness, explain_note]
         panel_outputs = [card, layer, se_spec, se_plot]
         raw = dict(preprocess=False)  # the handlers decode uploads themselves (see upload_source)
-        gr.on([run.click, image.change, architecture.change], predict, [image, architecture], [label],
-              api_name="predict", trigger_mode="always_last", **raw).success(
-            describe, [image, architecture], [ood_note, preview], api_name="describe",
-            api_visibility="undocumented", **raw).success(
-            explain_image, explain_inputs, explain_outputs, api_name="explain", **raw)
-        architecture.change(architecture_panel, [architecture, layer], panel_outputs, api_name="architecture_panel",
-                            api_visibility="undocumented")
+
+        def then_describe_and_explain(event, suffix: str = "", visibility: str = "public"):
+            event.success(describe, [image, architecture], [ood_note, preview], api_name="describe" + suffix,
+                          api_visibility="undocumented", **raw).success(
+                explain_image, explain_inputs, explain_outputs, api_name="explain" + suffix,
+                api_visibility=visibility, **raw)
+
+        then_describe_and_explain(gr.on([run.click, image.change], predict, [image, architecture], [label],
+                                        api_name="predict", trigger_mode="always_last", **raw))
+        # A new architecture first resets the panel (its layer slider among it), then classifies: run side by
+        # side, the explanation could read the previous architecture's layer.
+        then_describe_and_explain(
+            architecture.change(architecture_panel, [architecture, layer], panel_outputs,
+                                api_name="architecture_panel", api_visibility="undocumented").then(
+                predict, [image, architecture], [label], api_name="predict_after_panel",
+                api_visibility="undocumented", trigger_mode="always_last", **raw),
+            suffix="_after_panel", visibility="undocumented")
         gr.on([method.change, layer.release, target.change, opacity.release], explain_image, explain_inputs,
               explain_outputs, api_name="explain_settings", api_visibility="undocumented", trigger_mode="always_last",
               **raw)
@@ -600,6 +610,9 @@ if __name__ == "__main__":
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
         max_file_size=serve.MAX_UPLOAD_BYTES,
+        # Gradio keeps ~100 KB of state per session and every plain-HTTP call opens one: the default bound
+        # (10,000) lets a busy Space grow by a gigabyte (bench/soak.py measured ~10 MB per 100 calls).
+        state_session_capacity=int(os.environ.get("STATE_SESSION_CAPACITY", 200)),
         ssr_mode=False,
         theme=gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                              font_mono=["ui-monospace", "monospace"]),

@@ -256,9 +256,6 @@ def test_launch_shares_nothing_by_default(launch_settings):
     assert "GRADIO_SHARE" not in (REPO_ROOT / "app.py").read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="Gradio keeps ~100 KB per API session, up to state_session_capacity "
-                                       "(default 10,000: ~1 GB); app.py does not bound it yet. bench/soak.py "
-                                       "measures the growth: ~10 MB per 100 session-less requests")
 def test_launch_bounds_the_memory_kept_per_session(launch_settings):
     capacity = launch_settings["kwargs"].get("state_session_capacity", 10_000)
     assert capacity <= MAX_STATE_SESSIONS
