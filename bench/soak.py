@@ -25,9 +25,7 @@ import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +33,7 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from http_latency import ROOT, _start_server  # bench/ is on sys.path when this file runs; ROOT is on it too
+from http_latency import ROOT, Caller, _start_server  # bench/ is on sys.path when this file runs; ROOT too
 
 from architectures import list_models  # noqa: E402
 from serve.corpus import write_corpus  # noqa: E402
@@ -80,62 +78,6 @@ def rss_mb(pid: int) -> float | None:
 def _checkpointed(folder: Path) -> list[str]:
     return [name for name in list_models()
             if (folder / name / "config.json").is_file() and (folder / name / "model.safetensors").is_file()]
-
-
-def _read_events(text: str) -> list[tuple[str, str]]:
-    """(event, data) pairs of a server-sent event stream."""
-    events, kind = [], None
-    for line in text.splitlines():
-        if line.startswith("event:"):
-            kind = line[6:].strip()
-        elif line.startswith("data:") and kind is not None:
-            events.append((kind, line[5:].strip()))
-            kind = None
-    return events
-
-
-class Caller:
-    """Upload + call + event stream over plain HTTP, one httpx client per thread."""
-
-    def __init__(self, url: str, timeout: float, session_per_client: bool = False):
-        self.url, self.timeout, self.session_per_client = url.rstrip("/") + "/", timeout, session_per_client
-        self._local = threading.local()
-        info = httpx.get(f"{self.url}gradio_api/info", timeout=30).json()["named_endpoints"]
-        # Parameters past (image, architecture) with their defaults: the raw call API wants every input.
-        self.extra = {api: [p["parameter_default"] for p in info[f"/{api}"]["parameters"][2:]]
-                      for api in ("predict", "explain")}
-
-    def _client(self) -> httpx.Client:
-        if not hasattr(self._local, "client"):
-            self._local.client = httpx.Client(timeout=self.timeout)
-            self._local.session = uuid.uuid4().hex[:11] if self.session_per_client else None
-        return self._local.client
-
-    def call(self, api: str, name: str, data: bytes, arch: str) -> tuple[str, str]:
-        """("complete", data) or ("error", message or "null") or ("http", status and body)."""
-        client = self._client()
-        uploaded = client.post(f"{self.url}gradio_api/upload", files=[("files", (name, data))])
-        if uploaded.status_code != 200:
-            return "http", f"upload {uploaded.status_code}: {uploaded.text[:200]}"
-        payload = {"data": [{"path": uploaded.json()[0], "meta": {"_type": "gradio.FileData"}}, arch,
-                            *self.extra[api]]}
-        if self._local.session:  # as gradio_client does: one session for all of this client's calls
-            payload["session_hash"] = self._local.session
-        started = client.post(f"{self.url}gradio_api/call/{api}", json=payload)
-        if started.status_code != 200:
-            return "http", f"call {started.status_code}: {started.text[:200]}"
-        stream = client.get(f"{self.url}gradio_api/call/{api}/{started.json()['event_id']}")
-        for kind, body in _read_events(stream.text):
-            if kind == "complete":
-                return "complete", body
-            if kind == "error":
-                try:
-                    message = json.loads(body)
-                    message = message.get("error") if isinstance(message, dict) else message
-                except ValueError:
-                    message = body
-                return "error", "null" if message is None else str(message)
-        return "http", f"stream {stream.status_code} without an answer: {stream.text[:200]}"
 
 
 def judge(request: Request, kind: str, body: str) -> None:

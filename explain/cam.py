@@ -15,15 +15,28 @@ from __future__ import annotations
 import threading
 from contextlib import ExitStack
 
+import importlib
+from functools import lru_cache
+
 import numpy as np
 import torch
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-# Name -> CAM class. EigenCAM needs no gradients (and no target): the first principal component of the
-# layer's activations, a class-agnostic reference for the gradient-based three.
-_ENGINES = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "layercam": LayerCAM, "eigencam": EigenCAM}
+# Name -> pytorch-grad-cam class name. EigenCAM needs no gradients (and no target): the first principal
+# component of the layer's activations, a class-agnostic reference for the gradient-based three.
+_ENGINES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM", "eigencam": "EigenCAM"}
 METHODS = tuple(_ENGINES)
+
+
+@lru_cache(maxsize=None)
+def _library():
+    """pytorch_grad_cam, imported on first use: importing it pulls in torchvision and scikit-learn, about
+    4.5 s on a 2-core CPU, which would otherwise delay the app's start (``warm_up`` imports it early)."""
+    return importlib.import_module("pytorch_grad_cam"), importlib.import_module("pytorch_grad_cam.utils.model_targets")
+
+
+def warm_up() -> None:
+    """Import the CAM library now (the app calls this in a background thread after start-up)."""
+    _library()
 GRADIENT_FREE = ("eigencam",)
 
 # Hooks live on the model while a call runs; two threads explaining the same model at once would read
@@ -76,7 +89,7 @@ def cam_batch(model, x: torch.Tensor, targets=None, method: str = "gradcam", lay
         bad = [t for t in targets if not 0 <= t < model.num_classes]
         if bad:
             raise ValueError(f"target class(es) {bad} outside 0..{model.num_classes - 1}")
-        targets = [ClassifierOutputTarget(t) for t in targets]
+        targets = [_library()[1].ClassifierOutputTarget(t) for t in targets]
     uses_gradients = method not in GRADIENT_FREE
     module = model.get_submodule(layer)
     with HOOK_LOCK, torch.set_grad_enabled(uses_gradients), ExitStack() as cleanup:
@@ -84,7 +97,7 @@ def cam_batch(model, x: torch.Tensor, targets=None, method: str = "gradcam", lay
         if uses_gradients:
             # Registered before the engine's hooks, so they see (and backward stops at) the cut output.
             cleanup.callback(module.register_forward_hook(_cut_graph_below).remove)
-        engine = _ENGINES[method](model, [module], reshape_transform=model.cam_reshape)
+        engine = getattr(_library()[0], _ENGINES[method])(model, [module], reshape_transform=model.cam_reshape)
         # Not the library's ``with``: its __exit__ swallows an IndexError and only prints it.
         cleanup.callback(engine.activations_and_grads.release)
         maps = engine(x, targets)

@@ -226,6 +226,7 @@ def record(self, *args, **kwargs):
     print("LAUNCH " + json.dumps({"args": [repr(a) for a in args],
                                   "kwargs": {k: repr(v) if k == "theme" else v for k, v in kwargs.items()}}))
 gr.Blocks.launch = record
+gr.Blocks.block_thread = lambda self: None  # launch did not start a server to wait on
 sys.argv = ["app.py"]
 runpy.run_path("app.py", run_name="__main__")
 """
