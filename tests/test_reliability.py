@@ -13,21 +13,19 @@ import json
 import os
 import pickle
 import re
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import torch
 
 import serve
+from conftest import REPO_ROOT, running_app
 from architectures import CheckpointError, create_model, list_models, load_pretrained, save_pretrained
 from serve.corpus import write_corpus
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CONFIG = {"class_names": CIFAR10, "image_size": 32, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26],
           "val_accuracy": 0.5, "epochs": 1, "train_seconds": 1.0, "hardware": "test"}
@@ -285,44 +283,9 @@ def broken_zoo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def broken_server(broken_zoo, tmp_path_factory):
-    import socket
-
-    folder = broken_zoo[0]
     workdir = tmp_path_factory.mktemp("broken_server")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "CHECKPOINT_DIR": str(folder), "CHECKPOINT_REPO": "", "OMP_NUM_THREADS": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "GRADIO_TEMP_DIR": str(workdir / "tmp")}
-    log = (workdir / "app.log").open("w+")
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
-    start = time.monotonic()
-    try:
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"app.py exited with {process.returncode}:\n{log.read()[-3000:]}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - start > STARTUP_TIMEOUT_S:
-                pytest.fail(f"app.py did not answer within {STARTUP_TIMEOUT_S} s")
-            time.sleep(0.5)
-        yield {"url": url, "process": process, "workdir": workdir}
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)  # this test's own server (its own session), nothing else
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        log.close()
+    with running_app(broken_zoo[0], workdir, timeout_s=STARTUP_TIMEOUT_S) as server:
+        yield {**server, "workdir": workdir}
 
 
 @pytest.fixture(scope="module")
