@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -125,12 +126,43 @@ def _time(call, repeats: int) -> dict:
             "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 1), "n": repeats}
 
 
+def load_run(caller: Caller, name: str, data: bytes, clients: int, calls: int, single: dict) -> dict:
+    """``clients`` threads each sending ``calls`` /predict requests at once, round-robin over the
+    architectures: failures, total throughput against one client's (1000 / its p50), and the p95 under
+    load against 10x one client's p50 (queueing is expected on two cores; starving is not)."""
+    archs = [arch for arch, figures in single.items() if isinstance(figures, dict)]
+    if not archs:
+        return {"error": "no architecture answered"}
+
+    def client(index: int) -> tuple[list[float], int]:
+        times, failures = [], 0
+        for call in range(calls):
+            started = time.perf_counter()
+            kind, _ = caller.call("predict", name, data, archs[(index + call) % len(archs)])
+            times.append((time.perf_counter() - started) * 1000)
+            failures += kind != "complete"
+        return times, failures
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(client, range(clients)))
+    wall = time.perf_counter() - started
+    times = sorted(t for result in results for t in result[0])
+    single_p50 = statistics.median(single[arch]["p50_ms"] for arch in archs)
+    return {"clients": clients, "requests": len(times), "failed": sum(r[1] for r in results),
+            "throughput_rps": round(len(times) / wall, 1), "single_client_rps": round(1000 / single_p50, 1),
+            "p50_ms": round(statistics.median(times), 1), "p95_ms": round(times[int(0.95 * (len(times) - 1))], 1),
+            "p95_limit_ms": round(10 * single_p50, 1)}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="", help="a running server; default: start app.py")
     parser.add_argument("--image", default="", help="image to send; default: the first example")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--compare-repeats", type=int, default=5)
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the load run; 0 skips it")
+    parser.add_argument("--load-calls", type=int, default=20, help="/predict calls per client in the load run")
     args = parser.parse_args(argv)
 
     from architectures import list_models
@@ -168,6 +200,8 @@ def main(argv=None) -> None:
             report["predict"][name] = _time(lambda: call("predict", name), args.repeats)
             report["explain"][name] = _time(lambda: call("explain", name), max(3, args.repeats // 4))
         report["compare"] = _time(lambda: call("compare"), args.compare_repeats)
+        if args.clients:
+            report["load"] = load_run(caller, name_sent, data, args.clients, args.load_calls, report["predict"])
         print(json.dumps(report, indent=2))
     finally:
         if process is not None:

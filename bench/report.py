@@ -40,7 +40,7 @@ SCRIPTS = {"train": "bench/train_throughput.py", "inference": "bench/inference.p
            "http": "bench/http_latency.py", "cam": "bench/cam_latency.py"}
 QUICK = {"train": ["--batch-size", "32", "--warmup", "1", "--steps", "2"],
          "inference": ["--calls", "3", "--warmup", "1", "--batch-size", "8", "--batches", "1"],
-         "http": ["--repeats", "2", "--compare-repeats", "1"],
+         "http": ["--repeats", "2", "--compare-repeats", "1", "--clients", "2", "--load-calls", "2"],
          "cam": ["--calls", "2"]}
 WRITES_JSON = {"train", "inference"}  # the others print their results (http: JSON, cam: a markdown table)
 ERROR_TAIL_CHARS = 3000
@@ -90,6 +90,12 @@ def http_markdown(result: dict) -> str:
              "/compare <= 1 s, start-up <= 10 s.", "",
              "| architecture | /predict p50 (ms) | /predict p95 (ms) | /explain p50 (ms) | /explain p95 (ms) |",
              "|---|---:|---:|---:|---:|"]
+    load = result.get("load")
+    if load and "error" not in load:
+        lines[1:1] = ["", f"{load['clients']} concurrent clients, {load['requests']} /predict calls: {load['failed']} "
+                      f"failed; {load['throughput_rps']:.1f} requests/s in all against {load['single_client_rps']:.1f} "
+                      f"for one client; p50 {load['p50_ms']:.0f} ms, p95 {load['p95_ms']:.0f} ms under load "
+                      f"(limit: 10x one client's p50, {load['p95_limit_ms']:.0f} ms)."]
     for arch, predict in result["predict"].items():
         if isinstance(predict, str):
             lines.append(f"| {arch} | {predict} | | | |")
