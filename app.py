@@ -533,14 +533,15 @@ def build_demo() -> gr.Blocks:
                         with gr.Row():
                             preview = gr.Image(label="What the model sees (32 x 32)", format="png", height=220,
                                                interactive=False)
+                            # Encoding is part of every answer: JPEG takes ~1 ms here, WebP (the default) ~20 ms.
                             overlay = gr.Image(label="Class activation map", height=220, interactive=False,
-                                               elem_id="cam-overlay")
+                                               format="jpeg", elem_id="cam-overlay")
                         faithfulness = gr.BarPlot(x="blanked (25% of pixels)", y="probability drop", height=200,
                                                   label="Faithfulness: probability drop when pixels are blanked",
                                                   y_lim=[0, 1])
                         explain_note = gr.Markdown(label="explanation note")
                         se_plot = gr.Image(label="SE excitations of this image", visible=default_has_se(default),
-                                           interactive=False, elem_id="se-plot")
+                                           format="png", interactive=False, elem_id="se-plot")
                         se_spec = gr.Image(label="SE class-specificity by depth (validation split)", visible=False,
                                            interactive=False)
                         card = gr.Markdown(architecture_card(default), label="architecture card")
@@ -562,6 +563,7 @@ def build_demo() -> gr.Blocks:
                         compare_table = gr.Dataframe(headers=COMPARE_HEADERS, label="Predictions", interactive=False,
                                                      elem_id="compare-table")
                         compare_gallery = gr.Gallery(label="Grad-CAM of each architecture", columns=4, height="auto",
+                                                     format="jpeg",
                                                      elem_id="compare-gallery")
 
             with gr.Tab("Model zoo", id="zoo"):
