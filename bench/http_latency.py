@@ -31,6 +31,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from timing import percentiles  # noqa: E402  (bench/ is on sys.path when this file runs)
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -121,9 +123,8 @@ def _time(call, repeats: int) -> dict:
         start = time.perf_counter()
         call()
         times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return {"p50_ms": round(statistics.median(times), 1),
-            "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 1), "n": repeats}
+    figures = percentiles(times, digits=1)
+    return {"p50_ms": figures["p50_ms"], "p95_ms": figures["p95_ms"], "n": repeats}
 
 
 def load_run(caller: Caller, name: str, data: bytes, clients: int, calls: int, single: dict) -> dict:
@@ -147,12 +148,11 @@ def load_run(caller: Caller, name: str, data: bytes, clients: int, calls: int, s
     with ThreadPoolExecutor(clients) as pool:
         results = list(pool.map(client, range(clients)))
     wall = time.perf_counter() - started
-    times = sorted(t for result in results for t in result[0])
+    under_load = percentiles([t for result in results for t in result[0]], digits=1)
     single_p50 = statistics.median(single[arch]["p50_ms"] for arch in archs)
-    return {"clients": clients, "requests": len(times), "failed": sum(r[1] for r in results),
-            "throughput_rps": round(len(times) / wall, 1), "single_client_rps": round(1000 / single_p50, 1),
-            "p50_ms": round(statistics.median(times), 1), "p95_ms": round(times[int(0.95 * (len(times) - 1))], 1),
-            "p95_limit_ms": round(10 * single_p50, 1)}
+    return {"clients": clients, "requests": under_load["n"], "failed": sum(r[1] for r in results),
+            "throughput_rps": round(under_load["n"] / wall, 1), "single_client_rps": round(1000 / single_p50, 1),
+            "p50_ms": under_load["p50_ms"], "p95_ms": under_load["p95_ms"], "p95_limit_ms": round(10 * single_p50, 1)}
 
 
 def main(argv=None) -> None:

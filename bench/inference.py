@@ -12,7 +12,6 @@ the size of ``model.safetensors`` and the checkpoint's validation accuracy. Prin
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,12 +25,9 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 from architectures import CheckpointError, list_models, load_pretrained  # noqa: E402
 from architectures.checkpoint import WEIGHTS_NAME, atomic_write_json  # noqa: E402
 from train.env import describe_hardware  # noqa: E402
+from train.trainer import synchronize  # noqa: E402
 from train.zoo_table import count_macs  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from timing import percentiles  # noqa: E402  (bench/ is on sys.path when this file runs)
 
 
 def latency_ms(model, x: torch.Tensor, calls: int, warmup: int) -> dict:
@@ -40,27 +36,26 @@ def latency_ms(model, x: torch.Tensor, calls: int, warmup: int) -> dict:
     with torch.inference_mode():
         for _ in range(warmup):
             model(x)
-        _sync(device)
+        synchronize(device)
         times = []
         for _ in range(calls):
             start = time.perf_counter()
             model(x)
-            _sync(device)  # a CUDA call returns before the GPU is done
+            synchronize(device)  # a CUDA call returns before the GPU is done
             times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return {"p50_ms": statistics.median(times), "p95_ms": times[min(len(times) - 1, int(0.95 * len(times)))],
-            "calls": calls}
+    figures = percentiles(times)
+    return {"p50_ms": figures["p50_ms"], "p95_ms": figures["p95_ms"], "calls": calls}
 
 
 def throughput(model, x: torch.Tensor, batches: int) -> float:
     """Images per second over ``batches`` forward passes of the batch ``x``, after one warm-up batch."""
     with torch.inference_mode():
         model(x)
-        _sync(x.device)
+        synchronize(x.device)
         start = time.perf_counter()
         for _ in range(batches):
             model(x)
-        _sync(x.device)
+        synchronize(x.device)
     return batches * len(x) / (time.perf_counter() - start)
 
 

@@ -22,7 +22,6 @@ import json
 import os
 import random
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ import httpx
 from tqdm import tqdm
 
 from http_latency import ROOT, Caller, _start_server  # bench/ is on sys.path when this file runs; ROOT too
+from timing import percentiles
 
 from architectures import list_models  # noqa: E402
 from serve.corpus import write_corpus  # noqa: E402
@@ -110,14 +110,6 @@ def plan(count: int, archs: list[str], good: dict[str, bytes], bad: dict[str, by
         else:
             requests.append(Request(index, api, rng.choice(archs), rng.choice(sorted(good)), ""))
     return requests
-
-
-def _percentiles(values: list[float]) -> dict:
-    if not values:
-        return {"n": 0}
-    values = sorted(values)
-    return {"n": len(values), "p50_ms": round(statistics.median(values), 1),
-            "p95_ms": round(values[min(len(values) - 1, int(0.95 * len(values)))], 1), "max_ms": round(values[-1], 1)}
 
 
 def run_requests(caller: Caller, requests: list[Request], files: dict[str, bytes], clients: int,
@@ -229,9 +221,9 @@ def main(argv=None) -> int:
         "good": sum(not r.malformed for r in requests),
         "malformed": sum(bool(r.malformed) for r in requests),
         "rss_growth_mb": growth,
-        "latency": {"all": _percentiles([r.latency_ms for r in requests]),
-                    **{f"{api} {kind}": _percentiles([r.latency_ms for r in requests if r.api == api
-                                                      and bool(r.malformed) == (kind == "malformed")])
+        "latency": {"all": percentiles([r.latency_ms for r in requests], digits=1),
+                    **{f"{api} {kind}": percentiles([r.latency_ms for r in requests if r.api == api
+                                                     and bool(r.malformed) == (kind == "malformed")], digits=1)
                        for api in ("predict", "explain") for kind in ("good", "malformed")}},
     })
     report["checks"] = {

@@ -7,8 +7,8 @@ optimizer from ``train.trainer.build_optimizer``, same batch size, same label sm
 images, in one process, one after the other, and time ``--steps`` steps after ``--warmup`` untimed ones.
 
 - project: ``train.data.load_images`` (decoded once, uint8 tensor on the device, from data/cache), batch
-  augmentation (``train.augment.augment_batch``), channels_last, bf16 autocast where ``train.trainer.use_bf16``
-  says it pays, ``train.trainer.forward_backward``: the pieces ``python -m train`` runs.
+  augmentation, channels_last, bf16 autocast where ``train.trainer.use_bf16`` says it pays:
+  ``train.trainer.augmented_step``, the work of ``python -m train``'s hot loop.
 - usual: torchvision ``ImageFolder`` over the extracted JPEGs, a ``DataLoader`` with ``--workers`` worker
   processes and per-image PIL transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor,
   Normalize), fp32, default memory layout, ``nn.CrossEntropyLoss``: how the seed project trained.
@@ -37,12 +37,11 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from architectures import create_model, list_models  # noqa: E402
 from architectures.checkpoint import atomic_write_json  # noqa: E402
-from train.augment import augment_batch  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.data import load_images  # noqa: E402
 from train.env import describe_hardware, pick_device  # noqa: E402
 from train.recipes import recipe_for  # noqa: E402
-from train.trainer import build_optimizer, forward_backward, synchronize, use_bf16  # noqa: E402
+from train.trainer import augmented_step, build_optimizer, synchronize, use_bf16  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "train.tar.gz"
 DEFAULT_ARCHS = "resnet,vgg,bn_convnet"
@@ -131,10 +130,8 @@ def measure_project(cfg: TrainConfig, images, labels, mean, std, num_classes, de
             order, position = torch.randperm(len(train_y), generator=generator).to(device), 0
         batch = order[position:position + cfg.batch_size]
         position += cfg.batch_size
-        x = augment_batch(train_x[batch], mean, std, cfg.translate, cfg.cutout, generator)
-        forward_backward(model, optimizer, x.contiguous(memory_format=memory_format), train_y[batch], autocast,
-                         cfg.label_smoothing)
-        optimizer.step()
+        augmented_step(model, optimizer, train_x[batch], train_y[batch], mean, std, cfg, autocast, memory_format,
+                       generator)
 
     seconds = _timed(step, warmup, steps, device, f"{cfg.arch} project", progress)
     return {"images_per_second": steps * cfg.batch_size / seconds, "seconds": seconds,

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from architectures.checkpoint import atomic_save_tensors
@@ -31,8 +31,6 @@ def save_state(path: Path, model, ema_model, optimizer, info: dict) -> None:
 
 def peek_info(path: Path) -> dict | None:
     """The ``info`` of a saved state without loading its tensors; None if it is unreadable."""
-    from safetensors import safe_open
-
     try:
         with safe_open(path, framework="pt") as handle:
             return json.loads(handle.metadata()["info"])
@@ -44,8 +42,6 @@ def load_state(path: Path, model, ema_model, optimizer, device) -> dict:
     """Restore what ``save_state`` wrote; returns its ``info``."""
     try:
         tensors = load_file(path, device=str(device))
-        from safetensors import safe_open
-
         with safe_open(path, framework="pt") as handle:
             meta = handle.metadata()
     except (SafetensorError, OSError) as error:
