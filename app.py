@@ -68,14 +68,19 @@ PREDICTED = "predicted"
 
 
 @lru_cache(maxsize=None)
+def _default_model_facts(name: str) -> tuple[tuple[str, ...], bool]:
+    """CAM layers and whether it has SE blocks, of ``name`` built once with its default arguments (models
+    name their layers per instance)."""
+    model = create_model(name)
+    return tuple(explain.cam_layer_choices(model)), explain.has_se(model)
+
+
 def default_cam_layers(name: str) -> tuple[str, ...]:
-    """CAM layers of ``name`` built with its default arguments (models name them per instance)."""
-    return tuple(explain.cam_layer_choices(create_model(name)))
+    return _default_model_facts(name)[0]
 
 
-@lru_cache(maxsize=None)
 def default_has_se(name: str) -> bool:
-    return explain.has_se(create_model(name))
+    return _default_model_facts(name)[1]
 
 
 MAX_DEPTH = max(len(default_cam_layers(name)) for name in list_models())  # deepest layer index any model has
@@ -257,7 +262,19 @@ def architecture_panel(architecture, layer=MAX_DEPTH):
 
 
 def _se_profiles(folder):
-    """The SE class profiles saved beside a checkpoint; None when absent or unreadable (plots go without)."""
+    """The SE class profiles saved beside a checkpoint; None when absent or unreadable (plots go without).
+
+    Every SE explanation reads them, so the file is read once per version (path, mtime and size).
+    """
+    path = Path(folder) / explain.PROFILES_NAME
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    return _read_se_profiles(str(folder), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=32)
+def _read_se_profiles(folder: str, mtime_ns: int, size: int):
     try:
         return explain.load_se_profiles(folder)
     except ValueError:

@@ -12,13 +12,14 @@
 Every call hooks the model only while it runs, under ``HOOK_LOCK``; a thread that runs its own forward
 pass of a model while another explains it should hold that lock too (or use ``cam_with_prediction``).
 """
-from .cam import GRADIENT_FREE, HOOK_LOCK, METHODS, cam, cam_batch, cam_layer_choices, cam_with_prediction, warm_up
+from .cam import (GRADIENT_FREE, HOOK_LOCK, METHODS, cam, cam_batch, cam_layer_choices, cam_with_prediction,
+                  warm_up)
 from .faithfulness import deletion_drops, faithfulness
 from .plots import overlay, plot_class_specificity, plot_se_excitations
 from .se import (PROFILES_NAME, class_specificity, compute_se_profiles, has_se, load_se_profiles,
                  save_se_profiles, se_excitations, se_weighted_map)
 
-__all__ = ["METHODS", "GRADIENT_FREE", "HOOK_LOCK", "cam", "cam_batch", "cam_with_prediction", "cam_layer_choices", "warm_up",
-           "faithfulness", "deletion_drops", "overlay", "plot_se_excitations", "plot_class_specificity",
+__all__ = ["METHODS", "GRADIENT_FREE", "HOOK_LOCK", "cam", "cam_batch", "cam_with_prediction", "cam_layer_choices",
+           "warm_up", "faithfulness", "deletion_drops", "overlay", "plot_se_excitations", "plot_class_specificity",
            "se_excitations", "se_weighted_map", "has_se", "compute_se_profiles", "save_se_profiles",
            "load_se_profiles", "class_specificity", "PROFILES_NAME"]

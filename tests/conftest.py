@@ -47,18 +47,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def random_checkpoint(folder: Path, name: str) -> None:
-    """A random-weight checkpoint of ``name`` in ``folder / name``, for a server that needs something to run."""
+def random_checkpoint(folder: Path, name: str, seed: int = 0, **overrides) -> Path:
+    """A random-weight checkpoint of ``name`` in ``folder / name`` (config fields overridable); its folder."""
     import torch
 
     from architectures import create_model, save_pretrained
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = create_model(name)
-    save_pretrained(model, folder / name, {
+    return save_pretrained(model, folder / name, {
         "display_name": type(model).display_name, "class_names": CIFAR10, "image_size": 32,
         "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "val_accuracy": 0.1, "epochs": 0,
-        "train_seconds": 0.0, "hardware": "none (random weights, for the app tests)"})
+        "train_seconds": 0.0, "hardware": "none (random weights, for the app tests)", **overrides})
 
 
 @contextmanager

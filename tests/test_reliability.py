@@ -22,22 +22,15 @@ import pytest
 import torch
 
 import serve
-from conftest import REPO_ROOT, running_app
+from conftest import CIFAR10, REPO_ROOT, random_checkpoint, running_app
 from architectures import CheckpointError, create_model, list_models, load_pretrained, save_pretrained
 from serve.corpus import write_corpus
 
-CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CONFIG = {"class_names": CIFAR10, "image_size": 32, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26],
           "val_accuracy": 0.5, "epochs": 1, "train_seconds": 1.0, "hardware": "test"}
 DECIDED_WITHIN_S = 5.0     # "nothing takes more than a few seconds", on a busy 2-core CPU
 STARTUP_TIMEOUT_S = 120    # generous: CI machines may be busy
 MAX_STATE_SESSIONS = 500   # Gradio keeps ~100 KB per API session: 500 sessions stay near the 50 MB memory budget
-
-
-def write_checkpoint(folder: Path, name: str, seed: int = 0, **overrides) -> Path:
-    torch.manual_seed(seed)
-    model = create_model(name)
-    return save_pretrained(model, folder / name, {**CONFIG, "display_name": type(model).display_name, **overrides})
 
 
 class Explode:
@@ -56,7 +49,7 @@ def _pickle_bomb(sentinel: Path) -> bytes:
 
 # --- bad uploads: decided fast, real images classified -------------------------------------------------------
 def test_every_upload_is_decided_within_seconds(tmp_path):
-    write_checkpoint(tmp_path / "ckpt", "resnet")
+    random_checkpoint(tmp_path / "ckpt", "resnet")
     store = serve.ModelStore(tmp_path / "ckpt", repo="", device="cpu", ood_thresholds={})
     store.get("resnet")  # loading the model is not the upload's time
     timings = {}
@@ -97,7 +90,7 @@ def _crash_while_writing_config(monkeypatch, checkpoint):
 def test_an_interrupted_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch, crash):
     import architectures.checkpoint as checkpoint
 
-    folder = write_checkpoint(tmp_path, "resnet", seed=0, val_accuracy=0.5)
+    folder = random_checkpoint(tmp_path, "resnet", seed=0, val_accuracy=0.5)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -143,7 +136,7 @@ def test_a_pickle_is_never_loaded(tmp_path):
     """A pickle in place of, or beside, the safetensors file is refused, and its code never runs."""
     sentinel = tmp_path / "pickle_ran"
     bomb = _pickle_bomb(sentinel)
-    folder = write_checkpoint(tmp_path / "ckpts", "resnet")
+    folder = random_checkpoint(tmp_path / "ckpts", "resnet")
     for name in ("pytorch_model.bin", "model.pt", "model.pth", "model.ckpt"):
         (folder / name).write_bytes(bomb)
     load_pretrained(folder)  # the safetensors file is used, the pickles beside it are ignored
@@ -180,7 +173,7 @@ def test_no_code_path_unpickles():
 def test_config_is_validated_before_anything_is_built(tmp_path, monkeypatch, change):
     import architectures.checkpoint as checkpoint
 
-    folder = write_checkpoint(tmp_path, "resnet")
+    folder = random_checkpoint(tmp_path, "resnet")
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, **change}))
     built = []
@@ -198,7 +191,7 @@ def test_hub_downloads_are_pinned_and_names_are_not_paths(tmp_path, monkeypatch)
     import huggingface_hub
 
     calls = []
-    remote = write_checkpoint(tmp_path / "remote", "resnet")
+    remote = random_checkpoint(tmp_path / "remote", "resnet")
 
     def fake_snapshot_download(repo_id, revision=None, allow_patterns=None, **kwargs):
         calls.append((repo_id, revision, allow_patterns))
@@ -266,15 +259,15 @@ def broken_zoo(tmp_path_factory):
     """resnet and senet usable; vgg, alexnet, googlenet broken in different ways; the rest missing."""
     folder = tmp_path_factory.mktemp("broken_zoo")
     sentinel = folder.parent / f"{folder.name}_pickle_ran"
-    write_checkpoint(folder, "resnet")
-    write_checkpoint(folder, "senet")
+    random_checkpoint(folder, "resnet")
+    random_checkpoint(folder, "senet")
     (folder / "vgg").mkdir()
     (folder / "vgg" / "config.json").write_text('{"arch": "vgg", "class_names": ')       # cut short
     (folder / "vgg" / "model.safetensors").write_bytes(b"not a safetensors file")
-    write_checkpoint(folder, "alexnet")
+    random_checkpoint(folder, "alexnet")
     weights = folder / "alexnet" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:5000])                                      # truncated weights
-    write_checkpoint(folder, "googlenet")
+    random_checkpoint(folder, "googlenet")
     (folder / "googlenet" / "model.safetensors").unlink()                                 # only a pickle left
     (folder / "googlenet" / "pytorch_model.bin").write_bytes(_pickle_bomb(sentinel))
     kinds = {"resnet": "ok", "senet": "ok", "vgg": "corrupt", "alexnet": "corrupt", "googlenet": "missing"}
