@@ -32,23 +32,33 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from a demo server
 
 
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """What ``MALLOC_ARENA_MAX=2`` does, for a server started without it (a Space, say).
+def tune_malloc(arenas: int = 2, mmap_threshold: int = 2**20) -> None:
+    """What ``MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=1048576`` do, for a server started without them.
 
-    glibc gives each thread that allocates its own arena (up to eight per core) and seldom returns their
-    memory: under 16 concurrent clients the server grew by 250 MB in 1,000 requests; with two arenas, by
-    48 MB (bench/soak.py). Only arenas made after the call are bounded, so it runs before any server
-    thread starts. A no-op off glibc, or when the variable is set.
+    Measured with bench/soak.py (1,000 requests from 16 clients, resident memory from the end of the
+    warm-up to the end):
+    - glibc gives each thread that allocates its own arena (up to eight per core) and seldom returns their
+      memory: the server grew by 250 MB; with two arenas, by 48-102 MB.
+    - The rest was decoded uploads (up to 1024 x 1024 RGB, 3 MB each). glibc raises its mmap threshold
+      to the size of each large block freed, so later images land in the arenas, which fragment and keep
+      the pages. A fixed 1 MB threshold keeps every image buffer in its own mapping, handed back to the
+      system when freed: growth 14 MB.
+    Only arenas made after the call are bounded, so it runs before any server thread starts. A no-op off
+    glibc; a setting given in the environment is left alone.
     """
-    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux"):
         return
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8: M_ARENA_MAX in glibc's malloc.h
+        libc = ctypes.CDLL("libc.so.6")
+        if not os.environ.get("MALLOC_ARENA_MAX"):
+            libc.mallopt(-8, arenas)  # -8: M_ARENA_MAX in glibc's malloc.h
+        if not os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+            libc.mallopt(-3, mmap_threshold)  # -3: M_MMAP_THRESHOLD; setting it also stops its dynamic growth
     except (OSError, AttributeError):
-        pass  # another C library (musl): nothing to bound
+        pass  # another C library (musl): nothing to tune
 
 
-limit_malloc_arenas()
+tune_malloc()
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
@@ -57,6 +67,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import explain  # noqa: E402
+from explain.plots import SEExcitationPlot  # noqa: E402
 import serve  # noqa: E402
 from architectures import check_name, create_model, list_models, model_class  # noqa: E402
 
@@ -253,24 +264,25 @@ def architecture_panel(architecture, layer=MAX_DEPTH):
             depth = len(explain.cam_layer_choices(STORE.get(name).model))
         except serve.ModelUnavailable:
             pass
-        profiles = _se_profiles(config["_folder"])
-        if profiles is not None and profiles.get("blocks"):
-            spec = gr.update(value=explain.plot_class_specificity(profiles), visible=True)
+        version = _profiles_version(config["_folder"])
+        picture = None if version is None else _class_specificity_plot(*version)
+        if picture is not None:
+            spec = gr.update(value=picture, visible=True)
     value = depth if layer is None else min(max(int(layer), 1), depth)
     return (architecture_card(name), gr.update(maximum=depth, value=value), spec,
             gr.update(visible=default_has_se(name)))
 
 
-def _se_profiles(folder):
-    """The SE class profiles saved beside a checkpoint; None when absent or unreadable (plots go without).
+def _profiles_version(folder) -> tuple[str, int, int] | None:
+    """(folder, mtime, size) of the SE class profiles saved beside a checkpoint; None when there are none.
 
-    Every SE explanation reads them, so the file is read once per version (path, mtime and size).
+    Every SE explanation needs the profiles and their plots, so these are built once per file version.
     """
     path = Path(folder) / explain.PROFILES_NAME
     if not path.is_file():
         return None
     stat = path.stat()
-    return _read_se_profiles(str(folder), stat.st_mtime_ns, stat.st_size)
+    return str(folder), stat.st_mtime_ns, stat.st_size
 
 
 @lru_cache(maxsize=32)
@@ -279,6 +291,24 @@ def _read_se_profiles(folder: str, mtime_ns: int, size: int):
         return explain.load_se_profiles(folder)
     except ValueError:
         return None
+
+
+@lru_cache(maxsize=32)
+def _class_specificity_plot(folder: str, mtime_ns: int, size: int):
+    profiles = _read_se_profiles(folder, mtime_ns, size)
+    return explain.plot_class_specificity(profiles) if profiles is not None and profiles.get("blocks") else None
+
+
+@lru_cache(maxsize=32)
+def _se_plotter(version: tuple | None, layout: tuple, class_names: tuple) -> SEExcitationPlot:
+    """A checkpoint's SE excitation plot, its fixed parts drawn once (~90 ms), each image's lines per call."""
+    return SEExcitationPlot(list(layout), None if version is None else _read_se_profiles(*version), class_names)
+
+
+def se_excitation_plot(loaded: serve.LoadedModel, excitations, predicted: int):
+    layout = tuple((block, len(values)) for block, values in excitations)
+    plotter = _se_plotter(_profiles_version(loaded.folder), layout, tuple(loaded.config["class_names"]))
+    return plotter.draw(excitations, predicted)
 
 
 def _target_index(target, class_names: list[str]) -> int | None:
@@ -327,7 +357,7 @@ def explain_image(image, architecture, method="gradcam", layer=MAX_DEPTH, target
     shown = names[predicted if target_index is None else target_index]
     picture = explain.overlay(pil, heatmap, opacity)
     if excitations:
-        se_plot = explain.plot_se_excitations(excitations, _se_profiles(loaded.folder), predicted, names)
+        se_plot = se_excitation_plot(loaded, excitations, predicted)
         se_line = (f"SE attention: {len(excitations)} squeeze-and-excitation blocks; the plot shows how much each "
                    "block turned each channel up (1) or down (0) for this image.")
     else:
