@@ -12,6 +12,10 @@ images, in one process, one after the other, and time ``--steps`` steps after ``
 - usual: torchvision ``ImageFolder`` over the extracted JPEGs, a ``DataLoader`` with ``--workers`` worker
   processes and per-image PIL transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor,
   Normalize), fp32, default memory layout, ``nn.CrossEntropyLoss``: how the seed project trained.
+- model alone: the project's model, precision and layout stepping over one fixed, already augmented batch,
+  with no data pipeline at all: the most any pipeline can reach on this model and machine. Its ratio to the
+  usual side is the ceiling of the speed-up a faster pipeline can give; beyond it only the model's own
+  arithmetic (precision, compilation) is left.
 
 A ``.tar``/``.tar.gz`` given as ``--data`` is extracted once into ``--jpeg-dir`` for the usual side and
 reused after. One-off costs (loading the cache, scanning the folder) are reported apart, not in images/s.
@@ -41,7 +45,8 @@ from train.config import TrainConfig  # noqa: E402
 from train.data import load_images  # noqa: E402
 from train.env import describe_hardware, pick_device  # noqa: E402
 from train.recipes import recipe_for  # noqa: E402
-from train.trainer import augmented_step, build_optimizer, synchronize, use_bf16  # noqa: E402
+from train.augment import augment_batch  # noqa: E402
+from train.trainer import augmented_step, build_optimizer, forward_backward, synchronize, use_bf16  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "train.tar.gz"
 DEFAULT_ARCHS = "resnet,vgg,bn_convnet"
@@ -138,6 +143,27 @@ def measure_project(cfg: TrainConfig, images, labels, mean, std, num_classes, de
             "precision": "bf16 autocast" if bf16 else "fp32", "channels_last": cfg.channels_last}
 
 
+def measure_model_alone(cfg: TrainConfig, images, labels, mean, std, num_classes, device, warmup, steps,
+                        progress) -> dict:
+    """Forward, backward and update of the project's model on one fixed batch: no loading, no augmentation."""
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg, device))
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.arch, num_classes=num_classes).to(device, memory_format=memory_format).train()
+    optimizer = build_optimizer(model, cfg)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    x = augment_batch(images[:cfg.batch_size].to(device), mean.to(device), std.to(device), cfg.translate, cfg.cutout,
+                      generator).contiguous(memory_format=memory_format)
+    y = labels[:cfg.batch_size].to(device)
+
+    def step():
+        forward_backward(model, optimizer, x, y, autocast, cfg.label_smoothing)
+        optimizer.step()
+
+    seconds = _timed(step, warmup, steps, device, f"{cfg.arch} model alone", progress)
+    return {"images_per_second": steps * cfg.batch_size / seconds, "seconds": seconds}
+
+
 def usual_loader(folder: Path, mean, std, batch_size: int, workers: int, device: torch.device):
     """torchvision ImageFolder + DataLoader with per-image PIL transforms, as the seed project had it."""
     from torchvision import datasets, transforms
@@ -219,10 +245,14 @@ def run(archs: list[str], data: str | Path = DEFAULT_DATA, jpeg_dir: str | Path 
         cfg = TrainConfig(arch=arch).resolved(recipe)
         project = measure_project(cfg, images, labels, mean, std, num_classes, device, warmup, steps, progress)
         usual = measure_usual(cfg, loader, num_classes, device, warmup, steps, progress)
+        alone = measure_model_alone(cfg, images, labels, mean, std, num_classes, device, warmup, steps, progress)
         ratio = project["images_per_second"] / usual["images_per_second"]
-        rows.append({"arch": arch, "project": project, "usual": usual, "ratio": ratio})
+        ceiling = alone["images_per_second"] / usual["images_per_second"]
+        rows.append({"arch": arch, "project": project, "usual": usual, "ratio": ratio, "model_alone": alone,
+                     "ceiling_ratio": ceiling})
         print(f"{arch}: project {project['images_per_second']:.0f} img/s, usual {usual['images_per_second']:.0f} "
-              f"img/s, {ratio:.2f}x", file=sys.stderr, flush=True)
+              f"img/s, {ratio:.2f}x; model alone {alone['images_per_second']:.0f} img/s, {ceiling:.2f}x",
+              file=sys.stderr, flush=True)
     return {
         "settings": {"batch_size": batch_size, "warmup_steps": warmup, "timed_steps": steps, "workers": workers,
                      "device": str(device), "hardware": describe_hardware(device), "torch": torch.__version__,
@@ -240,13 +270,17 @@ def markdown(result: dict) -> str:
     lines = [f"{s['hardware']}, torch {s['torch']}, batch {s['batch_size']}, {s['timed_steps']} timed steps after "
              f"{s['warmup_steps']} warm-up, usual side with {s['workers']} DataLoader workers, {s['images']} images",
              "",
-             "| architecture | project (img/s) | precision | usual (img/s) | ratio | >= 3x |",
-             "|---|---:|---|---:|---:|:-:|"]
+             "| architecture | project (img/s) | precision | usual (img/s) | ratio | >= 3x | model alone (img/s) "
+             "| ceiling ratio |",
+             "|---|---:|---|---:|---:|:-:|---:|---:|"]
     for r in result["rows"]:
-        p, u = r["project"], r["usual"]
+        p, u, a = r["project"], r["usual"], r["model_alone"]
         lines.append(f"| {r['arch']} | {p['images_per_second']:.0f} | {p['precision']}"
                      f"{', channels_last' if p['channels_last'] else ''} | {u['images_per_second']:.0f} | "
-                     f"{r['ratio']:.2f}x | {'yes' if r['ratio'] >= result['goal_ratio'] else 'no'} |")
+                     f"{r['ratio']:.2f}x | {'yes' if r['ratio'] >= result['goal_ratio'] else 'no'} | "
+                     f"{a['images_per_second']:.0f} | {r['ceiling_ratio']:.2f}x |")
+    lines += ["", "Model alone: the same model, precision and layout stepping over one fixed batch with no data "
+                  "pipeline; its ratio to the usual way is the most any input pipeline could gain."]
     o = result["one_off_seconds"]
     lines += ["", f"One-off, not in images/s: extracting the JPEGs {o['extract']:.1f} s (0 when already there), "
                   f"project loading its uint8 cache {o['project_load_images']:.1f} s, usual scanning the folder "

@@ -50,12 +50,14 @@ def test_train_throughput_compares_both_pipelines_on_the_same_data(train_result)
     assert folder.name == "train" and (folder.parent / ".extracted").is_file()
     (row,) = train_result["rows"]
     assert row["arch"] == "bn_convnet"
-    for side in ("project", "usual"):
+    for side in ("project", "usual", "model_alone"):
         assert row[side]["images_per_second"] > 0
     assert row["ratio"] == pytest.approx(row["project"]["images_per_second"] / row["usual"]["images_per_second"])
+    assert row["ceiling_ratio"] == pytest.approx(row["model_alone"]["images_per_second"]
+                                                 / row["usual"]["images_per_second"])
     assert row["project"]["channels_last"] and row["usual"]["precision"] == "fp32"
     table = report.train_throughput.markdown(train_result)
-    assert "| bn_convnet |" in table and "ratio" in table
+    assert "| bn_convnet |" in table and "ceiling ratio" in table
 
 
 def test_train_throughput_refuses_unknown_architectures(tiny_folder):
