@@ -31,7 +31,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from timing import percentiles  # noqa: E402  (bench/ is on sys.path when this file runs)
+from timing import cpu_seconds, percentiles  # noqa: E402  (bench/ is on sys.path when this file runs)
 
 
 def _free_port() -> int:
@@ -127,10 +127,14 @@ def _time(call, repeats: int) -> dict:
     return {"p50_ms": figures["p50_ms"], "p95_ms": figures["p95_ms"], "n": repeats}
 
 
-def load_run(caller: Caller, name: str, data: bytes, clients: int, calls: int, single: dict) -> dict:
+def load_run(caller: Caller, name: str, data: bytes, clients: int, calls: int, single: dict,
+             server_pid: int | None = None) -> dict:
     """``clients`` threads each sending ``calls`` /predict requests at once, round-robin over the
     architectures: failures, total throughput against one client's (1000 / its p50), and the p95 under
-    load against 10x one client's p50 (queueing is expected on two cores; starving is not)."""
+    load against 10x one client's p50 (queueing is expected on two cores; starving is not).
+
+    Also the CPU time per request of the server (``server_pid``) and of these client threads, which share
+    the machine's cores with it: what the clients use, the server cannot."""
     archs = [arch for arch, figures in single.items() if isinstance(figures, dict)]
     if not archs:
         return {"error": "no architecture answered"}
@@ -144,20 +148,27 @@ def load_run(caller: Caller, name: str, data: bytes, clients: int, calls: int, s
             failures += kind != "complete"
         return times, failures
 
+    client_cpu, server_cpu = cpu_seconds(), cpu_seconds(server_pid) if server_pid else None
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         results = list(pool.map(client, range(clients)))
     wall = time.perf_counter() - started
+    client_cpu = cpu_seconds() - client_cpu
+    server_cpu = None if server_cpu is None else cpu_seconds(server_pid) - server_cpu
     under_load = percentiles([t for result in results for t in result[0]], digits=1)
     single_p50 = statistics.median(single[arch]["p50_ms"] for arch in archs)
-    return {"clients": clients, "requests": under_load["n"], "failed": sum(r[1] for r in results),
-            "throughput_rps": round(under_load["n"] / wall, 1), "single_client_rps": round(1000 / single_p50, 1),
-            "p50_ms": under_load["p50_ms"], "p95_ms": under_load["p95_ms"], "p95_limit_ms": round(10 * single_p50, 1)}
+    n = under_load["n"]
+    return {"clients": clients, "requests": n, "failed": sum(r[1] for r in results),
+            "throughput_rps": round(n / wall, 1), "single_client_rps": round(1000 / single_p50, 1),
+            "p50_ms": under_load["p50_ms"], "p95_ms": under_load["p95_ms"], "p95_limit_ms": round(10 * single_p50, 1),
+            "wall_s": round(wall, 2), "client_cpu_ms_per_request": round(1000 * client_cpu / n, 1),
+            "server_cpu_ms_per_request": None if server_cpu is None else round(1000 * server_cpu / n, 1)}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="", help="a running server; default: start app.py")
+    parser.add_argument("--pid", type=int, default=0, help="with --url: the server's process id, for its CPU time")
     parser.add_argument("--image", default="", help="image to send; default: the first example")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--compare-repeats", type=int, default=5)
@@ -201,7 +212,8 @@ def main(argv=None) -> None:
             report["explain"][name] = _time(lambda: call("explain", name), max(3, args.repeats // 4))
         report["compare"] = _time(lambda: call("compare"), args.compare_repeats)
         if args.clients:
-            report["load"] = load_run(caller, name_sent, data, args.clients, args.load_calls, report["predict"])
+            report["load"] = load_run(caller, name_sent, data, args.clients, args.load_calls, report["predict"],
+                                      args.pid or (process.pid if process is not None else None))
         print(json.dumps(report, indent=2))
     finally:
         if process is not None:

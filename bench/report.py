@@ -96,6 +96,9 @@ def http_markdown(result: dict) -> str:
                       f"failed; {load['throughput_rps']:.1f} requests/s in all against {load['single_client_rps']:.1f} "
                       f"for one client; p50 {load['p50_ms']:.0f} ms, p95 {load['p95_ms']:.0f} ms under load "
                       f"(limit: 10x one client's p50, {load['p95_limit_ms']:.0f} ms)."]
+        if load.get("server_cpu_ms_per_request") is not None:
+            lines[2] += (f" CPU time per request: server {load['server_cpu_ms_per_request']:.1f} ms, the benchmark's "
+                         f"own client threads {load['client_cpu_ms_per_request']:.1f} ms, on the same two cores.")
     for arch, predict in result["predict"].items():
         if isinstance(predict, str):
             lines.append(f"| {arch} | {predict} | | | |")

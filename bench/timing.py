@@ -1,7 +1,9 @@
 """What the benchmarks share: latency percentiles, defined once so every table reports the same p95."""
 from __future__ import annotations
 
+import os
 import statistics
+from pathlib import Path
 
 
 def percentiles(values_ms: list[float], digits: int | None = None) -> dict:
@@ -14,3 +16,19 @@ def percentiles(values_ms: list[float], digits: int | None = None) -> dict:
     if digits is not None:
         figures = {key: round(value, digits) for key, value in figures.items()}
     return {"n": len(values), **figures}
+
+
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """CPU time (user + system, all threads) used so far by process ``pid``, or by this process when None.
+
+    Read from /proc on Linux; None where that cannot be read. The load benchmark takes the difference
+    over its run to show where the machine's cores went: the server, or its own client threads.
+    """
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
