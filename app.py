@@ -7,11 +7,12 @@ Model zoo (the checkpoints' metrics, curves and confusion matrices).
 
 API (every event has an ``api_name``; see the page's "Use via API" link):
     /predict(image, architecture) -> {class: probability}
-    /explain(image, architecture, method="gradcam", layer=4, target="predicted", opacity=0.5)
+    /explain(image, architecture, method="recommended", layer=4, target="predicted", opacity=0.5)
         -> (overlay image, SE excitation plot or None, faithfulness plot data, note)
-    /compare(image) -> (table, gallery of Grad-CAM overlays, summary)
-``architecture`` is a registry name ("resnet"); ``layer`` counts from 1 (shallowest) and values past a
-model's deepest CAM layer mean its deepest.
+    /compare(image) -> (table, gallery of CAM overlays, summary)
+``architecture`` is a registry name ("resnet"); ``method="recommended"`` is the architecture's most faithful
+CAM method and layer (``explain.recommended_cam``); with a named method, ``layer`` counts from 1 (shallowest)
+and values past a model's deepest CAM layer mean its deepest.
 
 The layout only arranges what the pure functions of ``serve/`` and ``explain/`` return. Nothing reaches
 the network at import time; checkpoints load on first use (from $CHECKPOINT_DIR, or from
@@ -76,6 +77,7 @@ EXAMPLES_DIR = ROOT / "examples"
 EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PREDICTED = "predicted"
+RECOMMENDED = "recommended"  # the CAM method: each architecture's most faithful one (explain.recommended_cam)
 
 
 @lru_cache(maxsize=None)
@@ -326,16 +328,19 @@ def _faithfulness_frame(figures: dict) -> pd.DataFrame:
     })
 
 
-def explain_image(image, architecture, method="gradcam", layer=MAX_DEPTH, target=PREDICTED, opacity=0.5):
+def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, target=PREDICTED, opacity=0.5):
     """Grad-CAM-family overlay of ``image`` for ``architecture``, its SE plot and its faithfulness.
+
+    ``method`` RECOMMENDED takes the architecture's most faithful method and layer by the deletion check
+    (``explain.recommended_cam``) and ignores ``layer``.
 
     Returns (overlay, SE excitation plot or None, faithfulness data, note).
     """
     if image is None:
         return None, None, None, ""
     pil, loaded = decode(image), get_model(architecture)
-    if method not in explain.METHODS:
-        raise gr.Error(f"unknown method {method!r}; choose one of {', '.join(explain.METHODS)}")
+    if method != RECOMMENDED and method not in explain.METHODS:
+        raise gr.Error(f"unknown method {method!r}; choose {RECOMMENDED!r} or one of {', '.join(explain.METHODS)}")
     try:
         opacity = float(opacity)
         depth = int(layer)
@@ -348,6 +353,9 @@ def explain_image(image, architecture, method="gradcam", layer=MAX_DEPTH, target
     target_index = _target_index(target, names)
     layers = explain.cam_layer_choices(model)
     layer_name = layers[min(max(depth, 1), len(layers)) - 1]
+    if method == RECOMMENDED:
+        method, layer_name = explain.recommended_cam(loaded.name)
+        layer_name = layer_name or layers[-1]
     x = serve.to_tensor(pil, config, STORE.device)
     with loaded.lock:
         heatmap, probs = explain.cam_with_prediction(model, x, target_index, method, layer_name)
@@ -367,7 +375,9 @@ def explain_image(image, architecture, method="gradcam", layer=MAX_DEPTH, target
     ratio = figures.get("ratio_vs_random")
     ratio_text = f"{ratio:.1f}x the drop from blanking random squares" if ratio is not None else \
         "random squares did not lower it at all"
-    note = (f"{method} at layer `{layer_name}` ({layers.index(layer_name) + 1} of {len(layers)}), class "
+    where = (f"layers `{layer_name}` to `{layers[-1]}` fused" if method in explain.FUSED and layer_name != layers[-1]
+             else f"layer `{layer_name}`")
+    note = (f"{method} at {where} ({layers.index(layer_name) + 1} of {len(layers)}), class "
             f"**{shown}**. Blanking the CAM's hottest quarter of the image lowers that class's probability by "
             f"{figures['cam_drop']:.2f} (from {figures['probability']:.2f}): {ratio_text}. A faithful map "
             f"beats both the centre square ({figures['centre_drop']:.2f}) and random squares.\n\n{se_line}")
@@ -377,7 +387,8 @@ def explain_image(image, architecture, method="gradcam", layer=MAX_DEPTH, target
 # ---------------------------------------------------------------------------------------------------------
 # Compare.
 def compare(image, progress=gr.Progress()):
-    """Every architecture on one image: (table, gallery of Grad-CAM overlays, summary)."""
+    """Every architecture on one image: (table, gallery of CAM overlays, summary); each architecture's CAM
+    by its most faithful method (``explain.recommended_cam``)."""
     if image is None:
         return None, None, ""
     pil = decode(image)
@@ -391,15 +402,16 @@ def compare(image, progress=gr.Progress()):
                           "no checkpoint yet" if "no checkpoint" in row.error else "checkpoint unusable"])
             continue
         loaded = STORE.get(row.arch)
+        method, layer = explain.recommended_cam(row.arch)
         start = time.perf_counter()
         with loaded.lock:
-            heatmap = explain.cam(loaded.model, row.prediction.x)
+            heatmap = explain.cam(loaded.model, row.prediction.x, method=method, layer=layer)
         cam_ms = (time.perf_counter() - start) * 1000
         gallery.append((explain.overlay(thumbnail, heatmap, 0.5), f"{row.display_name}: {row.label} "
                                                                   f"{row.confidence:.0%}"))
         table.append([row.display_name, row.label, round(row.confidence, 3), round(row.latency_ms, 1),
                       "yes" if row.agrees_with_majority else "no",
-                      None if row.agreement is None else round(row.agreement, 2), f"Grad-CAM {cam_ms:.0f} ms"])
+                      None if row.agreement is None else round(row.agreement, 2), f"{method} {cam_ms:.0f} ms"])
     progress(1.0)
     frame = pd.DataFrame(table, columns=COMPARE_HEADERS)
     answered = [row for row in rows if row.error is None]
@@ -564,9 +576,14 @@ def build_demo() -> gr.Blocks:
                                                    elem_id="architecture")
                         run = gr.Button("Classify", variant="primary", elem_id="classify-run")
                         with gr.Accordion("Explanation settings", open=True):
-                            method = gr.Radio(list(explain.METHODS), value="gradcam", label="CAM method")
+                            method = gr.Radio([("most faithful for this architecture", RECOMMENDED)]
+                                              + [(m, m) for m in explain.METHODS], value=RECOMMENDED,
+                                              label="CAM method",
+                                              info="most faithful: the method and layer that best pass the "
+                                                   "deletion check for this architecture (see README)")
                             layer = gr.Slider(1, MAX_DEPTH, value=MAX_DEPTH, step=1, label="Layer depth",
-                                              info="1 = shallowest CAM layer; the deepest is the usual choice")
+                                              info="for a chosen method: 1 = shallowest CAM layer, the deepest "
+                                                   "is the usual choice")
                             target = gr.Dropdown([("predicted class", PREDICTED)] + [(n, n) for n in class_names],
                                                  value=PREDICTED, label="Explain class")
                             opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity")

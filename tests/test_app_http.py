@@ -13,7 +13,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from architectures import list_models
+import explain
+from architectures import create_model, list_models
 from conftest import CHECKPOINTS, CIFAR10, random_checkpoint, running_app
 from serve.corpus import write_corpus
 
@@ -146,7 +147,18 @@ def test_explain_with_just_image_and_architecture(client, layout, photo):
         assert len(faithfulness["data"]) == 3 and "probability" in note
 
 
-@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "eigencam"])
+def test_explain_defaults_to_each_architectures_most_faithful_method(client, layout, photo):
+    for name in ("resnet", "googlenet", "densenet"):
+        if name not in _servable(layout):
+            continue
+        method, layer = explain.recommended_cam(name)
+        layer = layer or create_model(name).cam_layers[-1]
+        *_, note = client.predict(handle_file(photo), name, api_name="/explain")
+        assert note.startswith(f"{method} at "), note
+        assert f"`{layer}`" in note.split(",")[0], note
+
+
+@pytest.mark.parametrize("method", explain.METHODS)
 def test_explain_every_method_layer_and_target(client, photo, method):
     overlay, _, _, note = client.predict(handle_file(photo), "resnet", method=method, layer=1, target="cat",
                                          opacity=0.8, api_name="/explain")

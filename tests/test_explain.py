@@ -19,6 +19,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr
 
 import explain
+from explain.plots import SEExcitationPlot
 from explain.cam import FUSED_BLUR_SIGMA
 from architectures import create_model, list_models, load_pretrained, save_pretrained
 from architectures._blocks import SqueezeExcite
@@ -433,6 +434,27 @@ def test_se_plots_and_weighted_map():
     assert weighted.shape == (32, 32) and weighted.min() == 0 and weighted.max() == pytest.approx(1)
     with pytest.raises(ValueError, match="squeeze-and-excitation"):
         explain.se_weighted_map(random_model("resnet"), x)
+
+
+def test_se_plot_redraws_each_image_from_a_clean_background():
+    """The app keeps one SEExcitationPlot per checkpoint and draws each image's lines on its cached
+    background: a plot drawn after another image's must equal a fresh plot (nothing of the first is left)."""
+    model = random_model("senet")
+    first, second = (explain.se_excitations(model, random_input(seed)) for seed in (1, 2))
+    images = torch.randint(0, 256, (20, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    profiles = explain.compute_se_profiles(model, images, torch.arange(20) % 10, [0.5] * 3, [0.25] * 3)
+    names = [str(i) for i in range(10)]
+    layout = [(block, len(values)) for block, values in first]
+    plotter = SEExcitationPlot(layout, profiles, names)
+    drawn_first = np.asarray(plotter.draw(first, 3))
+    drawn_second = np.asarray(plotter.draw(second, 5))
+    assert np.array_equal(drawn_second, np.asarray(SEExcitationPlot(layout, profiles, names).draw(second, 5)))
+    assert not np.array_equal(drawn_first, drawn_second)
+    assert np.array_equal(drawn_first, np.asarray(plotter.draw(first, 3)))
+    with pytest.raises(ValueError, match="do not match"):
+        plotter.draw(first[:-1], 3)
+    with pytest.raises(ValueError, match="outside"):
+        plotter.draw(first, 10)
 
 
 # --- Overlay --------------------------------------------------------------------------------------------
