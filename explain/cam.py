@@ -133,6 +133,27 @@ def _unit_range(maps: np.ndarray) -> np.ndarray:
     return (maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-7)).astype(np.float32)
 
 
+def _class_indices(model, targets, batch: int) -> list[int] | None:
+    """``targets`` as checked class indices, one per image; None stays None (each image's predicted class)."""
+    if targets is None:
+        return None
+    targets = [int(t) for t in targets]
+    if len(targets) != batch:
+        raise ValueError(f"{len(targets)} targets for {batch} images")
+    bad = [t for t in targets if not 0 <= t < model.num_classes]
+    if bad:
+        raise ValueError(f"target class(es) {bad} outside 0..{model.num_classes - 1}")
+    return targets
+
+
+def _merge_copies(maps: np.ndarray, outputs: torch.Tensor, batch: int) -> tuple[np.ndarray, torch.Tensor]:
+    """The mean map over ``_augmented``'s copies (flipped maps flipped back), and the original's outputs."""
+    maps = maps.reshape(len(_FLIPS), len(_SCALES), batch, *maps.shape[1:])
+    maps[_FLIPS.index(True)] = maps[_FLIPS.index(True), ..., ::-1].copy()
+    original = (_FLIPS.index(False) * len(_SCALES) + _SCALES.index(1.0)) * batch  # unflipped, scale 1
+    return maps.mean((0, 1)), outputs[original:original + batch]
+
+
 def cam_batch(model, x: torch.Tensor, targets=None, method: str = "gradcam", layer: str | None = None):
     """CAMs of a batch: (B x H x W float32 maps in [0, 1], B x K class probabilities).
 
@@ -141,30 +162,32 @@ def cam_batch(model, x: torch.Tensor, targets=None, method: str = "gradcam", lay
     For the FUSED methods, ``layer`` is the shallowest of the fused layers (None: the deepest alone).
     """
     layer = _check(model, x, method, layer)
-    if method in FUSED:
-        return _fused_batch(model, x, targets, method, layer)
-    if targets is not None:
-        targets = [int(t) for t in targets]
-        if len(targets) != len(x):
-            raise ValueError(f"{len(targets)} targets for {len(x)} images")
-        bad = [t for t in targets if not 0 <= t < model.num_classes]
-        if bad:
-            raise ValueError(f"target class(es) {bad} outside 0..{model.num_classes - 1}")
-        targets = [_library()[1].ClassifierOutputTarget(t) for t in targets]
+    batch, targets = len(x), _class_indices(model, targets, len(x))
+    names = list(model.cam_layers)
+    modules = [model.get_submodule(name) for name in (names[names.index(layer):] if method in FUSED else [layer])]
+    copies = len(_FLIPS) * len(_SCALES) if method in _TTA else 1
     uses_gradients = method not in GRADIENT_FREE
-    module = model.get_submodule(layer)
     with HOOK_LOCK, torch.set_grad_enabled(uses_gradients), ExitStack() as cleanup:
         cleanup.callback(model.zero_grad, set_to_none=True)  # backward fills the head's .grad
+        if targets is None and copies > 1:  # every copy explains the original image's predicted class
+            with torch.no_grad():
+                targets = model.eval()(x).argmax(1).tolist()
         if uses_gradients:
-            # Registered before the engine's hooks, so they see (and backward stops at) the cut output.
-            cleanup.callback(module.register_forward_hook(_cut_graph_below).remove)
-        engine = getattr(_library()[0], _ENGINES[method])(model, [module], reshape_transform=model.cam_reshape)
+            # Registered before the engine's hooks, so they see (and backward stops at) the cut output. With
+            # several layers the cut is below the shallowest: the deeper ones' gradients flow through it.
+            cleanup.callback(modules[0].register_forward_hook(_cut_graph_below).remove)
+        engine = getattr(_library()[0], _ENGINES[method])(model, modules, reshape_transform=model.cam_reshape)
         # Not the library's ``with``: its __exit__ swallows an IndexError and only prints it.
         cleanup.callback(engine.activations_and_grads.release)
-        maps = engine(x, targets)
-        probs = torch.softmax(engine.outputs.detach().float(), 1).cpu().numpy()
+        wrapped = None if targets is None else [_library()[1].ClassifierOutputTarget(t) for t in targets] * copies
+        maps = engine(_augmented(x) if copies > 1 else x, wrapped)
+        outputs = engine.outputs.detach().float()
         engine.outputs = None  # the graph that backward(retain_graph=True) kept alive
-    return maps, probs
+    if copies > 1:
+        maps, outputs = _merge_copies(maps, outputs, batch)
+    if method in FUSED:
+        maps = _unit_range(_blur(maps, FUSED_BLUR_SIGMA))
+    return maps, torch.softmax(outputs, 1).cpu().numpy()
 
 
 def cam_with_prediction(model, x: torch.Tensor, target: int | None = None, method: str = "gradcam",
@@ -187,38 +210,3 @@ def cam(model, x: torch.Tensor, target: int | None = None, method: str = "gradca
     None for the deepest. An unknown method, layer or class raises ValueError naming the valid ones.
     """
     return cam_with_prediction(model, x, target, method, layer)[0]
-
-
-def _fused_batch(model, x: torch.Tensor, targets, method: str, layer: str):
-    """A FUSED method (see ``_ENGINES``): one library call on the batch (or its six aug_smooth copies)."""
-    layers = list(model.cam_layers)
-    modules = [model.get_submodule(name) for name in layers[layers.index(layer):]]
-    batch = len(x)
-    with HOOK_LOCK, ExitStack() as cleanup:
-        cleanup.callback(model.zero_grad, set_to_none=True)
-        if targets is None:  # every copy explains the original image's predicted class
-            with torch.no_grad():
-                targets = model.eval()(x).argmax(1).tolist()
-        targets = [int(t) for t in targets]
-        if len(targets) != batch:
-            raise ValueError(f"{len(targets)} targets for {batch} images")
-        bad = [t for t in targets if not 0 <= t < model.num_classes]
-        if bad:
-            raise ValueError(f"target class(es) {bad} outside 0..{model.num_classes - 1}")
-        target_fn = _library()[1].ClassifierOutputTarget
-        # The graph is cut below the shallowest fused layer: the deeper ones' gradients flow through it.
-        cleanup.callback(modules[0].register_forward_hook(_cut_graph_below).remove)
-        engine = getattr(_library()[0], _ENGINES[method])(model, modules, reshape_transform=model.cam_reshape)
-        cleanup.callback(engine.activations_and_grads.release)
-        copies = len(_FLIPS) * len(_SCALES) if method in _TTA else 1
-        with torch.enable_grad():
-            maps = engine(_augmented(x) if copies > 1 else x, [target_fn(t) for t in targets] * copies)
-        outputs = engine.outputs.detach().float()
-        engine.outputs = None
-    if copies == 1:
-        return _unit_range(_blur(maps, FUSED_BLUR_SIGMA)), torch.softmax(outputs, 1).cpu().numpy()
-    maps = maps.reshape(len(_FLIPS), len(_SCALES), batch, *maps.shape[1:])
-    maps[_FLIPS.index(True)] = maps[_FLIPS.index(True), ..., ::-1].copy()  # un-flip the flipped copies' maps
-    original = (_FLIPS.index(False) * len(_SCALES) + _SCALES.index(1.0)) * batch  # unflipped, scale 1
-    probs = torch.softmax(outputs[original:original + batch], 1).cpu().numpy()
-    return _unit_range(_blur(maps.mean((0, 1)), FUSED_BLUR_SIGMA)), probs
