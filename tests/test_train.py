@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from architectures import load_pretrained
 from conftest import REPO_ROOT, make_image_folder
-from train.augment import random_cutout, random_flip, random_translate
+from train.augment import random_cutmix, random_cutout, random_flip, random_translate
 from train.config import TrainConfig, parse_config
 from train.data import DataError, load_images, split_train_val
 from train.trainer import lr_factor, train
@@ -131,6 +131,33 @@ def test_augmentations_keep_shape_and_content():
         assert torch.equal(result, original) or torch.equal(result, original.flip(2))
     blanked = random_cutout(images.float() + 1, 3, generator)
     assert ((blanked == 0).flatten(1).sum(1) > 0).all()
+
+
+def test_cutmix_pastes_one_box_from_each_partner_and_says_how_much():
+    # Image i is filled with the value i, so every pixel tells whose it is.
+    images = torch.arange(8, dtype=torch.float32).view(8, 1, 1, 1).expand(8, 3, 16, 16).contiguous()
+    labels = torch.arange(8) * 10
+    generator = torch.Generator().manual_seed(0)
+    state = generator.get_state()
+    assert random_cutmix(images, labels, 0.0, generator) == (images, labels, 1.0)
+    assert torch.equal(generator.get_state(), state)  # off: nothing drawn, other recipes' streams unchanged
+    mixed, partner, own = random_cutmix(images, labels, 1.0, generator)
+    assert mixed.shape == images.shape and torch.equal(images[:, 0, 0, 0], torch.arange(8.0))  # input untouched
+    for i in range(8):
+        pasted = mixed[i] != i
+        if partner[i] != labels[i]:  # paired with another image: the box holds that image's pixels, as reported
+            assert (mixed[i][pasted] == partner[i] / 10).all()
+            assert pasted.float().mean().item() == pytest.approx(1 - own)
+        else:
+            assert not pasted.any()
+    assert 0 < own < 1 and sorted(partner.tolist()) == labels.tolist()  # a pairing: everyone is a partner once
+
+
+def test_cutmix_run_trains_and_records_it(tmp_path, tiny_folder):
+    result = train(tiny_config(tmp_path, tiny_folder, cutmix=1.0))
+    assert result["val_accuracy"] > 0.5  # three classes: chance is 0.33
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["recipe"]["cutmix"] == 1.0 and "--cutmix 1.0" in config["command"]
 
 
 def test_evaluate_writes_accuracy_and_confusion_matrix(tmp_path, tiny_folder):

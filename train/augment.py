@@ -43,6 +43,28 @@ def random_cutout(images: torch.Tensor, size: int, generator: torch.Generator) -
     return images.masked_fill(inside[:, None], 0.0)
 
 
+def random_cutmix(images: torch.Tensor, labels: torch.Tensor, probability: float, generator: torch.Generator):
+    """CutMix (Yun et al., 2019): with ``probability``, one random box of every image is replaced by the same
+    box of a partner image from the batch (one box, one random pairing per batch).
+
+    Returns (images, partner labels, share of each image still its own). The loss is that share of the
+    loss on the image's own label plus the rest on its partner's. A ``probability`` of 0 draws nothing, so
+    runs without CutMix keep their random streams (and their checkpoints stay reproducible).
+    """
+    if probability <= 0 or torch.rand((), generator=generator).item() >= probability:
+        return images, labels, 1.0
+    batch, _, height, width = images.shape
+    kept = torch.rand((), generator=generator).item()  # the box's area share is uniform: Beta(1, 1)
+    box_h, box_w = int(height * (1 - kept) ** 0.5), int(width * (1 - kept) ** 0.5)
+    centre_y, centre_x = (int(torch.randint(0, side, (), generator=generator)) for side in (height, width))
+    top, bottom = max(centre_y - box_h // 2, 0), min(centre_y + box_h - box_h // 2, height)
+    left, right = max(centre_x - box_w // 2, 0), min(centre_x + box_w - box_w // 2, width)
+    partner = torch.randperm(batch, generator=generator).to(images.device)
+    mixed = images.clone()
+    mixed[:, :, top:bottom, left:right] = images[partner, :, top:bottom, left:right]
+    return mixed, labels[partner], 1 - (bottom - top) * (right - left) / (height * width)  # exact, after clipping
+
+
 def normalize(images_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 N x 3 x H x W to normalised float32: (x / 255 - mean) / std."""
     return (images_uint8.float().div_(255) - mean.view(1, 3, 1, 1)).div_(std.view(1, 3, 1, 1))

@@ -35,6 +35,7 @@ class TrainConfig:
     ema_decay: float | None = None       # exponential moving average of weights per step; 0 turns it off
     translate: int | None = None         # random-crop padding in pixels (reflect); 0 turns it off
     cutout: int | None = None            # side of a random square blanked per image, pixels; 0 turns it off
+    cutmix: float | None = None          # probability a batch gets CutMix (a box pasted from another image); 0 = off
     device: str = "auto"                 # "auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:1"...
     bf16: bool = True                    # bfloat16 autocast where the device supports it
     channels_last: bool = True           # NHWC memory layout: faster convolutions on CPUs and tensor cores

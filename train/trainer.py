@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from architectures import check_name, create_model, save_pretrained
 from architectures.checkpoint import atomic_write_bytes
-from .augment import augment_batch, normalize
+from .augment import augment_batch, normalize, random_cutmix
 from .config import TrainConfig
 from .data import describe_split, load_images, split_train_val
 from .env import RunEnv, describe_hardware, git_commit, setup, teardown
@@ -64,11 +64,16 @@ def update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
         ema_buffer.copy_(buffer)
 
 
-def forward_backward(model, optimizer, x, y, autocast, label_smoothing):
-    """One optimisation step's forward pass, loss and backward pass; returns (loss, logits)."""
+def forward_backward(model, optimizer, x, y, autocast, label_smoothing, partner=None, own: float = 1.0):
+    """One optimisation step's forward pass, loss and backward pass; returns (loss, logits).
+
+    After CutMix, ``own`` of the loss is on each image's label ``y`` and the rest on its ``partner``'s.
+    """
     with autocast:
         logits = model(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        if own < 1:
+            loss = own * loss + (1 - own) * F.cross_entropy(logits.float(), partner, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     return loss, logits
@@ -79,8 +84,9 @@ def augmented_step(model, optimizer, images_uint8, labels, mean, std, cfg: Train
     """One batch through the hot loop's work: augment, forward, backward, update. The epoch-count trial and
     bench/train_throughput.py time this; the loop itself splits it to check the loss before the update."""
     x = augment_batch(images_uint8, mean, std, cfg.translate, cfg.cutout, generator)
+    x, partner, own = random_cutmix(x, labels, cfg.cutmix, generator)
     forward_backward(model, optimizer, x.contiguous(memory_format=memory_format), labels, autocast,
-                     cfg.label_smoothing)
+                     cfg.label_smoothing, partner, own)
     optimizer.step()
 
 
@@ -249,7 +255,8 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     if cfg.resume and state_path.exists():
         info = load_state(state_path, model, ema_model, optimizer, device)
         if info["fingerprint"] != fingerprint:
-            changed = sorted(k for k in fingerprint if info["fingerprint"].get(k) != fingerprint[k])
+            before = info["fingerprint"]
+            changed = sorted(k for k in before.keys() | fingerprint.keys() if before.get(k) != fingerprint.get(k))
             raise ValueError(f"cannot resume {state_path}: settings changed since it was saved: {changed}")
         history, start_epoch, train_seconds = info["history"], info["epoch"], info["train_seconds"]
         # Put the schedule where an uninterrupted run would be after this many optimizer steps.
@@ -289,9 +296,10 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
             # Everyone draws augmentation for the whole batch (same generator state on every process), then
             # keeps its own slice.
             x = augment_batch(train_x[batch], mean, std, cfg.translate, cfg.cutout, generator)
-            x = x[env.rank * local_batch:(env.rank + 1) * local_batch].contiguous(memory_format=memory_format)
-            y = train_y[batch][env.rank * local_batch:(env.rank + 1) * local_batch]
-            loss, logits = forward_backward(step_fn, optimizer, x, y, autocast, cfg.label_smoothing)
+            x, partner, own = random_cutmix(x, train_y[batch], cfg.cutmix, generator)
+            mine = slice(env.rank * local_batch, (env.rank + 1) * local_batch)
+            x, y, partner = x[mine].contiguous(memory_format=memory_format), train_y[batch][mine], partner[mine]
+            loss, logits = forward_backward(step_fn, optimizer, x, y, autocast, cfg.label_smoothing, partner, own)
             nonfinite.append(~torch.isfinite(loss.detach()))
             if len(nonfinite) == check_every or step == steps_per_epoch - 1:
                 raise_if_nonfinite(nonfinite, cfg.arch, epoch, step + 1 - len(nonfinite), steps_per_epoch)
@@ -356,7 +364,7 @@ def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds,
         "date": time.strftime("%Y-%m-%d"),
         "recipe": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "optimizer",
                                                  "label_smoothing", "warmup_epochs", "ema_decay", "translate",
-                                                 "cutout", "seed", "split_seed", "val_fraction")},
+                                                 "cutout", "cutmix", "seed", "split_seed", "val_fraction")},
         "command": reproducing_command(cfg),
     }
     save_pretrained(model, out_dir, config)
