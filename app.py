@@ -43,7 +43,10 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 2**20) -> None:
     - The rest was decoded uploads (up to 1024 x 1024 RGB, 3 MB each). glibc raises its mmap threshold
       to the size of each large block freed, so later images land in the arenas, which fragment and keep
       the pages. A fixed 1 MB threshold keeps every image buffer in its own mapping, handed back to the
-      system when freed: growth 14 MB.
+      system when freed: growth 14.6 MB (91-102 MB without it).
+    - The price: each fresh mapping is zero-filled page by page on first use, and large activations (the
+      eleven-image batch of the faithfulness check) pay it on every request. In-process explain_image for
+      NIN takes 36-48 ms instead of 24-29; /explain stays under its 150 ms goal (bench/RESULTS.md).
     Only arenas made after the call are bounded, so it runs before any server thread starts. A no-op off
     glibc; a setting given in the environment is left alone.
     """
