@@ -8,7 +8,7 @@ Model zoo (the checkpoints' metrics, curves and confusion matrices).
 API (every event has an ``api_name``; see the page's "Use via API" link):
     /predict(image, architecture) -> {class: probability}
     /explain(image, architecture, method="recommended", layer=4, target="predicted", opacity=0.5)
-        -> (overlay image, SE excitation plot or None, faithfulness plot data, note)
+        -> (overlay image, SE excitation plot or None, faithfulness plot data, note, SE-weighted map or None)
     /compare(image) -> (table, gallery of CAM overlays, summary)
 ``architecture`` is a registry name ("resnet"); ``method="recommended"`` is the architecture's most faithful
 CAM method and layer (``explain.recommended_cam``); with a named method, ``layer`` counts from 1 (shallowest)
@@ -274,8 +274,8 @@ def architecture_panel(architecture, layer=MAX_DEPTH):
         if picture is not None:
             spec = gr.update(value=picture, visible=True)
     value = depth if layer is None else min(max(int(layer), 1), depth)
-    return (architecture_card(name), gr.update(maximum=depth, value=value), spec,
-            gr.update(visible=default_has_se(name)))
+    has_se = gr.update(visible=default_has_se(name))
+    return architecture_card(name), gr.update(maximum=depth, value=value), spec, has_se, has_se
 
 
 def _profiles_version(folder) -> tuple[str, int, int] | None:
@@ -337,10 +337,10 @@ def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, targ
     ``method`` RECOMMENDED takes the architecture's most faithful method and layer by the deletion check
     (``explain.recommended_cam``) and ignores ``layer``.
 
-    Returns (overlay, SE excitation plot or None, faithfulness data, note).
+    Returns (overlay, SE excitation plot or None, faithfulness data, note, SE-weighted map overlay or None).
     """
     if image is None:
-        return None, None, None, ""
+        return None, None, None, "", None
     pil, loaded = decode(image), get_model(architecture)
     if method != RECOMMENDED and method not in explain.METHODS:
         raise gr.Error(f"unknown method {method!r}; choose {RECOMMENDED!r} or one of {', '.join(explain.METHODS)}")
@@ -363,14 +363,16 @@ def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, targ
     with loaded.lock:
         heatmap, probs = explain.cam_with_prediction(model, x, target_index, method, layer_name)
         figures = explain.faithfulness(model, x, heatmap, target_index)
-        excitations = explain.se_excitations(model, x)
+        excitations, se_map = explain.se_attention(model, x)
     predicted = int(np.argmax(probs))
     shown = names[predicted if target_index is None else target_index]
     picture = explain.overlay(pil, heatmap, opacity)
     if excitations:
         se_plot = se_excitation_plot(loaded, excitations, predicted)
+        se_map = explain.overlay(pil, se_map, opacity)
         se_line = (f"SE attention: {len(excitations)} squeeze-and-excitation blocks; the plot shows how much each "
-                   "block turned each channel up (1) or down (0) for this image.")
+                   "block turned each channel up (1) or down (0) for this image, and the SE-weighted map where "
+                   "the channels that the last block turned up are active.")
     else:
         se_plot = None
         se_line = (f"{loaded.config.get('display_name', loaded.name)} has no SE blocks, so there is no SE "
@@ -384,7 +386,7 @@ def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, targ
             f"**{shown}**. Blanking the CAM's hottest quarter of the image lowers that class's probability by "
             f"{figures['cam_drop']:.2f} (from {figures['probability']:.2f}): {ratio_text}. A faithful map "
             f"beats both the centre square ({figures['centre_drop']:.2f}) and random squares.\n\n{se_line}")
-    return picture, se_plot, _faithfulness_frame(figures), note
+    return picture, se_plot, _faithfulness_frame(figures), note, se_map
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -609,8 +611,12 @@ def build_demo() -> gr.Blocks:
                         explain_note = gr.Markdown(label="explanation note")
                         se_plot = gr.Image(label="SE excitations of this image", visible=default_has_se(default),
                                            format="png", interactive=False, elem_id="se-plot")
-                        se_spec = gr.Image(label="SE class-specificity by depth (validation split)", visible=False,
-                                           interactive=False)
+                        with gr.Row():
+                            # The last SE block's channels, each weighted by its excitation (explain.se_attention).
+                            se_map = gr.Image(label="SE-weighted map (last SE block)", visible=default_has_se(default),
+                                              height=220, format="jpeg", interactive=False, elem_id="se-map")
+                            se_spec = gr.Image(label="SE class-specificity by depth (validation split)",
+                                               visible=False, interactive=False)
                         card = gr.Markdown(architecture_card(default), label="architecture card")
 
             with gr.Tab("Compare", id="compare"):
@@ -650,8 +656,8 @@ def build_demo() -> gr.Blocks:
 
         # Classify: the label first (the /predict API), then the details, then the explanation.
         explain_inputs = [image, architecture, method, layer, target, opacity]
-        explain_outputs = [overlay, se_plot, faithfulness, explain_note]
-        panel_outputs = [card, layer, se_spec, se_plot]
+        explain_outputs = [overlay, se_plot, faithfulness, explain_note, se_map]
+        panel_outputs = [card, layer, se_spec, se_plot, se_map]
         raw = dict(preprocess=False)  # the handlers decode uploads themselves (see upload_source)
 
         def then_describe_and_explain(event, suffix: str = "", visibility: str = "public"):

@@ -54,12 +54,37 @@ def _record_gates(model):
             handle.remove()
 
 
+def se_attention(model, x: torch.Tensor) -> tuple[list[tuple[str, np.ndarray]], np.ndarray | None]:
+    """``se_excitations`` and ``se_weighted_map`` of one image from one forward pass (the app shows both).
+
+    ([], None) for a model without SE blocks.
+    """
+    check_one_image(x)
+    blocks = se_blocks(model)
+    if not blocks:
+        return [], None
+    captured = {}
+
+    def hook(module, inputs, output):
+        captured["weighted"] = output  # x * e: the last block's input scaled by its excitation
+
+    with HOOK_LOCK, torch.no_grad(), _record_gates(model) as records:
+        handle = blocks[-1][1].register_forward_hook(hook)
+        try:
+            model(x)
+        finally:
+            handle.remove()
+    excitations = [(name, gate[0].float().cpu().numpy()) for name, gate in records]
+    # e > 0, so the positive part of x * e is e * max(x, 0).
+    weighted = captured["weighted"].clamp(min=0).sum(1, keepdim=True)
+    weighted = F.interpolate(weighted.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    weighted = weighted - weighted.min()
+    return excitations, (weighted / weighted.max().clamp(min=1e-12)).cpu().numpy().astype(np.float32)
+
+
 def se_excitations(model, x: torch.Tensor) -> list[tuple[str, np.ndarray]]:
     """(block name, C channel weights in (0, 1)) for every SE gate of one image, in forward order."""
-    check_one_image(x)
-    with HOOK_LOCK, torch.no_grad(), _record_gates(model) as records:
-        model(x)
-    return [(name, gate[0].float().cpu().numpy()) for name, gate in records]
+    return se_attention(model, x)[0]
 
 
 def se_weighted_map(model, x: torch.Tensor) -> np.ndarray:
@@ -68,26 +93,10 @@ def se_weighted_map(model, x: torch.Tensor) -> np.ndarray:
     sum_c e_c * max(A_c, 0) over the block's input A, the positive part as in CAM: where the channels
     the block turned up are active. Raises ValueError for a model without SE blocks.
     """
-    check_one_image(x)
-    blocks = se_blocks(model)
-    if not blocks:
+    weighted = se_attention(model, x)[1]
+    if weighted is None:
         raise ValueError(f"{type(model).__name__} has no squeeze-and-excitation blocks")
-    captured = {}
-
-    def hook(module, inputs, output):
-        captured["weighted"] = output  # x * e: the block's input scaled by its excitation
-
-    with HOOK_LOCK, torch.no_grad():
-        handle = blocks[-1][1].register_forward_hook(hook)
-        try:
-            model(x)
-        finally:
-            handle.remove()
-    # e > 0, so the positive part of x * e is e * max(x, 0).
-    weighted = captured["weighted"].clamp(min=0).sum(1, keepdim=True)
-    weighted = F.interpolate(weighted.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
-    weighted = weighted - weighted.min()
-    return (weighted / weighted.max().clamp(min=1e-12)).cpu().numpy().astype(np.float32)
+    return weighted
 
 
 @torch.no_grad()

@@ -137,13 +137,15 @@ def test_unknown_architecture_is_refused_with_the_list(client, server, photo, na
 
 def test_explain_with_just_image_and_architecture(client, layout, photo):
     for name in ("senet", "resnet"):
-        overlay, se_plot, faithfulness, note = client.predict(handle_file(photo), name, api_name="/explain")
+        overlay, se_plot, faithfulness, note, se_map = client.predict(handle_file(photo), name, api_name="/explain")
         with Image.open(photo) as original, Image.open(overlay) as picture:
             assert picture.size == original.size  # the overlay keeps the upload's resolution
         if name == "senet":
             assert se_plot is not None and Path(se_plot).is_file()
+            with Image.open(photo) as original, Image.open(se_map) as picture:
+                assert picture.size == original.size
         else:
-            assert se_plot is None and "no SE blocks" in note
+            assert se_plot is None and se_map is None and "no SE blocks" in note
         assert len(faithfulness["data"]) == 3 and "probability" in note
 
 
@@ -153,15 +155,15 @@ def test_explain_defaults_to_each_architectures_most_faithful_method(client, lay
             continue
         method, layer = explain.recommended_cam(name)
         layer = layer or create_model(name).cam_layers[-1]
-        *_, note = client.predict(handle_file(photo), name, api_name="/explain")
+        _, _, _, note, _ = client.predict(handle_file(photo), name, api_name="/explain")
         assert note.startswith(f"{method} at "), note
         assert f"`{layer}`" in note.split(",")[0], note
 
 
 @pytest.mark.parametrize("method", explain.METHODS)
 def test_explain_every_method_layer_and_target(client, photo, method):
-    overlay, _, _, note = client.predict(handle_file(photo), "resnet", method=method, layer=1, target="cat",
-                                         opacity=0.8, api_name="/explain")
+    overlay, _, _, note, _ = client.predict(handle_file(photo), "resnet", method=method, layer=1, target="cat",
+                                            opacity=0.8, api_name="/explain")
     assert Path(overlay).is_file() and method in note and "(1 of" in note and "**cat**" in note
 
 

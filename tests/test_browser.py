@@ -131,14 +131,16 @@ def grid_cells(table, header: str) -> list[str]:
 def test_classify_shows_label_overlay_and_se_attention(page, tmp_path):
     architecture = page.locator("#architecture input")
     default = architecture.input_value()
-    se_plot = page.locator("#se-plot")
+    se_plot, se_map = page.locator("#se-plot"), page.locator("#se-map")
     with screenshot(page, tmp_path / "classify.png"):
         # A plain architecture hides the SE section; SENet shows it.
         plain = next(name for name in NON_SE_ARCHS if not default.startswith(model_class(name).display_name))
         pick_architecture(page, plain)
         sync_api.expect(se_plot).to_be_hidden()
+        sync_api.expect(se_map).to_be_hidden()
         pick_architecture(page, SE_ARCH)
         sync_api.expect(se_plot).to_be_visible()
+        sync_api.expect(se_map).to_be_visible()
 
         page.locator("#classify-image input[type=file]").set_input_files(PHOTO)  # an upload classifies at once,
         sync_api.expect(page.locator("#cam-overlay img")).to_be_visible(timeout=RUN_TIMEOUT_MS)  # ending with this
@@ -171,9 +173,10 @@ def test_classify_shows_label_overlay_and_se_attention(page, tmp_path):
         difference = ImageStat.Stat(ImageChops.difference(overlay, original)).mean
         assert sum(difference) / 3 > 10, f"the overlay looks like the bare upload (mean difference {difference})"
 
-        # SE attention: the plot of this image's excitations.
+        # SE attention: the plot of this image's excitations, and the SE-weighted map over the upload.
         plot = loaded_image(page, se_plot.locator("img"))
         assert min(plot.size) > 100
+        assert loaded_image(page, se_map.locator("img")).size == original.size
         assert_no_errors(page)
 
 

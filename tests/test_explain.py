@@ -432,6 +432,10 @@ def test_se_plots_and_weighted_map():
     assert [b for b, _ in explain.class_specificity(profiles)] == profiles["blocks"]
     weighted = explain.se_weighted_map(model, x)
     assert weighted.shape == (32, 32) and weighted.min() == 0 and weighted.max() == pytest.approx(1)
+    both = explain.se_attention(model, x)  # the app's one forward pass gives the same two
+    assert [b for b, _ in both[0]] == [b for b, _ in excitations] and np.array_equal(both[1], weighted)
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(both[0], excitations))
+    assert explain.se_attention(random_model("resnet"), x) == ([], None)
     with pytest.raises(ValueError, match="squeeze-and-excitation"):
         explain.se_weighted_map(random_model("resnet"), x)
 
