@@ -255,8 +255,13 @@ def describe(image, architecture):
     return note, _preview(pil, loaded.config)
 
 
-def architecture_panel(architecture, layer=MAX_DEPTH):
-    """What depends on the architecture alone: its card, the layer slider's range, the SE plots' visibility."""
+def architecture_panel(architecture):
+    """What depends on the architecture alone: its card, the layer slider's range (set to its deepest layer),
+    the SE plots' visibility.
+
+    The slider is an output only: as an input, Gradio checks its value against the maximum this session
+    last set, and a value from the previous architecture still in flight failed that check now and then.
+    """
     try:
         name = check_name(architecture)
     except ValueError as error:
@@ -273,9 +278,8 @@ def architecture_panel(architecture, layer=MAX_DEPTH):
         picture = None if version is None else _class_specificity_plot(*version)
         if picture is not None:
             spec = gr.update(value=picture, visible=True)
-    value = depth if layer is None else min(max(int(layer), 1), depth)
     has_se = gr.update(visible=default_has_se(name))
-    return architecture_card(name), gr.update(maximum=depth, value=value), spec, has_se, has_se
+    return architecture_card(name), gr.update(maximum=depth, value=depth), spec, has_se, has_se
 
 
 def _profiles_version(folder) -> tuple[str, int, int] | None:
@@ -635,8 +639,8 @@ def build_demo() -> gr.Blocks:
                         compare_summary = gr.Markdown(label="summary", elem_id="compare-summary")
                         compare_table = gr.Dataframe(headers=COMPARE_HEADERS, label="Predictions", interactive=False,
                                                      elem_id="compare-table")
-                        compare_gallery = gr.Gallery(label="Grad-CAM of each architecture", columns=4, height="auto",
-                                                     format="jpeg",
+                        compare_gallery = gr.Gallery(label="Class activation map of each (its most faithful method)",
+                                                     columns=4, height="auto", format="jpeg",
                                                      elem_id="compare-gallery")
 
             with gr.Tab("Model zoo", id="zoo"):
@@ -671,7 +675,7 @@ def build_demo() -> gr.Blocks:
         # A new architecture first resets the panel (its layer slider among it), then classifies: run side by
         # side, the explanation could read the previous architecture's layer.
         then_describe_and_explain(
-            architecture.change(architecture_panel, [architecture, layer], panel_outputs,
+            architecture.change(architecture_panel, [architecture], panel_outputs,
                                 api_name="architecture_panel", api_visibility="undocumented").then(
                 predict, [image, architecture], [label], api_name="predict_after_panel",
                 api_visibility="undocumented", trigger_mode="always_last", **raw),
@@ -694,7 +698,7 @@ def build_demo() -> gr.Blocks:
                   api_visibility="undocumented").then(
             zoo_details, [zoo_arch], [curves, confusion, zoo_card], api_name="zoo_details_on_load",
             api_visibility="undocumented").then(
-            architecture_panel, [architecture, layer], panel_outputs, api_name="architecture_panel_on_load",
+            architecture_panel, [architecture], panel_outputs, api_name="architecture_panel_on_load",
             api_visibility="undocumented")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=int(os.environ.get("GRADIO_QUEUE_SIZE", 64)))
     return demo
