@@ -70,8 +70,9 @@ class SEExcitationPlot:
 
     Axes, ticks, legend and the all-class mean are the same for every image, so they are drawn once and
     kept as a bitmap; an image's plot restores that bitmap and draws only its two lines and the title on
-    it (blitting): ~2 ms instead of the ~60-130 ms of a full matplotlib draw. The canvas is shared, so
-    drawing takes a lock. ``layout``: (block name, channels) per SE block, as ``se_excitations`` gives.
+    it (blitting): 12 ms for SENet and 23 for EfficientNet, against ~135 for a full matplotlib draw. The
+    canvas is shared, so drawing takes a lock. ``layout``: (block name, channels) per SE block, as
+    ``se_excitations`` gives.
     """
 
     def __init__(self, layout: list[tuple[str, int]], profiles: dict | None, class_names: list[str]):
