@@ -338,8 +338,8 @@ def _faithfulness_frame(figures: dict) -> pd.DataFrame:
 def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, target=PREDICTED, opacity=0.5):
     """Grad-CAM-family overlay of ``image`` for ``architecture``, its SE plot and its faithfulness.
 
-    ``method`` RECOMMENDED takes the architecture's most faithful method and layer by the deletion check
-    (``explain.recommended_cam``) and ignores ``layer``.
+    ``method`` RECOMMENDED takes the architecture's most faithful method and layer by the deletion and
+    sanity checks (``explain.recommended_cam``) and ignores ``layer``.
 
     Returns (overlay, SE excitation plot or None, faithfulness data, note, SE-weighted map overlay or None).
     """
@@ -589,7 +589,8 @@ def build_demo() -> gr.Blocks:
                                               + [(m, m) for m in explain.METHODS], value=RECOMMENDED,
                                               label="CAM method",
                                               info="most faithful: the method and layer that best pass the "
-                                                   "deletion check for this architecture (see README)")
+                                                   "deletion and sanity checks for this architecture (see "
+                                                   "README)")
                             layer = gr.Slider(1, MAX_DEPTH, value=MAX_DEPTH, step=1, label="Layer depth",
                                               info="for a chosen method: 1 = shallowest CAM layer, the deepest "
                                                    "is the usual choice")
