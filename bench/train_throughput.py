@@ -115,14 +115,18 @@ def _timed(step, warmup: int, steps: int, device: torch.device, desc: str, progr
     return elapsed
 
 
-def measure_project(cfg: TrainConfig, images, labels, mean, std, num_classes, device, warmup, steps, progress) -> dict:
-    """The steps of ``python -m train``'s hot loop (train/trainer.py), without the logging around them."""
+def project_model(cfg: TrainConfig, num_classes: int, device):
+    """The model, optimizer, autocast context and memory format as ``python -m train`` sets them up."""
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    bf16 = use_bf16(cfg, device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg, device))
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, num_classes=num_classes).to(device, memory_format=memory_format).train()
-    optimizer = build_optimizer(model, cfg)
+    return model, build_optimizer(model, cfg), autocast, memory_format
+
+
+def measure_project(cfg: TrainConfig, images, labels, mean, std, num_classes, device, warmup, steps, progress) -> dict:
+    """The steps of ``python -m train``'s hot loop (train/trainer.py), without the logging around them."""
+    model, optimizer, autocast, memory_format = project_model(cfg, num_classes, device)
     train_x, train_y = images.to(device), labels.to(device)
     mean, std = mean.to(device), std.to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -140,17 +144,13 @@ def measure_project(cfg: TrainConfig, images, labels, mean, std, num_classes, de
 
     seconds = _timed(step, warmup, steps, device, f"{cfg.arch} project", progress)
     return {"images_per_second": steps * cfg.batch_size / seconds, "seconds": seconds,
-            "precision": "bf16 autocast" if bf16 else "fp32", "channels_last": cfg.channels_last}
+            "precision": "bf16 autocast" if use_bf16(cfg, device) else "fp32", "channels_last": cfg.channels_last}
 
 
 def measure_model_alone(cfg: TrainConfig, images, labels, mean, std, num_classes, device, warmup, steps,
                         progress) -> dict:
     """Forward, backward and update of the project's model on one fixed batch: no loading, no augmentation."""
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg, device))
-    torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, num_classes=num_classes).to(device, memory_format=memory_format).train()
-    optimizer = build_optimizer(model, cfg)
+    model, optimizer, autocast, memory_format = project_model(cfg, num_classes, device)
     generator = torch.Generator().manual_seed(cfg.seed)
     x = augment_batch(images[:cfg.batch_size].to(device), mean.to(device), std.to(device), cfg.translate, cfg.cutout,
                       generator).contiguous(memory_format=memory_format)
