@@ -71,7 +71,6 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import explain  # noqa: E402
-from explain.plots import SEExcitationPlot  # noqa: E402
 import serve  # noqa: E402
 from architectures import check_name, create_model, list_models, model_class  # noqa: E402
 
@@ -309,9 +308,10 @@ def _class_specificity_plot(folder: str, mtime_ns: int, size: int):
 
 
 @lru_cache(maxsize=32)
-def _se_plotter(version: tuple | None, layout: tuple, class_names: tuple) -> SEExcitationPlot:
+def _se_plotter(version: tuple | None, layout: tuple, class_names: tuple) -> explain.SEExcitationPlot:
     """A checkpoint's SE excitation plot, its fixed parts drawn once (~90 ms), each image's lines per call."""
-    return SEExcitationPlot(list(layout), None if version is None else _read_se_profiles(*version), class_names)
+    profiles = None if version is None else _read_se_profiles(*version)
+    return explain.SEExcitationPlot(list(layout), profiles, class_names)
 
 
 def se_excitation_plot(loaded: serve.LoadedModel, excitations, predicted: int):

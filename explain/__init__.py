@@ -16,12 +16,13 @@ pass of a model while another explains it should hold that lock too (or use ``ca
 from .cam import (FUSED, GRADIENT_FREE, HOOK_LOCK, METHODS, cam, cam_batch, cam_layer_choices, cam_with_prediction,
                   recommended_cam, warm_up)
 from .faithfulness import deletion_drops, faithfulness
-from .plots import overlay, plot_class_specificity, plot_se_excitations
+from .plots import SEExcitationPlot, overlay, plot_class_specificity, plot_se_excitations
 from .se import (PROFILES_NAME, class_specificity, compute_se_profiles, has_se, load_se_profiles,
                  save_se_profiles, se_attention, se_excitations, se_weighted_map)
 
 __all__ = ["METHODS", "GRADIENT_FREE", "FUSED", "recommended_cam", "HOOK_LOCK", "cam", "cam_batch",
            "cam_with_prediction", "cam_layer_choices",
-           "warm_up", "faithfulness", "deletion_drops", "overlay", "plot_se_excitations", "plot_class_specificity",
+           "warm_up", "faithfulness", "deletion_drops", "overlay", "SEExcitationPlot", "plot_se_excitations",
+           "plot_class_specificity",
            "se_attention", "se_excitations", "se_weighted_map", "has_se", "compute_se_profiles", "save_se_profiles",
            "load_se_profiles", "class_specificity", "PROFILES_NAME"]
