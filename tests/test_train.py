@@ -160,6 +160,35 @@ def test_cutmix_run_trains_and_records_it(tmp_path, tiny_folder):
     assert config["recipe"]["cutmix"] == 1.0 and "--cutmix 1.0" in config["command"]
 
 
+def test_init_from_continues_a_checkpoint_and_records_both_stages(tmp_path, tiny_folder):
+    train(tiny_config(tmp_path / "a", tiny_folder, arch="basic_convnet", epochs=2))
+    parent = tmp_path / "a" / "out"
+    # lr 0: the further stage must leave the parent's weights exactly as loaded.
+    result = train(tiny_config(tmp_path / "b", tiny_folder, arch="basic_convnet", epochs=1, lr=0.0,
+                               init_from=str(parent)))
+    before, after = load_file(parent / "model.safetensors"), load_file(tmp_path / "b" / "out" / "model.safetensors")
+    for key in before:
+        torch.testing.assert_close(after[key], before[key])
+    parent_config = json.loads((parent / "config.json").read_text())
+    assert result["val_accuracy"] == parent_config["val_accuracy"]
+    assert result["epochs"] == 3 and [s["epochs"] for s in result["stages"]] == [2, 1]
+    assert result["command"] == parent_config["command"] + " && " + result["stages"][1]["command"]
+    assert f"--init-from {parent}" in result["command"] and result["recipe"]["init_from"] == str(parent)
+    log = [json.loads(line) for line in (tmp_path / "b" / "out" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3] and log[-1]["stage"] == 2
+
+
+def test_init_from_refuses_a_parent_with_another_split_or_architecture(tmp_path, tiny_folder):
+    train(tiny_config(tmp_path / "a", tiny_folder, arch="basic_convnet", epochs=1))
+    parent = str(tmp_path / "a" / "out")
+    with pytest.raises(ValueError, match="split_seed 0 \\(this run: 1\\)"):
+        train(tiny_config(tmp_path / "b", tiny_folder, arch="basic_convnet", init_from=parent, split_seed=1))
+    with pytest.raises(ValueError, match="arch 'basic_convnet'"):
+        train(tiny_config(tmp_path / "c", tiny_folder, arch="bn_convnet", init_from=parent))
+    with pytest.raises(ValueError, match="--init-from"):
+        train(tiny_config(tmp_path / "d", tiny_folder, arch="basic_convnet", init_from=str(tmp_path / "none")))
+
+
 def test_evaluate_writes_accuracy_and_confusion_matrix(tmp_path, tiny_folder):
     train(tiny_config(tmp_path, tiny_folder))
     result = subprocess.run([sys.executable, "-m", "train.evaluate", "--checkpoint", str(tmp_path / "out"),

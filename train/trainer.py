@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from architectures import check_name, create_model, save_pretrained
+from architectures import CheckpointError, check_name, create_model, load_pretrained, save_pretrained
 from architectures.checkpoint import atomic_write_bytes
 from .augment import augment_batch, normalize, random_cutmix
 from .config import TrainConfig
@@ -96,7 +96,8 @@ def synchronize(device: torch.device) -> None:
 
 
 def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, val_x, val_y, mean, std, device,
-                      autocast, memory_format, state_path: Path, safety: float = 0.9) -> int:
+                      autocast, memory_format, state_path: Path, arch_args: dict | None = None,
+                      safety: float = 0.9) -> int:
     """How many whole epochs fit in ``cfg.time_budget`` seconds, timed on a throwaway model.
 
     The trial trains a fresh copy of the architecture for up to ten seconds (a twentieth of the budget for
@@ -105,7 +106,8 @@ def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, val_x, va
     the state): on an H100 shared by eleven runs that was a third of a 3-second epoch, and leaving it out
     overran the budget by as much. ``safety`` leaves room for drift.
     """
-    model = create_model(cfg.arch, num_classes=num_classes).to(device, memory_format=memory_format).train()
+    model = create_model(cfg.arch, num_classes=num_classes, **(arch_args or {}))
+    model = model.to(device, memory_format=memory_format).train()
     optimizer = build_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed + 7919)
 
@@ -137,6 +139,40 @@ def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, val_x, va
           f"validate and save; {epochs} epochs fit {cfg.time_budget:.0f} s", flush=True)
     del model, optimizer
     return epochs
+
+
+def read_parent(cfg: TrainConfig, image_set) -> tuple[dict, dict]:
+    """The checkpoint ``--init-from`` names: its weights, and what the new stage keeps from it.
+
+    A further stage must train on the same images with the same held-out split: otherwise it could train
+    on images the parent was validated on, or validate on images the parent trained on.
+    """
+    try:
+        parent = load_pretrained(cfg.init_from)
+    except CheckpointError as error:
+        raise ValueError(f"--init-from {cfg.init_from}: {error}") from None
+    config, recipe = parent.config, parent.config.get("recipe", {})
+    expected = {"arch": cfg.arch, "class_names": image_set.class_names, "image_size": cfg.image_size,
+                "dataset": image_set.source, "split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction}
+    found = {**{k: config.get(k) for k in ("arch", "class_names", "image_size", "dataset")},
+             "split_seed": recipe.get("split_seed"), "val_fraction": recipe.get("val_fraction")}
+    differ = [f"{k} {found[k]!r} (this run: {v!r})" for k, v in expected.items() if found[k] != v]
+    if differ:
+        raise ValueError(f"--init-from {cfg.init_from} was trained differently: {'; '.join(differ)}")
+    history = []
+    log_path = Path(config["_folder"]) / "log.jsonl"
+    if log_path.is_file():
+        history = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    stages = config.get("stages") or [stage_summary(config)]
+    summary = {"arch_args": config.get("arch_args", {}), "mean": config["mean"], "std": config["std"],
+               "stages": stages, "history": history}
+    return parent.state_dict(), summary
+
+
+def stage_summary(config: dict) -> dict:
+    """One training stage as a checkpoint's config records it."""
+    return {key: config.get(key) for key in ("command", "epochs", "train_seconds", "hardware", "precision",
+                                             "val_accuracy", "git_commit", "date")}
 
 
 def reproducing_command(cfg: TrainConfig) -> str:
@@ -232,21 +268,33 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     run_dir = Path(cfg.run_dir)
     state_path = run_dir / STATE_NAME
+    saved = peek_info(state_path) if cfg.resume and state_path.exists() else None
+    # A further stage (--init-from) starts from the parent's weights and keeps its normalisation; a resumed
+    # one finds what it kept of the parent in its saved state (the parent's folder may be overwritten by now).
+    parent_weights, parent = None, None
+    if cfg.init_from:
+        if saved and "parent" in saved:
+            parent = saved["parent"]
+        else:
+            parent_weights, parent = read_parent(cfg, image_set)
+        mean, std = torch.tensor(parent["mean"], device=device), torch.tensor(parent["std"], device=device)
+    arch_args = parent["arch_args"] if parent else {}
     if cfg.time_budget:
         if env.world_size > 1:
             raise ValueError("--time-budget needs one process (each would time its own trial); pass --epochs")
         # A resumed run keeps the epoch count its first part chose; only a fresh run times a trial.
-        saved = peek_info(state_path) if cfg.resume and state_path.exists() else None
         epochs = saved["fingerprint"]["epochs"] if saved else epochs_for_budget(
             cfg, len(image_set.class_names), train_x, train_y, val_x, val_y, mean, std, device, autocast,
-            memory_format, state_path)
+            memory_format, state_path, arch_args)
         cfg = dataclasses.replace(cfg, epochs=epochs)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = max(1, round(cfg.warmup_epochs * steps_per_epoch))
 
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, num_classes=len(image_set.class_names)).to(device)
-    model = model.to(memory_format=memory_format)
+    model = create_model(cfg.arch, num_classes=len(image_set.class_names), **arch_args)
+    if parent_weights is not None:
+        model.load_state_dict(parent_weights)
+    model = model.to(device, memory_format=memory_format)
     ema_model = copy.deepcopy(model).eval() if cfg.ema_decay > 0 else None
     optimizer = build_optimizer(model, cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup_steps))
@@ -329,6 +377,8 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
                   f"acc {record['train_accuracy']:.4f} | val loss {val_loss:.3f} acc {val_acc:.4f} | "
                   f"{record['images_per_second']:.0f} img/s", flush=True)
             info = {"epoch": epoch + 1, "history": history, "train_seconds": train_seconds, "fingerprint": fingerprint}
+            if parent:
+                info["parent"] = parent
             save_state(state_path, model, ema_model, optimizer, info)
             atomic_write_bytes(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
         if env.world_size > 1:
@@ -338,10 +388,29 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     if not env.is_main:
         return {}
     final_model = ema_model if ema_model is not None else model
-    return export(cfg, env, final_model, image_set, len(val_idx), mean, std, history, train_seconds, bf16, code_version)
+    return export(cfg, env, final_model, image_set, len(val_idx), mean, std, history, train_seconds, bf16, code_version,
+                  parent)
 
 
-def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds, bf16, code_version) -> dict:
+def with_earlier_stages(config: dict, history: list[dict], parent: dict | None) -> tuple[dict, list[dict]]:
+    """A further stage's config and log, covering every stage since random weights.
+
+    ``epochs``, ``train_seconds`` and ``hardware`` become totals over the stages, ``command`` runs them
+    all in order, ``stages`` keeps each one; the log continues the parent's epoch numbers.
+    """
+    if parent is None:
+        return config, history
+    stages = parent["stages"] + [stage_summary(config)]
+    done = sum(stage["epochs"] for stage in parent["stages"])
+    log = parent["history"] + [{**record, "epoch": record["epoch"] + done, "stage": len(stages)} for record in history]
+    hardware = " + ".join(f"{stage['hardware']} ({stage['epochs']} epochs)" for stage in stages)
+    return {**config, "epochs": done + config["epochs"], "hardware": hardware, "stages": stages,
+            "train_seconds": round(sum(stage["train_seconds"] for stage in stages), 1),
+            "command": " && ".join(stage["command"] for stage in stages)}, log
+
+
+def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds, bf16, code_version,
+           parent=None) -> dict:
     """Write the finished checkpoint (weights, config, log, curves) to ``cfg.out``."""
     out_dir = Path(cfg.out)
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
@@ -364,14 +433,16 @@ def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds,
         "date": time.strftime("%Y-%m-%d"),
         "recipe": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "optimizer",
                                                  "label_smoothing", "warmup_epochs", "ema_decay", "translate",
-                                                 "cutout", "cutmix", "seed", "split_seed", "val_fraction")},
+                                                 "cutout", "cutmix", "seed", "split_seed", "val_fraction",
+                                                 "init_from")},
         "command": reproducing_command(cfg),
     }
+    config, history = with_earlier_stages(config, history, parent)
     save_pretrained(model, out_dir, config)
     atomic_write_bytes(out_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
     plot_curves(history, out_dir / "curves.png", title=f"{config['display_name']} on {image_set.source}")
-    print(f"{cfg.arch}: val accuracy {config['val_accuracy']:.4f} after {cfg.epochs} epochs, "
-          f"{train_seconds / 60:.1f} min; saved to {out_dir}")
+    print(f"{cfg.arch}: val accuracy {config['val_accuracy']:.4f} after {config['epochs']} epochs, "
+          f"{config['train_seconds'] / 60:.1f} min; saved to {out_dir}")
     if cfg.push_to_hub:
         from .hub import push_to_hub
 
