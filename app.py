@@ -214,8 +214,9 @@ def architecture_card(name: str) -> str:
         lines += [
             "| | |", "|---|---|",
             f"| Parameters | {config.get('params', 0) / 1e6:.2f} M |",
-            f"| Validation accuracy | **{config.get('val_accuracy', 0):.2%}** "
-            f"({config.get('val_split', 'held-out split')}) |",
+            f"| Validation accuracy | **{config.get('val_accuracy_flip_tta', config.get('val_accuracy', 0)):.2%}** "
+            f"averaged with the mirror image, as served; {config.get('val_accuracy', 0):.2%} for the image "
+            f"alone ({config.get('val_split', 'held-out split')}) |",
             f"| Training | {config.get('epochs', '?')} epochs, {_minutes(config.get('train_seconds'))} on "
             f"{config.get('hardware', '?')} |",
             f"| Out-of-distribution flag | {ood} |",
@@ -365,11 +366,13 @@ def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, targ
         layer_name = layer_name or layers[-1]
     x = serve.to_tensor(pil, config, STORE.device)
     with loaded.lock:
-        heatmap, probs = explain.cam_with_prediction(model, x, target_index, method, layer_name)
-        figures = explain.faithfulness(model, x, heatmap, target_index)
+        # The class the top-5 shows (image and mirror image averaged), so the map explains that label.
+        predicted = serve.served_class(model, x)
+        explained = predicted if target_index is None else target_index
+        heatmap = explain.cam(model, x, explained, method, layer_name)
+        figures = explain.faithfulness(model, x, heatmap, explained)
         excitations, se_map = explain.se_attention(model, x)
-    predicted = int(np.argmax(probs))
-    shown = names[predicted if target_index is None else target_index]
+    shown = names[explained]
     picture = explain.overlay(pil, heatmap, opacity)
     if excitations:
         se_plot = se_excitation_plot(loaded, excitations, predicted)
@@ -387,7 +390,8 @@ def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, targ
     where = (f"layers `{layer_name}` to `{layers[-1]}` fused" if method in explain.FUSED and layer_name != layers[-1]
              else f"layer `{layer_name}`")
     note = (f"{method} at {where} ({layers.index(layer_name) + 1} of {len(layers)}), class "
-            f"**{shown}**. Blanking the CAM's hottest quarter of the image lowers that class's probability by "
+            f"**{shown}**. Blanking the CAM's hottest quarter of the image lowers that class's probability "
+            f"(for the image as uploaded, without the mirror image the top-5 also averages in) by "
             f"{figures['cam_drop']:.2f} (from {figures['probability']:.2f}): {ratio_text}. A faithful map "
             f"beats both the centre square ({figures['centre_drop']:.2f}) and random squares.\n\n{se_line}")
     return picture, se_plot, _faithfulness_frame(figures), note, se_map
@@ -461,7 +465,8 @@ def zoo_table(current=None, zoo_current=None):
         rows.append({
             "architecture": config.get("display_name", name),
             "name": name,
-            "val accuracy": config.get("val_accuracy"),
+            "val accuracy": config.get("val_accuracy_flip_tta", config.get("val_accuracy")),
+            "without flip TTA": config.get("val_accuracy"),
             "params (M)": round(config.get("params", 0) / 1e6, 3),
             "MMACs": round(_macs(name, json.dumps(config.get("arch_args", {}), sort_keys=True),
                                  config.get("image_size", 32)) / 1e6, 1),
@@ -490,7 +495,7 @@ def zoo_table(current=None, zoo_current=None):
             gr.update(choices=zoo_choices, value=zoo_current if zoo_current in configs else best))
 
 
-ZOO_HEADERS = ["architecture", "name", "val accuracy", "params (M)", "MMACs", "size (MB)", "latency (ms)",
+ZOO_HEADERS = ["architecture", "name", "val accuracy", "without flip TTA", "params (M)", "MMACs", "size (MB)", "latency (ms)",
                "epochs", "training time (min)", "hardware"]
 
 

@@ -4,9 +4,9 @@ No Gradio here: ``app.py`` lays out what these pure functions return, and tests 
 """
 from .images import MAX_PIXELS, MAX_SIDE, MAX_UPLOAD_BYTES, ImageDecodeError, load_image, model_view, to_tensor
 from .ood import load_thresholds, verdict
-from .predict import CompareRow, Prediction, compare_all, predict, run_model
+from .predict import CompareRow, Prediction, compare_all, predict, run_model, served_class
 from .store import LoadedModel, ModelStore, ModelUnavailable, pick_device
 
 __all__ = ["ImageDecodeError", "load_image", "model_view", "to_tensor", "MAX_PIXELS", "MAX_SIDE", "MAX_UPLOAD_BYTES",
            "ModelStore", "ModelUnavailable", "LoadedModel", "pick_device", "Prediction", "CompareRow", "predict",
-           "run_model", "compare_all", "load_thresholds", "verdict"]
+           "run_model", "served_class", "compare_all", "load_thresholds", "verdict"]

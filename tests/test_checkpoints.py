@@ -12,14 +12,14 @@ from conftest import CHECKPOINTS
 from train.zoo_table import GOAL_ACCURACY
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-REQUIRED = ["arch", "arch_args", "class_names", "image_size", "mean", "std", "val_accuracy", "val_split", "params",
-            "epochs", "train_seconds", "hardware", "dataset", "git_commit"]
+REQUIRED = ["arch", "arch_args", "class_names", "image_size", "mean", "std", "val_accuracy", "val_accuracy_flip_tta",
+            "val_split", "params", "epochs", "train_seconds", "hardware", "dataset", "git_commit"]
 SHIPPED = sorted(p.name for p in CHECKPOINTS.iterdir() if (p / "config.json").is_file()) if CHECKPOINTS.is_dir() else []
 FIRST_CHECKPOINT_BAR = 0.75  # issue #2: every first checkpoint reaches 75% validation accuracy
 # Issue #5's goals, and why each shipped checkpoint is still short of its goal. The mark is strict: a
 # retrained checkpoint that reaches its goal makes the test fail until its entry is removed here.
 SHORT_OF_GOAL = {name: "GPU budget of 15 minutes for the whole zoo: 27-66 epochs, shared by 8-11 runs"
-                 for name in list_models()}
+                 for name in list_models() if name != "basic_convnet"}
 SHORT_OF_GOAL["mlpmixer"] = "overfits with flip-and-translate alone (train 98%, val 78% at 78 epochs): needs stronger augmentation"
 
 
@@ -61,7 +61,9 @@ def test_shipped_checkpoint_reaches_its_goal(name, request):
     if name in SHORT_OF_GOAL:
         request.applymarker(pytest.mark.xfail(reason=SHORT_OF_GOAL[name], strict=True))
     config = json.loads((CHECKPOINTS / name / "config.json").read_text())
-    assert 100 * config["val_accuracy"] >= GOAL_ACCURACY[name], f"{name}: {config['val_accuracy']}"
+    # The app serves flip-averaged probabilities, so the goal is judged on that figure (issue #5 allows
+    # test-time augmentation when the app uses the same); the model-alone figure is in the README beside it.
+    assert 100 * config["val_accuracy_flip_tta"] >= GOAL_ACCURACY[name], f"{name}: {config['val_accuracy_flip_tta']}"
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from architectures import load_pretrained
+from architectures import create_model, load_pretrained
 from conftest import REPO_ROOT, make_image_folder
-from train.augment import random_cutmix, random_cutout, random_flip, random_translate
+from train.augment import flip_averaged_probs, random_cutmix, random_cutout, random_flip, random_translate
 from train.config import TrainConfig, parse_config
 from train.data import DataError, load_images, split_train_val
 from train.trainer import lr_factor, train
@@ -199,7 +199,27 @@ def test_evaluate_writes_accuracy_and_confusion_matrix(tmp_path, tiny_folder):
     report = json.loads((tmp_path / "eval.json").read_text())
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert report["images"] == 12 and report["accuracy"] == pytest.approx(config["val_accuracy"], abs=1e-4)
+    assert report["accuracy_flip_tta"] == pytest.approx(config["val_accuracy_flip_tta"], abs=1e-4)
     assert (tmp_path / "out" / "confusion.png").is_file()
+    # --record puts the flip-TTA figure into a checkpoint trained before training recorded it.
+    del config["val_accuracy_flip_tta"]
+    (tmp_path / "out" / "config.json").write_text(json.dumps(config))
+    result = subprocess.run([sys.executable, "-m", "train.evaluate", "--checkpoint", str(tmp_path / "out"),
+                             "--data", str(tiny_folder), "--cache-dir", str(tmp_path / "cache"), "--record"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    recorded = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert recorded == {**config, "val_accuracy_flip_tta": round(report["accuracy_flip_tta"], 4)}
+
+
+def test_flip_averaged_probs_average_the_image_and_its_mirror():
+    model = create_model("bn_convnet").eval()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = (model(x).softmax(-1) + model(x.flip(3)).softmax(-1)) / 2
+        torch.testing.assert_close(flip_averaged_probs(model, x), expected)
+        symmetric = torch.cat([x[..., :16], x[..., :16].flip(3)], dim=3)  # its own mirror image
+        torch.testing.assert_close(flip_averaged_probs(model, symmetric), model(symmetric).softmax(-1))
 
 
 def test_two_process_ddp_on_cpu(tmp_path):

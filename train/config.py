@@ -24,7 +24,7 @@ class TrainConfig:
     val_fraction: float = 0.1            # share of each class held out for validation (500 per CIFAR class)
     split_seed: int = 0                  # seed of the validation split: fixed, so every run sees the same split
     seed: int = 0                        # seed of initialisation, data order and augmentation
-    init_from: str = ""                  # start from this checkpoint's weights (folder or Hub id): a further training stage
+    init_from: str = ""                  # start from this checkpoint's weights (folder or Hub id; {arch} is filled in): a further training stage
     epochs: int | None = None            # passes over the training split
     time_budget: float = 0.0             # seconds to train for instead of --epochs: a timed trial picks the epoch count
     batch_size: int | None = None        # images per optimisation step, over all processes

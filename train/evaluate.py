@@ -3,7 +3,10 @@ and a confusion-matrix PNG.
 
 By default it scores the checkpoint's own fixed validation split of ``--data`` (the split the training
 run held out, rebuilt from the split seed and fraction in its config); ``--split all`` scores every image
-of ``--data``, for a separate test folder.
+of ``--data``, for a separate test folder. It gives the accuracy of the model alone and with flip
+test-time augmentation (``train.augment.flip_averaged_probs``, what the app serves); ``--record`` stores
+the latter in a checkpoint folder's ``config.json`` as ``val_accuracy_flip_tta``, for checkpoints trained
+before training recorded it.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from pathlib import Path
 import torch
 
 from architectures import CheckpointError, load_pretrained
+from architectures.checkpoint import CONFIG_NAME, atomic_write_json
 from .config import parse_config
 from .data import DataError, load_images, split_train_val
 from .env import pick_device
@@ -31,9 +35,13 @@ class EvalConfig:
     cache_dir: str = "data/cache"            # decoded-image cache, shared with training
     device: str = "auto"                     # "auto", "cpu", "cuda"
     json_out: str = ""                       # also write the results as JSON here
+    record: bool = False                     # store the flip-TTA validation accuracy in the checkpoint's config.json
 
 
 def run(cfg: EvalConfig) -> dict:
+    if cfg.record and (cfg.split != "val" or not Path(cfg.checkpoint).is_dir()):
+        raise ValueError("--record stores a validation figure in a local checkpoint folder: "
+                         "give a folder and --split val")
     device = pick_device(cfg.device)
     model = load_pretrained(cfg.checkpoint, device=device)
     config = model.config
@@ -51,6 +59,7 @@ def run(cfg: EvalConfig) -> dict:
     images, labels = image_set.images[index].to(device), image_set.labels[index].to(device)
     mean, std = torch.tensor(config["mean"], device=device), torch.tensor(config["std"], device=device)
     loss, accuracy, predictions = evaluate(model, images, labels, mean, std, channels_last=False)
+    tta_loss, tta_accuracy, _ = evaluate(model, images, labels, mean, std, channels_last=False, flip_tta=True)
     num_classes = len(config["class_names"])
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     confusion.index_put_((labels.cpu(), predictions.cpu()), torch.ones(len(labels), dtype=torch.int64), accumulate=True)
@@ -60,11 +69,22 @@ def run(cfg: EvalConfig) -> dict:
     plot_confusion(confusion.numpy(), config["class_names"], png,
                    title=f"{config.get('display_name', config['arch'])}: {cfg.split} split, {accuracy:.1%}")
     result = {"checkpoint": cfg.checkpoint, "split": cfg.split, "images": len(labels), "accuracy": accuracy,
-              "loss": loss, "per_class_accuracy": dict(zip(config["class_names"], per_class)),
+              "loss": loss, "accuracy_flip_tta": tta_accuracy, "loss_flip_tta": tta_loss,
+              "per_class_accuracy": dict(zip(config["class_names"], per_class)),
               "confusion": confusion.tolist(), "confusion_png": str(png)}
     if cfg.json_out:
         Path(cfg.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    if cfg.record:
+        record_tta_accuracy(folder, tta_accuracy)
     return result
+
+
+def record_tta_accuracy(folder: Path, tta_accuracy: float) -> None:
+    """Add ``val_accuracy_flip_tta`` to the checkpoint's config.json, leaving every other key as it was."""
+    config_path = folder / CONFIG_NAME
+    config = json.loads(config_path.read_text())
+    config["val_accuracy_flip_tta"] = round(tta_accuracy, 4)
+    atomic_write_json(config_path, config)
 
 
 def main(argv=None) -> int:
@@ -75,7 +95,8 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{result['checkpoint']}: accuracy {result['accuracy']:.2%} on {result['images']} images "
-          f"({result['split']} split), loss {result['loss']:.3f}")
+          f"({result['split']} split), loss {result['loss']:.3f}; with flip test-time augmentation "
+          f"{result['accuracy_flip_tta']:.2%}")
     for name, value in result["per_class_accuracy"].items():
         print(f"  {name:>12s}  {value:.2%}")
     print(f"confusion matrix: {result['confusion_png']}")

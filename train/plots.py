@@ -29,9 +29,13 @@ def plot_curves(history: list[dict], path: Path, title: str = "") -> None:
     ax_acc.plot(epochs, [100 * r["train_accuracy"] for r in history], "o-", label="train (augmented)")
     ax_acc.plot(epochs, [100 * r["val_accuracy"] for r in history], "o-", label="validation")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    # A further stage (--init-from) restarts the learning-rate schedule: mark where each one began.
+    starts = [r["epoch"] - 0.5 for previous, r in zip(history, history[1:]) if r.get("stage") != previous.get("stage")]
     for ax in (ax_loss, ax_acc):
+        for start in starts:
+            ax.axvline(start, color="grey", linestyle="--", linewidth=1)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(title="dashed: a new training stage" if starts else None)
     fig.suptitle(title, y=1.03)
     _save(fig, path)
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from architectures import CheckpointError, check_name, create_model, load_pretrained, save_pretrained
 from architectures.checkpoint import atomic_write_bytes
-from .augment import augment_batch, normalize, random_cutmix
+from .augment import augment_batch, flip_averaged_probs, normalize, random_cutmix
 from .config import TrainConfig
 from .data import describe_split, load_images, split_train_val
 from .env import RunEnv, describe_hardware, git_commit, setup, teardown
@@ -190,8 +190,10 @@ def reproducing_command(cfg: TrainConfig) -> str:
 
 
 @torch.inference_mode()
-def evaluate(model, images_uint8, labels, mean, std, batch_size=1000, autocast=None, channels_last=True):
-    """Loss, accuracy and predictions of ``model`` on uint8 images (no augmentation)."""
+def evaluate(model, images_uint8, labels, mean, std, batch_size=1000, autocast=None, channels_last=True,
+             flip_tta=False):
+    """Loss, accuracy and predictions of ``model`` on uint8 images; ``flip_tta`` scores the probabilities
+    averaged with each image's mirror image (``flip_averaged_probs``), as the app predicts."""
     model.eval()
     total_loss, predictions = 0.0, []
     for start in range(0, len(labels), batch_size):
@@ -199,9 +201,12 @@ def evaluate(model, images_uint8, labels, mean, std, batch_size=1000, autocast=N
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast or torch.autocast(x.device.type, enabled=False):
-            logits = model(x).float()
-        total_loss += F.cross_entropy(logits, labels[start:start + batch_size], reduction="sum").item()
-        predictions.append(logits.argmax(1))
+            if flip_tta:
+                log_probs = flip_averaged_probs(model, x).clamp_min(1e-12).log()
+            else:
+                log_probs = F.log_softmax(model(x).float(), -1)
+        total_loss += F.nll_loss(log_probs, labels[start:start + batch_size], reduction="sum").item()
+        predictions.append(log_probs.argmax(1))
     predictions = torch.cat(predictions)
     return total_loss / len(labels), (predictions == labels).float().mean().item(), predictions
 
@@ -233,7 +238,8 @@ def train(config: TrainConfig) -> dict:
         raise ValueError("give --epochs or --time-budget, not both")
     if config.time_budget < 0:
         raise ValueError(f"--time-budget must be positive seconds, got {config.time_budget}")
-    cfg = dataclasses.replace(config, out=config.out.format(arch=arch), run_dir=config.run_dir.format(arch=arch))
+    cfg = dataclasses.replace(config, out=config.out.format(arch=arch), run_dir=config.run_dir.format(arch=arch),
+                              init_from=config.init_from.format(arch=arch))
     cfg = cfg.resolved(recipe_for(arch))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -388,8 +394,10 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     if not env.is_main:
         return {}
     final_model = ema_model if ema_model is not None else model
+    _, tta_accuracy, _ = evaluate(final_model, val_x, val_y, mean, std, autocast=autocast,
+                                  channels_last=cfg.channels_last, flip_tta=True)
     return export(cfg, env, final_model, image_set, len(val_idx), mean, std, history, train_seconds, bf16, code_version,
-                  parent)
+                  parent, tta_accuracy)
 
 
 def with_earlier_stages(config: dict, history: list[dict], parent: dict | None) -> tuple[dict, list[dict]]:
@@ -410,7 +418,7 @@ def with_earlier_stages(config: dict, history: list[dict], parent: dict | None) 
 
 
 def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds, bf16, code_version,
-           parent=None) -> dict:
+           parent: dict | None, tta_accuracy: float) -> dict:
     """Write the finished checkpoint (weights, config, log, curves) to ``cfg.out``."""
     out_dir = Path(cfg.out)
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
@@ -422,6 +430,8 @@ def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds,
         "std": [round(v, 6) for v in std.tolist()],
         "val_accuracy": round(history[-1]["val_accuracy"], 4),
         "val_loss": round(history[-1]["val_loss"], 4),
+        # What the app serves: each image averaged with its mirror image (train.augment.flip_averaged_probs).
+        "val_accuracy_flip_tta": round(tta_accuracy, 4),
         "val_split": describe_split(image_set, cfg.val_fraction, cfg.split_seed, n_val),
         "epochs": cfg.epochs,
         "train_seconds": round(train_seconds, 1),
