@@ -9,7 +9,7 @@ import torch
 
 from architectures import CheckpointError, create_model, default_args, list_models, load_pretrained, save_pretrained
 from conftest import CHECKPOINTS
-from train.zoo_table import GOAL_ACCURACY
+from train.zoo_table import END, GOAL_ACCURACY, START, markdown_table, zoo_rows
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 REQUIRED = ["arch", "arch_args", "class_names", "image_size", "mean", "std", "val_accuracy", "val_accuracy_flip_tta",
@@ -64,6 +64,14 @@ def test_shipped_checkpoint_reaches_its_goal(name, request):
     # The app serves flip-averaged probabilities, so the goal is judged on that figure (issue #5 allows
     # test-time augmentation when the app uses the same); the model-alone figure is in the README beside it.
     assert 100 * config["val_accuracy_flip_tta"] >= GOAL_ACCURACY[name], f"{name}: {config['val_accuracy_flip_tta']}"
+
+
+def test_readme_zoo_table_matches_the_shipped_configs():
+    """The README's table and commands are generated from the configs; a retrained checkpoint must be
+    followed by `python -m train.zoo_table --write README.md`."""
+    readme = (CHECKPOINTS.parent / "README.md").read_text()
+    shown = readme[readme.index(START) + len(START):readme.index(END)].strip()
+    assert shown == markdown_table(zoo_rows(CHECKPOINTS))
 
 
 @pytest.fixture
