@@ -71,6 +71,7 @@ def test_inference_reports_latency_size_and_macs(inference_result):
     assert row["params"] > 0 and row["macs"] > row["params"] and row["checkpoint_mb"] > 0
     latency = row["cpu"]["batch1"]
     assert 0 < latency["p50_ms"] <= latency["p95_ms"] and latency["calls"] == 2
+    assert row["cpu"]["served_batch1"]["p50_ms"] > 0 and row["cpu"]["served_batch1"]["calls"] == 2
     assert row["cpu"]["batch_images_per_second"] > 0
     assert "`resnet`" in report.inference.markdown(inference_result)
 
