@@ -495,8 +495,8 @@ def zoo_table(current=None, zoo_current=None):
             gr.update(choices=zoo_choices, value=zoo_current if zoo_current in configs else best))
 
 
-ZOO_HEADERS = ["architecture", "name", "val accuracy", "without flip TTA", "params (M)", "MMACs", "size (MB)", "latency (ms)",
-               "epochs", "training time (min)", "hardware"]
+ZOO_HEADERS = ["architecture", "name", "val accuracy", "without flip TTA", "params (M)", "MMACs", "size (MB)",
+               "latency (ms)", "epochs", "training time (min)", "hardware"]
 
 
 def measure_latency(progress=gr.Progress()):
