@@ -192,6 +192,12 @@ def best_architecture(configs: dict[str, dict]) -> str:
     return max(configs, key=lambda name: configs[name].get("val_accuracy", 0.0))
 
 
+def _served_accuracy(config: dict):
+    """Validation accuracy as the app predicts (image and mirror image averaged); the model-alone figure for
+    a checkpoint that does not record it."""
+    return config.get("val_accuracy_flip_tta", config.get("val_accuracy"))
+
+
 def _minutes(seconds) -> str:
     if not isinstance(seconds, (int, float)):
         return "?"
@@ -214,7 +220,7 @@ def architecture_card(name: str) -> str:
         lines += [
             "| | |", "|---|---|",
             f"| Parameters | {config.get('params', 0) / 1e6:.2f} M |",
-            f"| Validation accuracy | **{config.get('val_accuracy_flip_tta', config.get('val_accuracy', 0)):.2%}** "
+            f"| Validation accuracy | **{_served_accuracy(config) or 0:.2%}** "
             f"averaged with the mirror image, as served; {config.get('val_accuracy', 0):.2%} for the image "
             f"alone ({config.get('val_split', 'held-out split')}) |",
             f"| Training | {config.get('epochs', '?')} epochs, {_minutes(config.get('train_seconds'))} on "
@@ -465,7 +471,7 @@ def zoo_table(current=None, zoo_current=None):
         rows.append({
             "architecture": config.get("display_name", name),
             "name": name,
-            "val accuracy": config.get("val_accuracy_flip_tta", config.get("val_accuracy")),
+            "val accuracy": _served_accuracy(config),
             "without flip TTA": config.get("val_accuracy"),
             "params (M)": round(config.get("params", 0) / 1e6, 3),
             "MMACs": round(_macs(name, json.dumps(config.get("arch_args", {}), sort_keys=True),
