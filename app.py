@@ -174,28 +174,28 @@ def get_model(architecture) -> serve.LoadedModel:
 
 # ---------------------------------------------------------------------------------------------------------
 # Architecture list, default and card.
+def _served_accuracy(config: dict):
+    """Validation accuracy as the app predicts (image and mirror image averaged); the model-alone figure for
+    a checkpoint that does not record it."""
+    return config.get("val_accuracy_flip_tta", config.get("val_accuracy"))
+
+
 def architecture_choices(configs: dict[str, dict]) -> list[tuple[str, str]]:
     choices = []
     for name in list_models():
         display = model_class(name).display_name or name
         if name in configs:
-            choices.append((f"{display}  ({configs[name].get('val_accuracy', 0):.1%})", name))
+            choices.append((f"{display}  ({_served_accuracy(configs[name]) or 0:.1%})", name))
         else:
             choices.append((f"{display}  (no checkpoint yet)", name))
     return choices
 
 
 def best_architecture(configs: dict[str, dict]) -> str:
-    """The checkpoint with the highest validation accuracy; the zoo's first model when there is none."""
+    """The checkpoint with the highest validation accuracy as served; the zoo's first model when there is none."""
     if not configs:
         return list_models()[0]
-    return max(configs, key=lambda name: configs[name].get("val_accuracy", 0.0))
-
-
-def _served_accuracy(config: dict):
-    """Validation accuracy as the app predicts (image and mirror image averaged); the model-alone figure for
-    a checkpoint that does not record it."""
-    return config.get("val_accuracy_flip_tta", config.get("val_accuracy"))
+    return max(configs, key=lambda name: _served_accuracy(configs[name]) or 0.0)
 
 
 def _minutes(seconds) -> str:
