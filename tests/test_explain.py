@@ -54,7 +54,7 @@ DELETION_MIN_RATIO = 1.25
 #   nin            Grad-CAM at features.7 (default):  0.553/0.474/0.368 (1.50) | 0.546/0.473/0.354 (1.54)
 #   efficientnet   gradcam++-fused at blocks.9:       0.436/0.429/0.360 (1.21) | 0.469/0.458/0.353 (1.33); the
 #                  selection set's best, layercam-fused-tta at blocks.2 (0.454, ratio 1.26 | 0.452 vs centre
-#                  0.455 here), takes 35-49 ms per image, over the 30 ms budget
+#                  0.455 here with the first-stage checkpoint), takes 35-49 ms per image, over the 30 ms budget
 #   bn_convnet, densenet, senet: Grad-CAM at the default layer (figures printed by the test).
 # Settings that passed here but were not chosen: LayerCAM fused from features.4 for basic_convnet (0.494) and
 # alexnet (0.549) fail the sanity check (Spearman 0.61 and 0.72: they follow the image's edges).
