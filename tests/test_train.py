@@ -322,3 +322,30 @@ def test_parallel_retries_a_diverging_run_then_reports_it(tmp_path, tiny_folder)
     log = (tmp_path / "logs" / "basic_convnet.log").read_text()
     assert log.count("$ ") == 2 and "not finite" in log
     assert not (tmp_path / "ck" / "basic_convnet").exists()
+
+
+def test_parallel_scales_learning_rates_and_adds_flags_for_one_architecture():
+    from train.parallel import Run, parse_args, train_command
+    from train.recipes import lr_for_batch
+
+    args = parse_args(["--data", "d", "--time-budget", "60", "--batch-size", "512", "--lr-scale", "0.5",
+                       "--arch-flags", "mlpmixer=--cutmix 0.5", "--", "--init-from", "checkpoints/{arch}"])
+    mixer = train_command(args, Run("mlpmixer", 0.5 * lr_for_batch("mlpmixer", 512), 60), threads=1)
+    resnet = train_command(args, Run("resnet", 0.5 * lr_for_batch("resnet", 512), 60), threads=1)
+    assert mixer[mixer.index("--lr") + 1] == f"{0.5 * lr_for_batch('mlpmixer', 512):.6g}"
+    assert mixer[-4:] == ["--init-from", "checkpoints/{arch}", "--cutmix", "0.5"]
+    assert resnet[-2:] == ["--init-from", "checkpoints/{arch}"] and "--cutmix" not in resnet
+    # Without --batch-size, a scaled rate still has to be passed explicitly.
+    plain = train_command(parse_args(["--data", "d", "--time-budget", "60", "--lr-scale", "0.4"]),
+                          Run("vgg", 0.08, 60), threads=1)
+    assert plain[plain.index("--lr") + 1] == "0.08" and plain[plain.index("--batch-size") + 1] == "256"
+
+
+@pytest.mark.parametrize("bad", [["--arch-flags", "mlpmixer"], ["--arch-flags", "nonet=--cutmix 0.5"],
+                                 ["--arch-flags", "vgg="], ["--lr-scale", "0"]])
+def test_parallel_rejects_bad_options(bad, capsys):
+    from train.parallel import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "d", "--time-budget", "60", *bad])
+    assert "error:" in capsys.readouterr().err

@@ -9,13 +9,16 @@ again, once per ``--retries``, at half the learning rate with the time that is l
 
     python -m train.parallel --data PATH --time-budget 420 --batch-size 512 [--archs resnet,vgg] [-- FLAGS]
 
-Anything after ``--`` goes to every ``python -m train``. Each run's output goes to ``LOG_DIR/ARCH.log``.
+Anything after ``--`` goes to every ``python -m train``; ``--arch-flags mlpmixer='--cutmix 0.5'`` adds flags
+to one architecture's run only (later flags win). ``--lr-scale 0.5`` runs each at half its recipe's learning
+rate: a further stage from the shipped weights (``-- --init-from checkpoints/{arch}``) starts nearer its goal. Each run's output goes to ``LOG_DIR/ARCH.log``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -48,6 +51,10 @@ def parse_args(argv=None):
     parser.add_argument("--archs", default="all", help="comma-separated architecture names, or all")
     parser.add_argument("--batch-size", type=int, default=0,
                         help="batch size for every run, learning rates rescaled from each recipe; 0 keeps the recipes'")
+    parser.add_argument("--lr-scale", type=float, default=1.0,
+                        help="each run's learning rate (its recipe's, rescaled for --batch-size) times this")
+    parser.add_argument("--arch-flags", action="append", default=[], metavar="ARCH=FLAGS",
+                        help="flags for one architecture's run only, after the shared ones; repeatable")
     parser.add_argument("--out", default="checkpoints/{arch}", help="checkpoint folder per run; {arch} is filled in")
     parser.add_argument("--run-dir", default="runs/{arch}", help="training state per run; {arch} is filled in")
     parser.add_argument("--log-dir", default="runs", help="where ARCH.log files go")
@@ -58,6 +65,17 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.time_budget <= 0:
         parser.error("--time-budget must be positive")
+    if args.lr_scale <= 0:
+        parser.error("--lr-scale must be positive")
+    args.flags_for = {}
+    for item in args.arch_flags:
+        arch, equals, flags = item.partition("=")
+        if not equals or not flags.strip():
+            parser.error(f"--arch-flags expects ARCH=FLAGS, got {item!r}")
+        try:
+            args.flags_for[check_name(arch.strip())] = shlex.split(flags)
+        except ValueError as error:
+            parser.error(f"--arch-flags {item!r}: {error}")
     return args
 
 
@@ -65,9 +83,9 @@ def train_command(args, run: Run, threads: int) -> list[str]:
     command = [sys.executable, "-m", "train", "--arch", run.arch, "--data", args.data,
                "--time-budget", f"{run.budget:.0f}", "--out", args.out, "--run-dir", args.run_dir,
                "--threads", str(threads), "--no-progress"]
-    if args.batch_size or run.attempts:
+    if args.batch_size or run.attempts or args.lr_scale != 1:
         command += ["--batch-size", str(args.batch_size or recipe_for(run.arch)["batch_size"]), "--lr", f"{run.lr:.6g}"]
-    return command + list(args.extra)
+    return command + list(args.extra) + args.flags_for.get(run.arch, [])
 
 
 def start(args, run: Run, threads: int, env: dict) -> None:
@@ -94,7 +112,7 @@ def summary_line(args, run: Run) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     names = list_models() if args.archs == "all" else [check_name(name.strip()) for name in args.archs.split(",")]
-    runs = [Run(name, lr_for_batch(name, args.batch_size) if args.batch_size else recipe_for(name)["lr"],
+    runs = [Run(name, args.lr_scale * (lr_for_batch(name, args.batch_size) if args.batch_size else recipe_for(name)["lr"]),
                 args.time_budget) for name in names]
     threads = max(1, (os.cpu_count() or 1) // len(runs))
     env = {**os.environ, SHARED_GPU_RUNS_VARIABLE: str(len(runs)), "PYTHONUNBUFFERED": "1"}
