@@ -201,15 +201,19 @@ def test_evaluate_writes_accuracy_and_confusion_matrix(tmp_path, tiny_folder):
     assert report["images"] == 12 and report["accuracy"] == pytest.approx(config["val_accuracy"], abs=1e-4)
     assert report["accuracy_flip_tta"] == pytest.approx(config["val_accuracy_flip_tta"], abs=1e-4)
     assert (tmp_path / "out" / "confusion.png").is_file()
-    # --record puts the flip-TTA figure into a checkpoint trained before training recorded it.
+    # --record sets both figures from this evaluation: here into a checkpoint trained before training
+    # recorded the flip-TTA figure, whose val_accuracy is off (as a bf16 run's last epoch may be).
     del config["val_accuracy_flip_tta"]
+    config["val_accuracy"] = 0.0
     (tmp_path / "out" / "config.json").write_text(json.dumps(config))
     result = subprocess.run([sys.executable, "-m", "train.evaluate", "--checkpoint", str(tmp_path / "out"),
                              "--data", str(tiny_folder), "--cache-dir", str(tmp_path / "cache"), "--record"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     recorded = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert recorded == {**config, "val_accuracy_flip_tta": round(report["accuracy_flip_tta"], 4)}
+    assert recorded == {**config, "val_accuracy": round(report["accuracy"], 4),
+                        "val_accuracy_flip_tta": round(report["accuracy_flip_tta"], 4),
+                        "val_accuracy_measured_by": "python -m train.evaluate, float32 on cpu"}
 
 
 def test_flip_averaged_probs_average_the_image_and_its_mirror():

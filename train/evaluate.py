@@ -5,8 +5,9 @@ By default it scores the checkpoint's own fixed validation split of ``--data`` (
 run held out, rebuilt from the split seed and fraction in its config); ``--split all`` scores every image
 of ``--data``, for a separate test folder. It gives the accuracy of the model alone and with flip
 test-time augmentation (``train.augment.flip_averaged_probs``, what the app serves); ``--record`` stores
-the latter in a checkpoint folder's ``config.json`` as ``val_accuracy_flip_tta``, for checkpoints trained
-before training recorded it.
+both in a checkpoint folder's ``config.json`` (``val_accuracy``, ``val_accuracy_flip_tta``), so the two
+columns of the zoo table come from one float32 evaluation, as the app computes them, rather than from a
+bf16 training run's last epoch (they differ by a few hundredths of a point).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class EvalConfig:
     cache_dir: str = "data/cache"            # decoded-image cache, shared with training
     device: str = "auto"                     # "auto", "cpu", "cuda"
     json_out: str = ""                       # also write the results as JSON here
-    record: bool = False                     # store the flip-TTA validation accuracy in the checkpoint's config.json
+    record: bool = False                     # store both validation figures in the checkpoint's config.json
 
 
 def run(cfg: EvalConfig) -> dict:
@@ -75,15 +76,17 @@ def run(cfg: EvalConfig) -> dict:
     if cfg.json_out:
         Path(cfg.json_out).write_text(json.dumps(result, indent=2) + "\n")
     if cfg.record:
-        record_tta_accuracy(folder, tta_accuracy)
+        record_accuracy(folder, accuracy, tta_accuracy, f"python -m train.evaluate, float32 on {device.type}")
     return result
 
 
-def record_tta_accuracy(folder: Path, tta_accuracy: float) -> None:
-    """Add ``val_accuracy_flip_tta`` to the checkpoint's config.json, leaving every other key as it was."""
+def record_accuracy(folder: Path, accuracy: float, tta_accuracy: float, measured_by: str) -> None:
+    """Set both validation figures in the checkpoint's config.json, leaving every other key as it was
+    (the training run's own last-epoch figure stays in ``stages`` and ``log.jsonl``)."""
     config_path = folder / CONFIG_NAME
     config = json.loads(config_path.read_text())
-    config["val_accuracy_flip_tta"] = round(tta_accuracy, 4)
+    config.update(val_accuracy=round(accuracy, 4), val_accuracy_flip_tta=round(tta_accuracy, 4),
+                  val_accuracy_measured_by=measured_by)
     atomic_write_json(config_path, config)
 
 
