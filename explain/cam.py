@@ -54,24 +54,25 @@ GRADIENT_FREE = ("eigencam",)
 HOOK_LOCK = threading.Lock()
 
 
-# Each architecture's most faithful setting: on 200 validation images (the 200 after tests/test_explain.py's
-# 100 in the same seeded shuffle), among METHODS at every CAM layer, the one with the best worst-case margin
-# over the deletion check's two baselines (faithfulness.deletion_drops: blank the map's top 25% of pixels; beat
-# the central square of that area, and random squares by 1.25x), among those that also pass the sanity check
-# (Adebayo et al.: rank correlation with the map of randomised weights below 0.5, on 20 of those images) and
-# take at most 30 ms per image on the 2-core CPU (issue 3's budget; layercam-fused-tta from efficientnet's
-# blocks.2 scored best there but takes 35-49 ms).
+# Each architecture's most faithful setting, chosen by ``python -m explain.select`` (rerun it whenever a
+# checkpoint is retrained): on 200 validation images (the 200 after tests/test_explain.py's 100 in the same
+# seeded shuffle), among METHODS at every CAM layer, the one with the best worst-case margin over the deletion
+# check's two baselines (faithfulness.deletion_drops: blank the map's top 25% of pixels; beat the central
+# square of that area, and random squares by 1.25x), among those that also pass the sanity check (Adebayo
+# et al.: rank correlation with the map of randomised weights below 0.5, on 20 of those images) and take at
+# most 30 ms per image on the 2-core CPU (issue 3's budget); plain Grad-CAM unless another setting leads it
+# by more than one standard error. Chosen for the checkpoints shipped on 2026-11-26.
 # Without the sanity condition, LayerCAM fused down to the shallow features.4 won for basic_convnet and
-# alexnet (and fused Grad-CAM++ at features.6 for vgg) with correlations of 0.57-0.72: maps of the image's
-# edges more than of the model. Figures on both image sets in tests/test_explain.py; each one's latency in
-# bench/cam_latency.py.
-_RECOMMENDED: dict[str, tuple[str, str | None]] = {
+# alexnet with correlations of 0.61-0.72: maps of the image's edges more than of the model. Figures on both
+# image sets in tests/test_explain.py; each one's latency in bench/cam_latency.py.
+_RECOMMENDED: dict[str, tuple[str, str | None]] = {  # the rest: Grad-CAM at the default (deepest) layer
+    "basic_convnet": ("layercam-fused-tta", "features.7"),
     "alexnet": ("gradcam++-fused", "features.6"),
     "vgg": ("layercam", "features.7"),
-    "googlenet": ("gradcam++-fused", "inceptions.4"),
-    "resnet": ("layercam-fused-tta", "blocks.7"),
-    "efficientnet": ("gradcam++-fused", "blocks.9"),
-    "mlpmixer": ("gradcam", "blocks.2"),
+    "bn_convnet": ("layercam", "features.4"),
+    "resnet": ("gradcam++-fused", "blocks.7"),
+    "densenet": ("layercam-fused-tta", "blocks.2"),
+    "efficientnet": ("gradcam++-fused", "head_conv"),
 }
 
 

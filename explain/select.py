@@ -1,0 +1,187 @@
+"""Choose the CAM setting that explains a checkpoint most faithfully: every method at every CAM layer.
+
+    python -m explain.select --checkpoint checkpoints/efficientnet --data ../shared/data/cifar10-jpeg/train.tar.gz
+
+Run it again whenever a checkpoint is retrained: which method and depth explain a model best changes with
+its weights. Each setting gets, on ``--images`` validation images that the tests do not use (the ones after
+tests/test_explain.py's first ``--skip`` of the same seeded shuffle):
+
+- the deletion check (``faithfulness.deletion_drops``): how far the class's probability falls when the
+  map's hottest quarter is blanked, against the central square and random squares of that area;
+  ``margin`` is the worse of (CAM - centre) and (CAM - 1.25 x random): positive passes both;
+- the sanity check (Adebayo et al., 2018): rank correlation between the map and the map of the same
+  architecture with random weights, on the first ``--sanity-images`` of those images; at or above 0.5 the
+  map shows the image's edges more than the model;
+- milliseconds per image on this machine, one image at a time as the app explains them.
+
+The recommendation is the best margin among the settings that pass the sanity check and the time limit,
+unless plain Grad-CAM at the default layer is within one standard error of it (the difference of their
+per-image CAM drops, paired: both blank the same images against the same baselines). Then Grad-CAM wins:
+the simplest setting, and a lead that small is noise (a setting chosen on a 0.01 lead over 200 images lost
+to the centre square on the tests' 100). Copy it into ``explain.cam._RECOMMENDED`` (and its figures into
+tests/test_explain.py).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+from tqdm import tqdm
+
+from architectures import create_model, load_pretrained
+from train.augment import normalize
+from train.data import load_images, split_train_val
+
+from .cam import METHODS, cam_batch
+from .faithfulness import deletion_drops
+
+SANITY_MAX_SPEARMAN = 0.5  # as tests/test_explain.py
+DELETION_FRACTION = 0.25
+DELETION_MIN_RATIO = 1.25
+CHUNK = 50                 # images per cam_batch call in the deletion check, as the test
+
+
+@dataclass
+class Setting:
+    method: str
+    layer: str
+    cam: float = 0.0
+    centre: float = 0.0
+    random: float = 0.0
+    spearman: float = 0.0
+    ms_per_image: float = 0.0
+    cam_drops: np.ndarray = field(default=None, repr=False)  # per image, for the paired comparison
+
+    @property
+    def margin(self) -> float:
+        return min(self.cam - self.centre, self.cam - DELETION_MIN_RATIO * self.random)
+
+    def row(self) -> str:
+        return (f"{self.method:20s} {self.layer:16s} {self.cam:6.3f} {self.centre:6.3f} {self.random:6.3f} "
+                f"{self.cam / max(self.random, 1e-9):5.2f} {self.margin:+7.3f} {self.spearman:8.3f} {self.ms_per_image:7.1f}")
+
+
+def randomised(model):
+    """The model with every parameter (and BatchNorm statistic) reset by PyTorch's default initialiser.
+
+    Not the zoo's own initialisation: that zero-initialises residual branches and MLP-Mixer's head, so a
+    fresh model's maps would be constant and could not show what a map owes to the learned weights.
+    """
+    torch.manual_seed(0)
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+        if hasattr(module, "reset_running_stats"):
+            module.reset_running_stats()
+    return model.eval()
+
+
+def map_spearman(maps: np.ndarray, other_maps: np.ndarray) -> float:
+    """Mean rank correlation of paired maps; a constant map (no positive evidence anywhere) counts as 0."""
+    rhos = [spearmanr(a.ravel(), b.ravel()).statistic if np.ptp(a) > 0 and np.ptp(b) > 0 else 0.0
+            for a, b in zip(maps, other_maps)]
+    return float(np.mean(rhos))
+
+
+def selection_images(checkpoint_config: dict, data: str, cache_dir: str, skip: int, count: int) -> torch.Tensor:
+    """Validation images ``skip`` to ``skip + count`` of the seeded shuffle tests/test_explain.py draws from."""
+    image_set = load_images(data, checkpoint_config["image_size"], cache_dir=cache_dir, progress=False)
+    if image_set.class_names != checkpoint_config["class_names"]:
+        raise ValueError(f"the data's classes {image_set.class_names} differ from the checkpoint's")
+    recipe = checkpoint_config.get("recipe", {})
+    _, val_idx = split_train_val(image_set.labels, recipe.get("val_fraction", 0.1), recipe.get("split_seed", 0))
+    order = val_idx[torch.randperm(len(val_idx), generator=torch.Generator().manual_seed(0))]
+    if skip + count > len(order):
+        raise ValueError(f"the validation split has {len(order)} images; --skip {skip} + --images {count} is more")
+    return image_set.images[order[skip:skip + count]]
+
+
+def measure(model, random_model, x: torch.Tensor, method: str, layer: str, sanity_images: int) -> Setting:
+    setting = Setting(method, layer)
+    drops = {"cam_drop": [], "centre_drop": [], "random_square_drop": []}
+    for start in range(0, len(x), CHUNK):
+        chunk = x[start:start + CHUNK]
+        maps, _ = cam_batch(model, chunk, method=method, layer=layer)
+        result = deletion_drops(model, chunk, maps, fraction=DELETION_FRACTION, seed=start)
+        for key in drops:
+            drops[key].append(result[key])
+    setting.cam_drops = np.concatenate(drops["cam_drop"])
+    setting.cam, setting.centre, setting.random = (float(np.concatenate(drops[k]).mean()) for k in drops)
+    few = x[:sanity_images]
+    started = time.perf_counter()
+    maps = [cam_batch(model, image[None], method=method, layer=layer) for image in few]
+    setting.ms_per_image = 1000 * (time.perf_counter() - started) / len(few)
+    predicted = [int(np.argmax(probs[0])) for _, probs in maps]
+    random_maps, _ = cam_batch(random_model, few, targets=predicted, method=method, layer=layer)
+    setting.spearman = map_spearman(np.concatenate([m for m, _ in maps]), random_maps)
+    return setting
+
+
+def choose(eligible: list[Setting], default_layer: str) -> Setting:
+    """The best margin of ``eligible`` (sorted best first), or plain Grad-CAM at the default layer where its
+    CAM drops trail the best's by no more than one standard error of their paired difference."""
+    best = eligible[0]
+    plain = next((s for s in eligible if (s.method, s.layer) == ("gradcam", default_layer)), None)
+    if plain is None or plain is best:
+        return best
+    lead = best.cam_drops - plain.cam_drops
+    standard_error = float(lead.std(ddof=1) / np.sqrt(len(lead))) if len(lead) > 1 else 0.0
+    if float(lead.mean()) <= standard_error:
+        print(f"gradcam at {default_layer} trails the best ({best.method} at {best.layer}) by {lead.mean():.3f}, "
+              f"within one standard error ({standard_error:.3f}): the simpler setting is kept")
+        return plain
+    return best
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m explain.select", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder (config.json + model.safetensors)")
+    parser.add_argument("--data", required=True, help="the dataset the checkpoint was trained on")
+    parser.add_argument("--cache-dir", default="data/cache", help="decoded-image cache of train.data")
+    parser.add_argument("--images", type=int, default=200, help="validation images for the deletion check")
+    parser.add_argument("--skip", type=int, default=100, help="images of the shuffle left to the tests")
+    parser.add_argument("--sanity-images", type=int, default=20, help="images for the sanity check and timing")
+    parser.add_argument("--max-ms", type=float, default=30.0, help="time limit per image (issue 3: 30 ms)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to try")
+    args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",")]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or args.images < 1 or args.sanity_images < 1:
+        parser.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}" if unknown
+                     else "--images and --sanity-images must be positive")
+
+    model = load_pretrained(args.checkpoint)
+    config = model.config
+    images = selection_images(config, args.data, args.cache_dir, args.skip, args.images)
+    x = normalize(images, torch.tensor(config["mean"]), torch.tensor(config["std"]))
+    random_model = randomised(create_model(config["arch"], num_classes=len(config["class_names"]),
+                                           **config.get("arch_args", {})))
+    torch.set_grad_enabled(True)
+    grid = [(method, layer) for method in methods for layer in model.cam_layers]
+    settings = [measure(model, random_model, x, method, layer, min(args.sanity_images, len(x)))
+                for method, layer in tqdm(grid, desc=config["arch"], unit="setting")]
+    settings.sort(key=lambda s: s.margin, reverse=True)
+    print(f"{config['arch']}: {len(x)} validation images (after the first {args.skip} of the tests' shuffle)")
+    print(f"{'method':20s} {'layer':16s} {'CAM':>6s} {'centre':>6s} {'random':>6s} {'ratio':>5s} {'margin':>7s} "
+          f"{'spearman':>8s} {'ms/img':>7s}")
+    for setting in settings:
+        print(setting.row())
+    eligible = [s for s in settings if s.spearman < SANITY_MAX_SPEARMAN and s.ms_per_image <= args.max_ms]
+    if not eligible:
+        print("no setting passes the sanity check within the time limit", file=sys.stderr)
+        return 1
+    best = choose(eligible, model.default_cam_layer)
+    verdict = "passes" if best.margin > 0 else "fails"
+    print(f"recommended: ({best.method!r}, {best.layer!r}): margin {best.margin:+.3f} ({verdict} the deletion check "
+          f"on these images), Spearman {best.spearman:.3f}, {best.ms_per_image:.1f} ms per image")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
