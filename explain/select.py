@@ -33,9 +33,9 @@ import torch
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
-from architectures import create_model, load_pretrained
+from architectures import CheckpointError, create_model, load_pretrained
 from train.augment import normalize
-from train.data import load_images, split_train_val
+from train.data import DataError, load_images, split_train_val
 
 from .cam import METHODS, cam_batch
 from .faithfulness import deletion_drops
@@ -152,13 +152,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",")]
     unknown = [m for m in methods if m not in METHODS]
-    if unknown or args.images < 1 or args.sanity_images < 1:
+    if unknown or args.images < 1 or args.sanity_images < 1 or args.skip < 0:
         parser.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}" if unknown
-                     else "--images and --sanity-images must be positive")
-
-    model = load_pretrained(args.checkpoint)
-    config = model.config
-    images = selection_images(config, args.data, args.cache_dir, args.skip, args.images)
+                     else "--images and --sanity-images must be positive, --skip not negative")
+    try:
+        model = load_pretrained(args.checkpoint)
+        config = model.config
+        images = selection_images(config, args.data, args.cache_dir, args.skip, args.images)
+    except (CheckpointError, DataError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     x = normalize(images, torch.tensor(config["mean"]), torch.tensor(config["std"]))
     random_model = randomised(create_model(config["arch"], num_classes=len(config["class_names"]),
                                            **config.get("arch_args", {})))

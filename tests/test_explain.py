@@ -385,7 +385,14 @@ def test_select_keeps_plain_gradcam_unless_another_setting_leads_by_more_than_no
     assert choose([plain, close], default_layer="deep") is plain     # already the best
 
 
-@pytest.mark.parametrize("bad", [["--methods", "gradcam,nosuchcam"], ["--images", "0"]])
+def test_select_says_what_is_wrong_with_a_missing_checkpoint(tmp_path, tiny_folder, capsys):
+    import explain.select as select
+
+    assert select.main(["--checkpoint", str(tmp_path / "nothing"), "--data", str(tiny_folder)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [["--methods", "gradcam,nosuchcam"], ["--images", "0"], ["--skip", "-1"]])
 def test_select_rejects_bad_options(tmp_path, bad, capsys):
     import explain.select as select
 
