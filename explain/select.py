@@ -88,21 +88,28 @@ def map_spearman(maps: np.ndarray, other_maps: np.ndarray) -> float:
     return float(np.mean(rhos))
 
 
+def validation_order(labels: torch.Tensor, val_fraction: float = 0.1, split_seed: int = 0) -> torch.Tensor:
+    """The validation split's indices in one seeded shuffle: tests/test_explain.py checks its first images and
+    this tool chooses on the ones after them, so the two never share an image."""
+    _, val_idx = split_train_val(labels, val_fraction, split_seed)
+    return val_idx[torch.randperm(len(val_idx), generator=torch.Generator().manual_seed(0))]
+
+
 def selection_images(checkpoint_config: dict, data: str, cache_dir: str, skip: int, count: int) -> torch.Tensor:
-    """Validation images ``skip`` to ``skip + count`` of the seeded shuffle tests/test_explain.py draws from."""
+    """Validation images ``skip`` to ``skip + count`` of ``validation_order``."""
     image_set = load_images(data, checkpoint_config["image_size"], cache_dir=cache_dir, progress=False)
     if image_set.class_names != checkpoint_config["class_names"]:
         raise ValueError(f"the data's classes {image_set.class_names} differ from the checkpoint's")
     recipe = checkpoint_config.get("recipe", {})
-    _, val_idx = split_train_val(image_set.labels, recipe.get("val_fraction", 0.1), recipe.get("split_seed", 0))
-    order = val_idx[torch.randperm(len(val_idx), generator=torch.Generator().manual_seed(0))]
+    order = validation_order(image_set.labels, recipe.get("val_fraction", 0.1), recipe.get("split_seed", 0))
     if skip + count > len(order):
         raise ValueError(f"the validation split has {len(order)} images; --skip {skip} + --images {count} is more")
     return image_set.images[order[skip:skip + count]]
 
 
-def measure(model, random_model, x: torch.Tensor, method: str, layer: str, sanity_images: int) -> Setting:
-    setting = Setting(method, layer)
+def deletion_figures(model, x: torch.Tensor, method: str, layer: str | None) -> dict[str, np.ndarray]:
+    """Per-image probability drops (``cam_drop``, ``centre_drop``, ``random_square_drop``) of the deletion
+    check over ``x``, in chunks of CHUNK images, each chunk's random squares seeded by its offset."""
     drops = {"cam_drop": [], "centre_drop": [], "random_square_drop": []}
     for start in range(0, len(x), CHUNK):
         chunk = x[start:start + CHUNK]
@@ -110,8 +117,14 @@ def measure(model, random_model, x: torch.Tensor, method: str, layer: str, sanit
         result = deletion_drops(model, chunk, maps, fraction=DELETION_FRACTION, seed=start)
         for key in drops:
             drops[key].append(result[key])
-    setting.cam_drops = np.concatenate(drops["cam_drop"])
-    setting.cam, setting.centre, setting.random = (float(np.concatenate(drops[k]).mean()) for k in drops)
+    return {key: np.concatenate(parts) for key, parts in drops.items()}
+
+
+def measure(model, random_model, x: torch.Tensor, method: str, layer: str, sanity_images: int) -> Setting:
+    setting = Setting(method, layer)
+    drops = deletion_figures(model, x, method, layer)
+    setting.cam_drops = drops["cam_drop"]
+    setting.cam, setting.centre, setting.random = (float(drops[k].mean()) for k in drops)
     few = x[:sanity_images]
     started = time.perf_counter()
     maps = [cam_batch(model, image[None], method=method, layer=layer) for image in few]

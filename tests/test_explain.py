@@ -23,9 +23,9 @@ from explain.cam import FUSED_BLUR_SIGMA
 from architectures import create_model, list_models, load_pretrained, save_pretrained
 from architectures._blocks import SqueezeExcite
 from explain.profiles import main as profiles_main
-from explain.select import map_spearman, randomised
+from explain.select import deletion_figures, map_spearman, randomised, validation_order
 from train.augment import normalize
-from train.data import load_images, split_train_val
+from train.data import load_images
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints"
@@ -113,8 +113,7 @@ needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"no data at {DATA}")
 def validation():
     """DELETION_IMAGES images of the fixed validation split, chosen by a seeded shuffle (all classes)."""
     image_set = load_images(str(DATA), 32, cache_dir=ROOT / "data" / "cache", progress=False)
-    _, val_idx = split_train_val(image_set.labels, 0.1, 0)
-    chosen = val_idx[torch.randperm(len(val_idx), generator=torch.Generator().manual_seed(0))[:DELETION_IMAGES]]
+    chosen = validation_order(image_set.labels)[:DELETION_IMAGES]  # explain.select chooses on the ones after
     return image_set.images[chosen], image_set.labels[chosen]
 
 
@@ -324,14 +323,8 @@ def test_deletion_beats_centre_and_random_squares(arch, validation):
         pytest.xfail(f"{arch} meets the check only with {method} at {layer}, which is not one of its cam_layers "
                      f"{model.cam_layers}: see explain.cam._RECOMMENDED")
     x = normalised(model, validation[0])
-    drops = {"cam_drop": [], "centre_drop": [], "random_square_drop": []}
-    for start in range(0, len(x), 50):
-        chunk = x[start:start + 50]
-        maps, _ = explain.cam_batch(model, chunk, method=method, layer=layer)
-        result = explain.deletion_drops(model, chunk, maps, fraction=DELETION_FRACTION, seed=start)
-        for key in drops:
-            drops[key].append(result[key])
-    cam, centre, random = (float(np.concatenate(drops[k]).mean()) for k in drops)
+    drops = deletion_figures(model, x, method, layer)  # blanks DELETION_FRACTION, as the selection did
+    cam, centre, random = (float(drops[k].mean()) for k in drops)
     figures = (f"{arch} ({method} at {layer or model.default_cam_layer}): CAM {cam:.3f}, centre {centre:.3f}, "
                f"random square {random:.3f}, ratio {cam / random:.2f}")
     print(figures)

@@ -11,7 +11,8 @@ again, once per ``--retries``, at half the learning rate with the time that is l
 
 Anything after ``--`` goes to every ``python -m train``; ``--arch-flags mlpmixer='--cutmix 0.5'`` adds flags
 to one architecture's run only (later flags win). ``--lr-scale 0.5`` runs each at half its recipe's learning
-rate: a further stage from the shipped weights (``-- --init-from checkpoints/{arch}``) starts nearer its goal. Each run's output goes to ``LOG_DIR/ARCH.log``.
+rate: a further stage from the shipped weights (``-- --init-from checkpoints/{arch}``) starts nearer its goal.
+Each run's output goes to ``LOG_DIR/ARCH.log``.
 """
 from __future__ import annotations
 
