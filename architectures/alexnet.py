@@ -20,7 +20,7 @@ class AlexNet(ZooModel):
                 "ImageNet 2012 by a wide margin, starting the deep-learning era in vision.")
     paper = "https://papers.nips.cc/paper/2012/hash/c399862d3b9d6b76c8436e924a68c45b-Abstract.html"
 
-    def __init__(self, num_classes=10, widths=(48, 64, 96, 96, 64), hidden=256, dropout=0.5):
+    def __init__(self, num_classes=10, widths=(64, 128, 160, 160, 96), hidden=256, dropout=0.5):
         super().__init__()
         c1, c2, c3, c4, c5 = widths
         self.features = nn.Sequential(

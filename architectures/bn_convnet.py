@@ -19,5 +19,5 @@ class BNConvNet(PlainConvNet):
                 "lets the network train fast with high learning rates.")
     paper = "https://arxiv.org/abs/1502.03167"
 
-    def __init__(self, num_classes=10, widths=(32, 64, 128), convs_per_stage=2, dropout=0.0):
+    def __init__(self, num_classes=10, widths=(64, 128, 256), convs_per_stage=2, dropout=0.0):
         super().__init__(num_classes, [(convs_per_stage, w) for w in widths], norm=True, dropout=dropout)

@@ -48,7 +48,7 @@ class DenseNet(ZooModel):
                 "parameters.")
     paper = "https://arxiv.org/abs/1608.06993"
 
-    def __init__(self, num_classes=10, growth_rate=16, layers_per_block=(6, 6, 6), compression=0.5):
+    def __init__(self, num_classes=10, growth_rate=24, layers_per_block=(6, 6, 6), compression=0.5):
         super().__init__()
         channels = 2 * growth_rate
         self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.MaxPool2d(2))

@@ -30,7 +30,7 @@ class NIN(ZooModel):
                 "each final map a class-confidence map.")
     paper = "https://arxiv.org/abs/1312.4400"
 
-    def __init__(self, num_classes=10, widths=(48, 96, 128), dropout=0.1):
+    def __init__(self, num_classes=10, widths=(96, 192, 192), dropout=0.1):
         super().__init__()
         w1, w2, w3 = widths
         self.features = nn.Sequential(

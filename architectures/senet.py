@@ -19,5 +19,5 @@ class SENet(CifarResNet):
                 "attention for about 1% extra cost; it won ImageNet 2017.")
     paper = "https://arxiv.org/abs/1709.01507"
 
-    def __init__(self, num_classes=10, blocks_per_stage=3, width=16, se_reduction=4):
+    def __init__(self, num_classes=10, blocks_per_stage=3, width=32, se_reduction=4):
         super().__init__(num_classes, blocks_per_stage, width, se_reduction)
