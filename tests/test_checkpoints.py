@@ -18,8 +18,8 @@ SHIPPED = sorted(p.name for p in CHECKPOINTS.iterdir() if (p / "config.json").is
 FIRST_CHECKPOINT_BAR = 0.75  # issue #2: every first checkpoint reaches 75% validation accuracy
 # Issue #5's goals, and why each shipped checkpoint is still short of its goal. The mark is strict: a
 # retrained checkpoint that reaches its goal makes the test fail until its entry is removed here.
-SHORT_OF_GOAL = {name: "GPU budget of 15 minutes for the whole zoo: 27-66 epochs, shared by 8-11 runs"
-                 for name in list_models() if name != "basic_convnet"}
+SHORT_OF_GOAL = {name: "short after the GPU time lent so far (15 minutes a session, one H100 shared by 7-11 runs)"
+                 for name in list_models() if name not in ("basic_convnet", "alexnet")}
 SHORT_OF_GOAL["mlpmixer"] = "overfits with flip-and-translate alone (train 98%, val 78% at 78 epochs): needs stronger augmentation"
 
 

@@ -11,7 +11,8 @@ BASE = dict(epochs=5, batch_size=256, lr=0.2, weight_decay=5e-4, optimizer="sgd"
             warmup_epochs=0.5, ema_decay=0.0, translate=4, cutout=0, cutmix=0.0)
 
 # Epoch counts fit the first checkpoints' budget: about 8 minutes each on a 2-core CPU (images/s measured
-# per architecture; see bench/). ``cpu_bf16`` marks the nets that bf16 autocast speeds up on a CPU with
+# per architecture; see bench/). Seven nets have since been widened (the shipped checkpoints, trained on a
+# GPU), and an epoch of those costs about 1.6-3.3 times as much on a CPU. ``cpu_bf16`` marks the nets that bf16 autocast speeds up on a CPU with
 # AVX512-BF16; for the rest it was slower than fp32.
 RECIPES: dict[str, dict] = {
     # A plain stack with no normalisation: a higher learning rate diverges.
