@@ -12,8 +12,9 @@ BASE = dict(epochs=5, batch_size=256, lr=0.2, weight_decay=5e-4, optimizer="sgd"
 
 # Epoch counts fit the first checkpoints' budget: about 8 minutes each on a 2-core CPU (images/s measured
 # per architecture; see bench/). Seven nets have since been widened (the shipped checkpoints, trained on a
-# GPU), and an epoch of those costs about 1.6-3.3 times as much on a CPU. ``cpu_bf16`` marks the nets that bf16 autocast speeds up on a CPU with
-# AVX512-BF16; for the rest it was slower than fp32.
+# GPU), and an epoch of those costs up to 3.3 times as much on a CPU (bench/train_throughput.py: resnet
+# 199 img/s, bn_convnet 240, against 663 and 658 before). ``cpu_bf16`` marks the nets that bf16 autocast
+# speeds up on a CPU with AVX512-BF16; for the rest it was slower than fp32.
 RECIPES: dict[str, dict] = {
     # A plain stack with no normalisation: a higher learning rate diverges.
     "basic_convnet": {**BASE, "lr": 0.05, "epochs": 6, "cpu_bf16": True},
