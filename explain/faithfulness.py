@@ -27,37 +27,42 @@ def _squares(height: int, width: int, side: int, tops: torch.Tensor, lefts: torc
 
 @torch.no_grad()
 def deletion_drops(model, x: torch.Tensor, heatmaps, targets=None, fraction: float = 0.25, n_random: int = 8,
-                   seed: int = 0) -> dict[str, np.ndarray]:
+                   seed: int = 0, reference_heatmaps=None) -> dict[str, np.ndarray]:
     """Per image of a batch: how much the target's probability drops when pixels are blanked.
 
     Blanked: the top ``fraction`` of pixels by heatmap ("cam_drop"), the central square of that area
     ("centre_drop"), ``n_random`` squares of that area at seeded random positions (their mean drop,
     "random_square_drop"). ``targets=None`` means each image's predicted class. All variants go through
     the model in one batched forward pass. Also returns "target" and "probability" (before blanking).
+    ``reference_heatmaps`` (another explanation of the same images, e.g. from random weights) adds
+    "reference_drop", the drop when their top ``fraction`` is blanked instead, in the same forward pass.
     """
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
     batch, _, height, width = x.shape
-    heatmaps = torch.as_tensor(np.asarray(heatmaps, dtype=np.float32)).reshape(batch, -1)
-    if heatmaps.shape[1] != height * width:
-        raise ValueError(f"heatmaps must be {batch} x {height} x {width} like the images")
     k = round(fraction * height * width)
     side = min(height, width, round(math.sqrt(k)))
 
-    # Masks are built on the CPU (where the heatmaps are) and moved to the model's device once.
-    top_pixels = torch.zeros(batch, height * width, dtype=torch.bool)
-    top_pixels.scatter_(1, heatmaps.topk(k, dim=1).indices, True)
+    def top_pixels(maps) -> torch.Tensor:
+        """batch x 1 x H x W: each map's k hottest pixels. Built on the CPU, where the maps are."""
+        maps = torch.as_tensor(np.asarray(maps, dtype=np.float32)).reshape(batch, -1)
+        if maps.shape[1] != height * width:
+            raise ValueError(f"heatmaps must be {batch} x {height} x {width} like the images")
+        return torch.zeros(batch, height * width, dtype=torch.bool).scatter_(
+            1, maps.topk(k, dim=1).indices, True).view(batch, 1, height, width)
+
     centre = _squares(height, width, side, torch.tensor((height - side) // 2), torch.tensor((width - side) // 2))
     generator = torch.Generator().manual_seed(seed)
     tops = torch.randint(0, height - side + 1, (batch, n_random), generator=generator)
     lefts = torch.randint(0, width - side + 1, (batch, n_random), generator=generator)
     random_squares = _squares(height, width, side, tops, lefts)
 
-    # Per image: original, CAM-blanked, centre-blanked, then the random squares.
+    # Per image: original, CAM-blanked, centre-blanked, the random squares, then the reference map's.
+    references = [] if reference_heatmaps is None else [top_pixels(reference_heatmaps)]
     masks = torch.cat([torch.zeros(batch, 1, height, width, dtype=torch.bool),
-                       top_pixels.view(batch, 1, height, width),
+                       top_pixels(heatmaps),
                        centre.expand(batch, 1, height, width),
-                       random_squares], 1).to(x.device)
+                       random_squares, *references], 1).to(x.device)
     variants = x[:, None].masked_fill(masks[:, :, None], 0.0).flatten(0, 1)
     with HOOK_LOCK:  # a CAM's hooks, registered by another thread, must not see this forward pass
         probs = torch.softmax(model(variants).float(), 1).view(batch, masks.shape[1], -1)
@@ -66,13 +71,16 @@ def deletion_drops(model, x: torch.Tensor, heatmaps, targets=None, fraction: flo
     targets = torch.as_tensor(targets, device=probs.device).long().view(batch, 1, 1)
     p = probs.gather(2, targets.expand(batch, masks.shape[1], 1))[:, :, 0]
     drops = (p[:, :1] - p).cpu().numpy()
-    return {
+    result = {
         "cam_drop": drops[:, 1],
         "centre_drop": drops[:, 2],
-        "random_square_drop": drops[:, 3:].mean(1),
+        "random_square_drop": drops[:, 3:3 + n_random].mean(1),
         "target": targets.view(-1).cpu().numpy(),
         "probability": p[:, 0].cpu().numpy(),
     }
+    if references:
+        result["reference_drop"] = drops[:, -1]
+    return result
 
 
 def faithfulness(model, x: torch.Tensor, heatmap: np.ndarray, target: int | None = None,

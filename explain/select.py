@@ -126,13 +126,20 @@ def deletion_figures(model, random_model, x: torch.Tensor, method: str, layer: s
         chunk = x[start:start + CHUNK]
         maps, probs = cam_batch(model, chunk, method=method, layer=layer)
         targets = probs.argmax(1)
-        result = deletion_drops(model, chunk, maps, targets, fraction=DELETION_FRACTION, seed=start)
         random_maps, _ = cam_batch(random_model, chunk, targets=targets, method=method, layer=layer)
-        result["random_weights_drop"] = deletion_drops(model, chunk, random_maps, targets, fraction=DELETION_FRACTION,
-                                                       seed=start)["cam_drop"]
+        result = deletion_drops(model, chunk, maps, targets, fraction=DELETION_FRACTION, seed=start,
+                                reference_heatmaps=random_maps)
+        result["random_weights_drop"] = result["reference_drop"]
         for key in drops:
             drops[key].append(result[key])
     return {key: np.concatenate(parts) for key, parts in drops.items()}
+
+
+def randomised_twin(model):
+    """A model of a loaded checkpoint's architecture and arguments, with random weights (``randomised``)."""
+    config = model.config
+    return randomised(create_model(config["arch"], num_classes=len(config["class_names"]),
+                                   **config.get("arch_args", {})))
 
 
 def measure(model, random_model, x: torch.Tensor, method: str, layer: str, sanity_images: int) -> Setting:
@@ -191,8 +198,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     x = normalize(images, torch.tensor(config["mean"]), torch.tensor(config["std"]))
-    random_model = randomised(create_model(config["arch"], num_classes=len(config["class_names"]),
-                                           **config.get("arch_args", {})))
+    random_model = randomised_twin(model)
     torch.set_grad_enabled(True)
     grid = [(method, layer) for method in methods for layer in model.cam_layers]
     settings = [measure(model, random_model, x, method, layer, min(args.sanity_images, len(x)))

@@ -23,7 +23,7 @@ from explain.cam import FUSED_BLUR_SIGMA
 from architectures import create_model, list_models, load_pretrained, save_pretrained
 from architectures._blocks import SqueezeExcite
 from explain.profiles import main as profiles_main
-from explain.select import deletion_figures, map_spearman, randomised, validation_order
+from explain.select import deletion_figures, map_spearman, randomised, randomised_twin, validation_order
 from train.augment import normalize
 from train.data import load_images
 
@@ -305,8 +305,7 @@ def test_sanity_map_depends_on_learned_weights(arch, validation, setting):
     fused and smoothed methods must not just draw the input's edges either."""
     method, layer = ("gradcam", None) if setting == "gradcam" else explain.recommended_cam(arch)
     model = trained(arch)
-    random = randomised(create_model(arch, num_classes=len(model.config["class_names"]),
-                                     **model.config["arch_args"]))
+    random = randomised_twin(model)
     x = normalised(model, validation[0][:20])
     maps, probs = explain.cam_batch(model, x, method=method, layer=layer)
     random_maps, _ = explain.cam_batch(random, x, targets=probs.argmax(1), method=method, layer=layer)
@@ -329,9 +328,7 @@ def test_deletion_beats_centre_random_squares_and_random_weights(arch, validatio
         pytest.xfail(f"{arch} meets the check only with {method} at {layer}, which is not one of its cam_layers "
                      f"{model.cam_layers}: see explain.cam._RECOMMENDED")
     x = normalised(model, validation[0])
-    random_weights = randomised(create_model(arch, num_classes=len(model.config["class_names"]),
-                                             **model.config["arch_args"]))
-    drops = deletion_figures(model, random_weights, x, method, layer)  # blanks DELETION_FRACTION, as the selection did
+    drops = deletion_figures(model, randomised_twin(model), x, method, layer)  # blanks DELETION_FRACTION, as the selection did
     cam, centre, random, shape_only = (float(drops[k].mean()) for k in drops)
     figures = (f"{arch} ({method} at {layer or model.default_cam_layer}): CAM {cam:.3f}, centre {centre:.3f}, "
                f"random square {random:.3f}, ratio {cam / random:.2f}, random-weights map {shape_only:.3f}")
@@ -417,6 +414,21 @@ def test_faithfulness_of_one_image():
     if result["random_square_drop"] > 0:
         assert result["ratio_vs_random"] == pytest.approx(result["cam_drop"] / result["random_square_drop"])
     assert result == explain.faithfulness(model, random_input(), centre), "seeded: the same figures twice"
+
+
+def test_deletion_drops_blanks_a_reference_map_in_the_same_pass():
+    """reference_heatmaps adds the drop for another map's hottest pixels; the other figures are unchanged."""
+    model = random_model("resnet")
+    x = torch.cat([random_input(seed) for seed in range(3)])
+    maps = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
+    plain = explain.deletion_drops(model, x, maps, seed=1)
+    with_reference = explain.deletion_drops(model, x, maps, seed=1, reference_heatmaps=maps[::-1].copy())
+    assert "reference_drop" not in plain
+    for key, values in plain.items():
+        np.testing.assert_allclose(with_reference[key], values, atol=1e-5, err_msg=key)
+    same = explain.deletion_drops(model, x, maps, seed=1, reference_heatmaps=maps)
+    np.testing.assert_allclose(same["reference_drop"], same["cam_drop"], atol=1e-6)
+    assert not np.allclose(with_reference["reference_drop"], with_reference["cam_drop"], atol=1e-6)
 
 
 # --- Squeeze-and-excitation -----------------------------------------------------------------------------
