@@ -119,9 +119,10 @@ def selection_images(checkpoint_config: dict, data: str, cache_dir: str, skip: i
 def deletion_figures(model, random_model, x: torch.Tensor, method: str, layer: str | None) -> dict[str, np.ndarray]:
     """Per-image probability drops of the deletion check over ``x``: ``cam_drop``, ``centre_drop``,
     ``random_square_drop``, and ``random_weights_drop`` (``model``'s drop when the top pixels of
-    ``random_model``'s map for the same class are blanked). In chunks of CHUNK images, each chunk's random
-    squares seeded by its offset."""
-    drops = {"cam_drop": [], "centre_drop": [], "random_square_drop": [], "random_weights_drop": []}
+    ``random_model``'s map for the same class are blanked); and ``random_weights_map``, those maps (N x H x W),
+    which the sanity check reuses. In chunks of CHUNK images, each chunk's random squares seeded by its offset."""
+    drops = {"cam_drop": [], "centre_drop": [], "random_square_drop": [], "random_weights_drop": [],
+             "random_weights_map": []}
     for start in range(0, len(x), CHUNK):
         chunk = x[start:start + CHUNK]
         maps, probs = cam_batch(model, chunk, method=method, layer=layer)
@@ -129,7 +130,7 @@ def deletion_figures(model, random_model, x: torch.Tensor, method: str, layer: s
         random_maps, _ = cam_batch(random_model, chunk, targets=targets, method=method, layer=layer)
         result = deletion_drops(model, chunk, maps, targets, fraction=DELETION_FRACTION, seed=start,
                                 reference_heatmaps=random_maps)
-        result["random_weights_drop"] = result["reference_drop"]
+        result["random_weights_drop"], result["random_weights_map"] = result["reference_drop"], random_maps
         for key in drops:
             drops[key].append(result[key])
     return {key: np.concatenate(parts) for key, parts in drops.items()}
@@ -146,14 +147,15 @@ def measure(model, random_model, x: torch.Tensor, method: str, layer: str, sanit
     setting = Setting(method, layer)
     drops = deletion_figures(model, random_model, x, method, layer)
     setting.cam_drops = drops["cam_drop"]
-    setting.cam, setting.centre, setting.random, setting.random_weights = (float(drops[k].mean()) for k in drops)
+    setting.cam, setting.centre, setting.random, setting.random_weights = (
+        float(drops[key].mean()) for key in ("cam_drop", "centre_drop", "random_square_drop", "random_weights_drop"))
+    # One image at a time, as the app explains them: the timing, and the maps the sanity check compares with
+    # the random-weights maps of the same images and classes (in eval mode a map does not depend on its batch).
     few = x[:sanity_images]
     started = time.perf_counter()
-    maps = [cam_batch(model, image[None], method=method, layer=layer) for image in few]
+    maps = [cam_batch(model, image[None], method=method, layer=layer)[0] for image in few]
     setting.ms_per_image = 1000 * (time.perf_counter() - started) / len(few)
-    predicted = [int(np.argmax(probs[0])) for _, probs in maps]
-    random_maps, _ = cam_batch(random_model, few, targets=predicted, method=method, layer=layer)
-    setting.spearman = map_spearman(np.concatenate([m for m, _ in maps]), random_maps)
+    setting.spearman = map_spearman(np.concatenate(maps), drops["random_weights_map"][:len(few)])
     return setting
 
 
