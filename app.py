@@ -337,8 +337,9 @@ def _target_index(target, class_names: list[str]) -> int | None:
 
 def _faithfulness_frame(figures: dict) -> pd.DataFrame:
     return pd.DataFrame({
-        "blanked (25% of pixels)": ["CAM's hottest", "centre square", "random squares"],
-        "probability drop": [figures["cam_drop"], figures["centre_drop"], figures["random_square_drop"]],
+        "blanked (25% of pixels)": ["CAM's hottest", "centre square", "random squares", "random weights' map"],
+        "probability drop": [figures["cam_drop"], figures["centre_drop"], figures["random_square_drop"],
+                             figures["random_weights_drop"]],
     })
 
 
@@ -376,7 +377,11 @@ def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, targ
         predicted = serve.served_class(model, x)
         explained = predicted if target_index is None else target_index
         heatmap = explain.cam(model, x, explained, method, layer_name)
-        figures = explain.faithfulness(model, x, heatmap, explained)
+        if loaded.random_twin is None:
+            loaded.random_twin = explain.randomised_twin(model)
+        # The same method's map from random weights: blanking it shows what the map's shape alone costs.
+        random_heatmap = explain.cam(loaded.random_twin, x, explained, method, layer_name)
+        figures = explain.faithfulness(model, x, heatmap, explained, random_weights_heatmap=random_heatmap)
         excitations, se_map = explain.se_attention(model, x)
     shown = names[explained]
     picture = explain.overlay(pil, heatmap, opacity)
@@ -399,7 +404,9 @@ def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, targ
             f"**{shown}**. Blanking the CAM's hottest quarter of the image lowers that class's probability "
             f"(for the image as uploaded, without the mirror image the top-5 also averages in) by "
             f"{figures['cam_drop']:.2f} (from {figures['probability']:.2f}): {ratio_text}. A faithful map "
-            f"beats both the centre square ({figures['centre_drop']:.2f}) and random squares.\n\n{se_line}")
+            f"beats the centre square ({figures['centre_drop']:.2f}), random squares, and the same method's map "
+            f"from the same network with random weights ({figures['random_weights_drop']:.2f}), whose drop comes "
+            f"from the map's shape alone.\n\n{se_line}")
     return picture, se_plot, _faithfulness_frame(figures), note, se_map
 
 

@@ -5,7 +5,8 @@
   ``cam_batch`` does a batch. ``METHODS`` lists the methods, ``cam_layer_choices(model)`` the layers,
   ``recommended_cam(arch_name)`` the (method, layer) that explains an architecture most faithfully.
 - ``faithfulness(model, x, heatmap)``: the probability drop when the CAM's top pixels are blanked,
-  against blanking the centre or random squares of the same area.
+  against blanking the centre or random squares of the same area, or the top pixels of the map from
+  ``randomised_twin(model)``, the same architecture with random weights.
 - ``se_excitations``, ``se_weighted_map`` (both at once: ``se_attention``), SE class profiles (``compute_se_profiles``,
   ``save_se_profiles``, ``load_se_profiles``) and their plots, for SENet and EfficientNet.
 - ``overlay(image, heatmap)``: a heatmap blended onto the original upload.
@@ -15,14 +16,14 @@ pass of a model while another explains it should hold that lock too (or use ``ca
 """
 from .cam import (FUSED, GRADIENT_FREE, HOOK_LOCK, METHODS, cam, cam_batch, cam_layer_choices, cam_with_prediction,
                   recommended_cam, warm_up)
-from .faithfulness import deletion_drops, faithfulness
+from .faithfulness import deletion_drops, faithfulness, randomised, randomised_twin
 from .plots import SEExcitationPlot, overlay, plot_class_specificity, plot_se_excitations
 from .se import (PROFILES_NAME, class_specificity, compute_se_profiles, has_se, load_se_profiles,
                  save_se_profiles, se_attention, se_excitations, se_weighted_map)
 
 __all__ = ["METHODS", "GRADIENT_FREE", "FUSED", "recommended_cam", "HOOK_LOCK", "cam", "cam_batch",
            "cam_with_prediction", "cam_layer_choices",
-           "warm_up", "faithfulness", "deletion_drops", "overlay", "SEExcitationPlot", "plot_se_excitations",
+           "warm_up", "faithfulness", "deletion_drops", "randomised", "randomised_twin", "overlay", "SEExcitationPlot", "plot_se_excitations",
            "plot_class_specificity",
            "se_attention", "se_excitations", "se_weighted_map", "has_se", "compute_se_profiles", "save_se_profiles",
            "load_se_profiles", "class_specificity", "PROFILES_NAME"]

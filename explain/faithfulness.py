@@ -2,7 +2,8 @@
 
 The deletion test of Petsiuk et al. (RISE, 2018), at one fraction, against two trivial explanations:
 the central square ("the object is in the middle") and squares at random positions, both of the same
-area as the blanked CAM pixels. Scattered random pixels are not used as the baseline: they destroy
+area as the blanked CAM pixels; and against the same method's map from random weights (``randomised_twin``),
+whose drop is what the map's shape alone (scattered edge pixels, say) would cost any model. Scattered random pixels are not used as the baseline: they destroy
 texture everywhere and would flatter no explanation. Blanking sets pixels to the dataset mean, i.e. 0
 after normalisation. The library's metrics (ROAD, CamMultImageConfidenceChange) perturb differently
 (soft masks, noisy imputation) and have no such baselines, hence this small module.
@@ -14,6 +15,7 @@ import math
 import numpy as np
 import torch
 
+from architectures import create_model
 from .cam import HOOK_LOCK, check_one_image
 
 
@@ -83,16 +85,48 @@ def deletion_drops(model, x: torch.Tensor, heatmaps, targets=None, fraction: flo
     return result
 
 
+def randomised(model):
+    """The model with every parameter (and BatchNorm statistic) reset by PyTorch's default initialiser, seeded
+    (0) without touching the caller's random state; returned in eval mode.
+
+    Not the zoo's own initialisation: that zero-initialises residual branches and MLP-Mixer's head, so a
+    fresh model's maps would be constant and could not show what a map owes to the learned weights.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            if hasattr(module, "reset_running_stats"):
+                module.reset_running_stats()
+    return model.eval()
+
+
+def randomised_twin(model):
+    """A model of a loaded checkpoint's architecture and arguments with random weights (``randomised``), on
+    the same device: the reference of the sanity check and of the deletion check's random-weights baseline."""
+    config = model.config
+    with torch.random.fork_rng(devices=[]):  # building it draws the zoo's own initialisation: not from the caller's stream
+        twin = create_model(config["arch"], num_classes=len(config["class_names"]), **config.get("arch_args", {}))
+    return randomised(twin).to(next(model.parameters()).device)
+
+
 def faithfulness(model, x: torch.Tensor, heatmap: np.ndarray, target: int | None = None,
-                 fraction: float = 0.25) -> dict:
+                 fraction: float = 0.25, random_weights_heatmap: np.ndarray | None = None) -> dict:
     """One image's deletion figures, as plain floats for the app.
 
     Keys: "cam_drop", "centre_drop", "random_square_drop" (probability drops of the target class, the
     predicted one when ``target`` is None), "ratio_vs_random" (cam_drop / random_square_drop; None where
-    blanking random squares did not lower the probability), "target", "probability".
+    blanking random squares did not lower the probability), "target", "probability"; with
+    ``random_weights_heatmap`` (the same method's map of the same class from ``randomised_twin(model)``)
+    also "random_weights_drop", the drop when that map's top pixels are blanked instead.
     """
     check_one_image(x)
-    drops = deletion_drops(model, x, np.asarray(heatmap)[None], None if target is None else [target], fraction)
+    reference = None if random_weights_heatmap is None else np.asarray(random_weights_heatmap)[None]
+    drops = deletion_drops(model, x, np.asarray(heatmap)[None], None if target is None else [target], fraction,
+                           reference_heatmaps=reference)
+    if "reference_drop" in drops:
+        drops["random_weights_drop"] = drops.pop("reference_drop")
     result = {key: float(value[0]) for key, value in drops.items()}
     result["target"] = int(result["target"])
     random_drop = result["random_square_drop"]

@@ -8,7 +8,7 @@ tests/test_explain.py's first ``--skip`` of the same seeded shuffle):
 
 - the deletion check (``faithfulness.deletion_drops``): how far the class's probability falls when the
   map's hottest quarter is blanked, against the central square and random squares of that area;
-  and against the map of the same method and layer from randomly initialised weights (``randomised``),
+  and against the map of the same method and layer from randomly initialised weights (``faithfulness.randomised_twin``),
   blanked in the same way. That last baseline catches maps whose drop comes from their shape alone: a
   shallow layer's map picks scattered pixels along the image's edges, and blanking those hurts any model,
   as LayerCAM at the widened ResNet's first stage showed (a 0.511 drop, 2.8 times the centre square's,
@@ -39,12 +39,12 @@ import torch
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
-from architectures import CheckpointError, create_model, load_pretrained
+from architectures import CheckpointError, load_pretrained
 from train.augment import normalize
 from train.data import DataError, load_images, split_train_val
 
 from .cam import METHODS, cam_batch
-from .faithfulness import deletion_drops
+from .faithfulness import deletion_drops, randomised_twin
 
 SANITY_MAX_SPEARMAN = 0.5  # as tests/test_explain.py
 DELETION_FRACTION = 0.25
@@ -73,21 +73,6 @@ class Setting:
         return (f"{self.method:20s} {self.layer:16s} {self.cam:6.3f} {self.centre:6.3f} {self.random:6.3f} "
                 f"{self.random_weights:7.3f} {self.cam / max(self.random, 1e-9):5.2f} {self.margin:+7.3f} "
                 f"{self.spearman:8.3f} {self.ms_per_image:7.1f}")
-
-
-def randomised(model):
-    """The model with every parameter (and BatchNorm statistic) reset by PyTorch's default initialiser.
-
-    Not the zoo's own initialisation: that zero-initialises residual branches and MLP-Mixer's head, so a
-    fresh model's maps would be constant and could not show what a map owes to the learned weights.
-    """
-    torch.manual_seed(0)
-    for module in model.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-        if hasattr(module, "reset_running_stats"):
-            module.reset_running_stats()
-    return model.eval()
 
 
 def map_spearman(maps: np.ndarray, other_maps: np.ndarray) -> float:
@@ -134,13 +119,6 @@ def deletion_figures(model, random_model, x: torch.Tensor, method: str, layer: s
         for key in drops:
             drops[key].append(result[key])
     return {key: np.concatenate(parts) for key, parts in drops.items()}
-
-
-def randomised_twin(model):
-    """A model of a loaded checkpoint's architecture and arguments, with random weights (``randomised``)."""
-    config = model.config
-    return randomised(create_model(config["arch"], num_classes=len(config["class_names"]),
-                                   **config.get("arch_args", {})))
 
 
 def measure(model, random_model, x: torch.Tensor, method: str, layer: str, sanity_images: int) -> Setting:

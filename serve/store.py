@@ -78,6 +78,9 @@ class LoadedModel:
     signature: tuple
     # Held while the model runs: Grad-CAM hooks must only ever see their own forward pass.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The same architecture with random weights, built on first use (under ``lock``) by whoever needs it: the
+    # app's faithfulness panel compares the map with this model's map (explain.randomised_twin).
+    random_twin: torch.nn.Module | None = None
 
 
 class ModelStore:

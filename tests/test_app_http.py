@@ -146,7 +146,7 @@ def test_explain_with_just_image_and_architecture(client, layout, photo):
                 assert picture.size == original.size
         else:
             assert se_plot is None and se_map is None and "no SE blocks" in note
-        assert len(faithfulness["data"]) == 3 and "probability" in note
+        assert len(faithfulness["data"]) == 4 and "probability" in note
 
 
 def test_explain_defaults_to_each_architectures_most_faithful_method(client, layout, photo):

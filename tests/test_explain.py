@@ -23,7 +23,8 @@ from explain.cam import FUSED_BLUR_SIGMA
 from architectures import create_model, list_models, load_pretrained, save_pretrained
 from architectures._blocks import SqueezeExcite
 from explain.profiles import main as profiles_main
-from explain.select import deletion_figures, map_spearman, randomised, randomised_twin, validation_order
+from explain.faithfulness import randomised, randomised_twin
+from explain.select import deletion_figures, map_spearman, validation_order
 from train.augment import normalize
 from train.data import load_images
 
@@ -414,6 +415,26 @@ def test_faithfulness_of_one_image():
     if result["random_square_drop"] > 0:
         assert result["ratio_vs_random"] == pytest.approx(result["cam_drop"] / result["random_square_drop"])
     assert result == explain.faithfulness(model, random_input(), centre), "seeded: the same figures twice"
+    assert "random_weights_drop" not in result
+    # The app's fourth bar: the random-weights map blanked in the same pass. The centre map again must drop
+    # exactly as much as the centre square; the other figures stay as they were.
+    with_twin = explain.faithfulness(model, random_input(), centre, random_weights_heatmap=centre)
+    assert with_twin["random_weights_drop"] == pytest.approx(with_twin["centre_drop"], abs=1e-6)
+    assert {key: with_twin[key] for key in result} == result
+
+
+def test_randomised_twin_is_seeded_and_leaves_the_callers_random_state_alone():
+    model = create_model("senet")  # the zoo's own initialisation, which randomised() replaces
+    model.config = {"arch": "senet", "class_names": [str(i) for i in range(10)], "arch_args": {}}
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    twin, again = randomised_twin(model), randomised_twin(model)
+    assert torch.equal(torch.rand(3), expected_next), "the caller's random stream must not move"
+    assert type(twin) is type(model) and not twin.training
+    for (name, a), b in zip(twin.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), f"{name}: not seeded"
+    assert any(not torch.equal(a, b) for a, b in zip(twin.state_dict().values(), model.state_dict().values()))
 
 
 def test_deletion_drops_blanks_a_reference_map_in_the_same_pass():
