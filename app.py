@@ -45,7 +45,7 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 2**20) -> None:
       the pages. A fixed 1 MB threshold keeps every image buffer in its own mapping, handed back to the
       system when freed: growth 14.6 MB (91-102 MB without it).
     - The price: each fresh mapping is zero-filled page by page on first use, and large activations (the
-      eleven-image batch of the faithfulness check) pay it on every request. In-process explain_image for
+      eight-image batch of the faithfulness panel) pay it on every request. In-process explain_image for
       NIN takes 36-48 ms instead of 24-29; /explain stays under its 150 ms goal (bench/RESULTS.md).
     Only arenas made after the call are bounded, so it runs before any server thread starts. A no-op off
     glibc; a setting given in the environment is left alone.
@@ -79,6 +79,10 @@ EXAMPLES_DIR = ROOT / "examples"
 EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PREDICTED = "predicted"
+# Random squares in the faithfulness panel's baseline: four, not the checks' eight, so that the panel's batch
+# (original, map, centre, squares, random weights' map: eight images) and the random-weights map together
+# keep /explain within its 150 ms on two cores (bench/RESULTS.md; eight squares put googlenet at 163 ms).
+PANEL_RANDOM_SQUARES = 4
 RECOMMENDED = "recommended"  # the CAM method: each architecture's most faithful one (explain.recommended_cam)
 
 
@@ -381,7 +385,8 @@ def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, targ
             loaded.random_twin = explain.randomised_twin(model)
         # The same method's map from random weights: blanking it shows what the map's shape alone costs.
         random_heatmap = explain.cam(loaded.random_twin, x, explained, method, layer_name)
-        figures = explain.faithfulness(model, x, heatmap, explained, random_weights_heatmap=random_heatmap)
+        figures = explain.faithfulness(model, x, heatmap, explained, random_weights_heatmap=random_heatmap,
+                                       n_random=PANEL_RANDOM_SQUARES)
         excitations, se_map = explain.se_attention(model, x)
     shown = names[explained]
     picture = explain.overlay(pil, heatmap, opacity)

@@ -112,7 +112,7 @@ def randomised_twin(model):
 
 
 def faithfulness(model, x: torch.Tensor, heatmap: np.ndarray, target: int | None = None,
-                 fraction: float = 0.25, random_weights_heatmap: np.ndarray | None = None) -> dict:
+                 fraction: float = 0.25, random_weights_heatmap: np.ndarray | None = None, n_random: int = 8) -> dict:
     """One image's deletion figures, as plain floats for the app.
 
     Keys: "cam_drop", "centre_drop", "random_square_drop" (probability drops of the target class, the
@@ -124,7 +124,7 @@ def faithfulness(model, x: torch.Tensor, heatmap: np.ndarray, target: int | None
     check_one_image(x)
     reference = None if random_weights_heatmap is None else np.asarray(random_weights_heatmap)[None]
     drops = deletion_drops(model, x, np.asarray(heatmap)[None], None if target is None else [target], fraction,
-                           reference_heatmaps=reference)
+                           n_random, reference_heatmaps=reference)
     if "reference_drop" in drops:
         drops["random_weights_drop"] = drops.pop("reference_drop")
     result = {key: float(value[0]) for key, value in drops.items()}
