@@ -2,9 +2,10 @@
 
 The deletion test of Petsiuk et al. (RISE, 2018), at one fraction, against two trivial explanations:
 the central square ("the object is in the middle") and squares at random positions, both of the same
-area as the blanked CAM pixels; and against the same method's map from random weights (``randomised_twin``),
-whose drop is what the map's shape alone (scattered edge pixels, say) would cost any model. Scattered random pixels are not used as the baseline: they destroy
-texture everywhere and would flatter no explanation. Blanking sets pixels to the dataset mean, i.e. 0
+area as the blanked CAM pixels; and against the same method's map from random weights
+(``randomised_twin``), whose drop is what the map's shape alone (scattered edge pixels, say) would cost
+any model. Scattered random pixels are not used as the baseline: they destroy texture everywhere and
+would flatter no explanation. Blanking sets pixels to the dataset mean, i.e. 0
 after normalisation. The library's metrics (ROAD, CamMultImageConfidenceChange) perturb differently
 (soft masks, noisy imputation) and have no such baselines, hence this small module.
 """
@@ -119,7 +120,8 @@ def faithfulness(model, x: torch.Tensor, heatmap: np.ndarray, target: int | None
     predicted one when ``target`` is None), "ratio_vs_random" (cam_drop / random_square_drop; None where
     blanking random squares did not lower the probability), "target", "probability"; with
     ``random_weights_heatmap`` (the same method's map of the same class from ``randomised_twin(model)``)
-    also "random_weights_drop", the drop when that map's top pixels are blanked instead.
+    also "random_weights_drop", the drop when that map's top pixels are blanked instead. ``n_random``: how
+    many random squares the baseline averages (the app shows four, to keep within its latency goal).
     """
     check_one_image(x)
     reference = None if random_weights_heatmap is None else np.asarray(random_weights_heatmap)[None]
