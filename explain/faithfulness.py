@@ -30,15 +30,16 @@ def _squares(height: int, width: int, side: int, tops: torch.Tensor, lefts: torc
 
 @torch.no_grad()
 def deletion_drops(model, x: torch.Tensor, heatmaps, targets=None, fraction: float = 0.25, n_random: int = 8,
-                   seed: int = 0, reference_heatmaps=None) -> dict[str, np.ndarray]:
+                   seed: int = 0, random_weights_heatmaps=None) -> dict[str, np.ndarray]:
     """Per image of a batch: how much the target's probability drops when pixels are blanked.
 
     Blanked: the top ``fraction`` of pixels by heatmap ("cam_drop"), the central square of that area
     ("centre_drop"), ``n_random`` squares of that area at seeded random positions (their mean drop,
     "random_square_drop"). ``targets=None`` means each image's predicted class. All variants go through
     the model in one batched forward pass. Also returns "target" and "probability" (before blanking).
-    ``reference_heatmaps`` (another explanation of the same images, e.g. from random weights) adds
-    "reference_drop", the drop when their top ``fraction`` is blanked instead, in the same forward pass.
+    ``random_weights_heatmaps`` (the same method's maps of the same images and classes from
+    ``randomised_twin(model)``) adds "random_weights_drop", the drop when their top ``fraction`` is blanked
+    instead, in the same forward pass.
     """
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
@@ -60,8 +61,8 @@ def deletion_drops(model, x: torch.Tensor, heatmaps, targets=None, fraction: flo
     lefts = torch.randint(0, width - side + 1, (batch, n_random), generator=generator)
     random_squares = _squares(height, width, side, tops, lefts)
 
-    # Per image: original, CAM-blanked, centre-blanked, the random squares, then the reference map's.
-    references = [] if reference_heatmaps is None else [top_pixels(reference_heatmaps)]
+    # Per image: original, CAM-blanked, centre-blanked, the random squares, then the random-weights map's.
+    references = [] if random_weights_heatmaps is None else [top_pixels(random_weights_heatmaps)]
     masks = torch.cat([torch.zeros(batch, 1, height, width, dtype=torch.bool),
                        top_pixels(heatmaps),
                        centre.expand(batch, 1, height, width),
@@ -82,7 +83,7 @@ def deletion_drops(model, x: torch.Tensor, heatmaps, targets=None, fraction: flo
         "probability": p[:, 0].cpu().numpy(),
     }
     if references:
-        result["reference_drop"] = drops[:, -1]
+        result["random_weights_drop"] = drops[:, -1]
     return result
 
 
@@ -126,9 +127,7 @@ def faithfulness(model, x: torch.Tensor, heatmap: np.ndarray, target: int | None
     check_one_image(x)
     reference = None if random_weights_heatmap is None else np.asarray(random_weights_heatmap)[None]
     drops = deletion_drops(model, x, np.asarray(heatmap)[None], None if target is None else [target], fraction,
-                           n_random, reference_heatmaps=reference)
-    if "reference_drop" in drops:
-        drops["random_weights_drop"] = drops.pop("reference_drop")
+                           n_random, random_weights_heatmaps=reference)
     result = {key: float(value[0]) for key, value in drops.items()}
     result["target"] = int(result["target"])
     random_drop = result["random_square_drop"]

@@ -114,8 +114,8 @@ def deletion_figures(model, random_model, x: torch.Tensor, method: str, layer: s
         targets = probs.argmax(1)
         random_maps, _ = cam_batch(random_model, chunk, targets=targets, method=method, layer=layer)
         result = deletion_drops(model, chunk, maps, targets, fraction=DELETION_FRACTION, seed=start,
-                                reference_heatmaps=random_maps)
-        result["random_weights_drop"], result["random_weights_map"] = result["reference_drop"], random_maps
+                                random_weights_heatmaps=random_maps)
+        result["random_weights_map"] = random_maps
         for key in drops:
             drops[key].append(result[key])
     return {key: np.concatenate(parts) for key, parts in drops.items()}

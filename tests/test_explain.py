@@ -439,19 +439,19 @@ def test_randomised_twin_is_seeded_and_leaves_the_callers_random_state_alone():
     assert any(not torch.equal(a, b) for a, b in zip(twin.state_dict().values(), model.state_dict().values()))
 
 
-def test_deletion_drops_blanks_a_reference_map_in_the_same_pass():
-    """reference_heatmaps adds the drop for another map's hottest pixels; the other figures are unchanged."""
+def test_deletion_drops_blanks_the_random_weights_map_in_the_same_pass():
+    """random_weights_heatmaps adds the drop for another map's hottest pixels; the other figures are unchanged."""
     model = random_model("resnet")
     x = torch.cat([random_input(seed) for seed in range(3)])
     maps = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
     plain = explain.deletion_drops(model, x, maps, seed=1)
-    with_reference = explain.deletion_drops(model, x, maps, seed=1, reference_heatmaps=maps[::-1].copy())
-    assert "reference_drop" not in plain
+    with_reference = explain.deletion_drops(model, x, maps, seed=1, random_weights_heatmaps=maps[::-1].copy())
+    assert "random_weights_drop" not in plain
     for key, values in plain.items():
         np.testing.assert_allclose(with_reference[key], values, atol=1e-5, err_msg=key)
-    same = explain.deletion_drops(model, x, maps, seed=1, reference_heatmaps=maps)
-    np.testing.assert_allclose(same["reference_drop"], same["cam_drop"], atol=1e-6)
-    assert not np.allclose(with_reference["reference_drop"], with_reference["cam_drop"], atol=1e-6)
+    same = explain.deletion_drops(model, x, maps, seed=1, random_weights_heatmaps=maps)
+    np.testing.assert_allclose(same["random_weights_drop"], same["cam_drop"], atol=1e-6)
+    assert not np.allclose(with_reference["random_weights_drop"], with_reference["cam_drop"], atol=1e-6)
 
 
 # --- Squeeze-and-excitation -----------------------------------------------------------------------------
