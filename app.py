@@ -179,9 +179,9 @@ def get_model(architecture) -> serve.LoadedModel:
 # ---------------------------------------------------------------------------------------------------------
 # Architecture list, default and card.
 def _served_accuracy(config: dict):
-    """Validation accuracy as the app predicts (image and mirror image averaged); the model-alone figure for
+    """Validation accuracy as the app predicts (shifted and mirrored copies averaged); the model-alone figure for
     a checkpoint that does not record it."""
-    return config.get("val_accuracy_flip_tta", config.get("val_accuracy"))
+    return config.get("val_accuracy_tta", config.get("val_accuracy"))
 
 
 def architecture_choices(configs: dict[str, dict]) -> list[tuple[str, str]]:
@@ -225,7 +225,7 @@ def architecture_card(name: str) -> str:
             "| | |", "|---|---|",
             f"| Parameters | {config.get('params', 0) / 1e6:.2f} M |",
             f"| Validation accuracy | **{_served_accuracy(config) or 0:.2%}** "
-            f"averaged with the mirror image, as served; {config.get('val_accuracy', 0):.2%} for the image "
+            f"averaged over shifted and mirrored copies, as served; {config.get('val_accuracy', 0):.2%} for the image "
             f"alone ({config.get('val_split', 'held-out split')}) |",
             f"| Training | {config.get('epochs', '?')} epochs, {_minutes(config.get('train_seconds'))} on "
             f"{config.get('hardware', '?')} |",
@@ -377,7 +377,7 @@ def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, targ
         layer_name = layer_name or layers[-1]
     x = serve.to_tensor(pil, config, STORE.device)
     with loaded.lock:
-        # The class the top-5 shows (image and mirror image averaged), so the map explains that label.
+        # The class the top-5 shows (shifted and mirrored copies averaged), so the map explains that label.
         predicted = serve.served_class(model, x)
         explained = predicted if target_index is None else target_index
         heatmap = explain.cam(model, x, explained, method, layer_name)
@@ -407,7 +407,7 @@ def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, targ
              else f"layer `{layer_name}`")
     note = (f"{method} at {where} ({layers.index(layer_name) + 1} of {len(layers)}), class "
             f"**{shown}**. Blanking the CAM's hottest quarter of the image lowers that class's probability "
-            f"(for the image as uploaded, without the mirror image the top-5 also averages in) by "
+            f"(for the image as uploaded, without the shifted and mirrored copies the top-5 also averages in) by "
             f"{figures['cam_drop']:.2f} (from {figures['probability']:.2f}): {ratio_text}. A faithful map "
             f"beats the centre square ({figures['centre_drop']:.2f}), random squares, and the same method's map "
             f"from the same network with random weights ({figures['random_weights_drop']:.2f}), whose drop comes "
@@ -484,7 +484,7 @@ def zoo_table(current=None, zoo_current=None):
             "architecture": config.get("display_name", name),
             "name": name,
             "val accuracy": _served_accuracy(config),
-            "without flip TTA": config.get("val_accuracy"),
+            "without TTA": config.get("val_accuracy"),
             "params (M)": round(config.get("params", 0) / 1e6, 3),
             "MMACs": round(_macs(name, json.dumps(config.get("arch_args", {}), sort_keys=True),
                                  config.get("image_size", 32)) / 1e6, 1),
@@ -513,7 +513,7 @@ def zoo_table(current=None, zoo_current=None):
             gr.update(choices=zoo_choices, value=zoo_current if zoo_current in configs else best))
 
 
-ZOO_HEADERS = ["architecture", "name", "val accuracy", "without flip TTA", "params (M)", "MMACs", "size (MB)",
+ZOO_HEADERS = ["architecture", "name", "val accuracy", "without TTA", "params (M)", "MMACs", "size (MB)",
                "latency (ms)", "epochs", "training time (min)", "hardware"]
 
 

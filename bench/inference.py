@@ -3,8 +3,8 @@
     python bench/inference.py [--archs resnet,senet] [--calls 200] [--json out.json]
 
 Per architecture with a checkpoint in ``--checkpoints``: batch-1 latency (p50/p95 over ``--calls`` calls
-after ``--warmup``) of the model alone and p50 of the prediction the app serves (the image and its mirror
-image in one batch, ``train.augment.flip_averaged_probs``), and throughput at ``--batch-size`` (images/s over ``--batches`` batches after one
+after ``--warmup``) of the model alone and p50 of the prediction the app serves (shifted and mirrored
+copies in one batch, ``train.augment.served_probs``), and throughput at ``--batch-size`` (images/s over ``--batches`` batches after one
 warm-up batch), under ``torch.inference_mode``, fp32, the layout the app serves (the model as
 ``architectures.load_pretrained`` returns it, input N x 3 x S x S) on the CPU, and on CUDA as well when
 one is present (unless ``--no-cuda``). Also parameters, MACs per image (``train.zoo_table.count_macs``),
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from architectures import CheckpointError, list_models, load_pretrained  # noqa: E402
 from architectures.checkpoint import WEIGHTS_NAME, atomic_write_json  # noqa: E402
-from train.augment import flip_averaged_probs  # noqa: E402
+from train.augment import served_probs  # noqa: E402
 from train.env import describe_hardware  # noqa: E402
 from train.trainer import synchronize  # noqa: E402
 from train.zoo_table import count_macs  # noqa: E402
@@ -75,7 +75,7 @@ def measure(folder: Path, devices: list[torch.device], calls: int, warmup: int, 
     for device in devices:
         model = model.to(device)
         row[device.type] = {"batch1": latency_ms(model, one.to(device), calls, warmup),
-                            "served_batch1": latency_ms(partial(flip_averaged_probs, model), one.to(device), calls,
+                            "served_batch1": latency_ms(partial(served_probs, model), one.to(device), calls,
                                                         warmup),
                             "batch_images_per_second": throughput(model, batch.to(device), batches)}
     return row

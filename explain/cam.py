@@ -190,7 +190,7 @@ def cam_with_prediction(model, x: torch.Tensor, target: int | None = None, metho
                         layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One image's CAM (H x W in [0, 1]) and its class probabilities (K,), from one forward pass: both for
     the cost of one, where the plain prediction is wanted (the app explains the class it serves, which
-    averages in the mirror image: ``serve.served_class``)."""
+    averages in shifted and mirrored copies: ``serve.served_class``)."""
     check_one_image(x)
     maps, probs = cam_batch(model, x, None if target is None else [target], method, layer)
     return maps[0], probs[0]

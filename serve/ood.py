@@ -98,15 +98,15 @@ def synthetic_ood(n_each: int = 100, size: int = 32, seed: int = 0) -> torch.Ten
 
 @torch.inference_mode()
 def softmax_of(model, images_uint8: torch.Tensor, config: dict, batch_size: int = 500) -> np.ndarray:
-    """The probabilities the app serves (flip test-time augmentation) for a batch of uint8 images."""
-    from train.augment import flip_averaged_probs, normalize
+    """The probabilities the app serves (its test-time augmentation, ``served_probs``) for uint8 images."""
+    from train.augment import normalize, served_probs
 
     mean, std = torch.tensor(config["mean"]), torch.tensor(config["std"])
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(images_uint8), batch_size):
         x = normalize(images_uint8[start:start + batch_size], mean, std).to(device)
-        out.append(flip_averaged_probs(model, x).cpu())
+        out.append(served_probs(model, x).cpu())
     return torch.cat(out).numpy()
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from architectures import list_models
 
-from train.augment import flip_averaged_probs
+from train.augment import served_probs
 
 from .images import to_tensor
 from .ood import verdict
@@ -26,7 +26,7 @@ class Prediction:
     arch: str
     display_name: str
     class_names: list[str]
-    probs: np.ndarray                 # softmax over all classes, averaged with the mirror image's; float64
+    probs: np.ndarray                 # softmax over all classes, averaged over the TTA views; float64
     top: list[tuple[str, float]]      # the k most likely (class, probability), best first
     ood: dict                         # serve.ood.verdict(...)
     latency_ms: float                 # preprocessing + forward pass, on the serving device
@@ -50,17 +50,17 @@ class Prediction:
 
 
 def served_class(model, x: torch.Tensor) -> int:
-    """The class the app predicts for one normalised image: the flip-averaged one, as in ``run_model``.
+    """The class the app predicts for one normalised image: the test-time augmented one, as in ``run_model``.
     The caller holds the model's lock."""
     with torch.inference_mode():
-        return int(flip_averaged_probs(model, x)[0].argmax())
+        return int(served_probs(model, x)[0].argmax())
 
 
 def run_model(loaded: LoadedModel, image: Image.Image, k: int = 5, thresholds: dict | None = None) -> Prediction:
     """Classify one decoded image with a loaded model; holds the model's lock while it runs.
 
-    The probabilities average the image and its mirror image (flip test-time augmentation, as the
-    validation figures ``val_accuracy_flip_tta`` are measured).
+    The probabilities average shifted and mirrored copies of the image (``train.augment.served_probs``,
+    as the validation figure ``val_accuracy_tta`` is measured).
 
     ``thresholds`` are the out-of-distribution entries by architecture (``serve.ood.load_thresholds``).
     """
@@ -68,7 +68,7 @@ def run_model(loaded: LoadedModel, image: Image.Image, k: int = 5, thresholds: d
     start = time.perf_counter()
     x = to_tensor(image, config, next(loaded.model.parameters()).device)
     with loaded.lock, torch.inference_mode():
-        probs = flip_averaged_probs(loaded.model, x)[0].cpu().numpy().astype(np.float64)
+        probs = served_probs(loaded.model, x)[0].cpu().numpy().astype(np.float64)
     latency_ms = (time.perf_counter() - start) * 1000
     names = config["class_names"]
     order = np.argsort(-probs)[:k]

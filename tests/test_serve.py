@@ -18,7 +18,7 @@ import serve
 from architectures import create_model, list_models, save_pretrained
 from serve.corpus import png_bomb, write_corpus
 from serve.ood import calibrate, verdict
-from train.augment import flip_averaged_probs, normalize
+from train.augment import served_probs, normalize
 from train.data import to_square_rgb
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -302,16 +302,18 @@ def test_predict_top_k(store):
     assert np.allclose(prediction.probs, again.probs)  # eval mode: deterministic
 
 
-def test_predictions_average_the_image_and_its_mirror(store):
-    """Flip test-time augmentation, as the validation figure val_accuracy_flip_tta is measured."""
+def test_predictions_average_the_tta_views(store):
+    """Test-time augmentation, as the validation figure val_accuracy_tta is measured."""
     ramp = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (48, 1, 3))  # not its own mirror
     prediction = serve.predict(store, "resnet", Image.fromarray(ramp))
     model = store.get("resnet").model
     with torch.no_grad():
         plain = model(prediction.x).softmax(-1)[0].numpy()
         mirrored = model(prediction.x.flip(3)).softmax(-1)[0].numpy()
+        served = served_probs(model, prediction.x)[0].numpy()
     assert not np.allclose(plain, mirrored, atol=1e-4)
-    np.testing.assert_allclose(prediction.probs, (plain + mirrored) / 2, atol=1e-5)
+    assert not np.allclose(prediction.probs, plain, atol=1e-4)
+    np.testing.assert_allclose(prediction.probs, served, atol=1e-6)
     with store.get("resnet").lock:
         assert serve.served_class(model, prediction.x) == prediction.index
 
@@ -338,8 +340,8 @@ def test_calibration_keeps_95_percent_of_validation(store):
     entry = calibrate(loaded.model, loaded.config, images, labels)
     assert entry["score"] in ("max_prob", "entropy") and entry["val_images"] == 200
     assert abs(entry["candidates"][entry["score"]]["val_flagged"] - 0.05) <= 0.01
-    with torch.no_grad():  # what the app serves: image and mirror image averaged
-        probs = flip_averaged_probs(loaded.model, normalize(images, torch.tensor(CONFIG["mean"]),
+    with torch.no_grad():  # what the app serves: the TTA views averaged
+        probs = served_probs(loaded.model, normalize(images, torch.tensor(CONFIG["mean"]),
                                                             torch.tensor(CONFIG["std"]))).numpy()
     entry["weights_sha256"] = loaded.weights_sha256
     flagged = [verdict(p, entry, loaded.weights_sha256)["ood"] for p in probs]

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from architectures import create_model, load_pretrained
 from conftest import REPO_ROOT, make_image_folder
-from train.augment import flip_averaged_probs, random_cutmix, random_cutout, random_flip, random_translate
+from train.augment import random_cutmix, random_cutout, random_flip, random_translate, served_probs, translated
 from train.config import TrainConfig, parse_config
 from train.data import DataError, load_images, split_train_val
 from train.trainer import lr_factor, train
@@ -199,11 +199,11 @@ def test_evaluate_writes_accuracy_and_confusion_matrix(tmp_path, tiny_folder):
     report = json.loads((tmp_path / "eval.json").read_text())
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert report["images"] == 12 and report["accuracy"] == pytest.approx(config["val_accuracy"], abs=1e-4)
-    assert report["accuracy_flip_tta"] == pytest.approx(config["val_accuracy_flip_tta"], abs=1e-4)
+    assert report["accuracy_tta"] == pytest.approx(config["val_accuracy_tta"], abs=1e-4)
     assert (tmp_path / "out" / "confusion.png").is_file()
     # --record sets both figures from this evaluation: here into a checkpoint trained before training
     # recorded the flip-TTA figure, whose val_accuracy is off (as a bf16 run's last epoch may be).
-    del config["val_accuracy_flip_tta"]
+    del config["val_accuracy_tta"]
     config["val_accuracy"] = 0.0
     (tmp_path / "out" / "config.json").write_text(json.dumps(config))
     result = subprocess.run([sys.executable, "-m", "train.evaluate", "--checkpoint", str(tmp_path / "out"),
@@ -212,18 +212,30 @@ def test_evaluate_writes_accuracy_and_confusion_matrix(tmp_path, tiny_folder):
     assert result.returncode == 0, result.stderr
     recorded = json.loads((tmp_path / "out" / "config.json").read_text())
     assert recorded == {**config, "val_accuracy": round(report["accuracy"], 4),
-                        "val_accuracy_flip_tta": round(report["accuracy_flip_tta"], 4),
+                        "val_accuracy_tta": round(report["accuracy_tta"], 4),
                         "val_accuracy_measured_by": "python -m train.evaluate, float32 on cpu"}
 
 
-def test_flip_averaged_probs_average_the_image_and_its_mirror():
+def test_translated_moves_the_image_and_reflects_the_uncovered_edge():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    down_right = translated(x, 1, 1)[0, 0]
+    torch.testing.assert_close(down_right[1:, 1:], x[0, 0, :3, :3])
+    torch.testing.assert_close(down_right[0, 1:], x[0, 0, 1, :3])  # row -1 reflects row 1
+    torch.testing.assert_close(translated(x, -1, -1)[0, 0, :3, :3], x[0, 0, 1:, 1:])
+    assert translated(x, 0, 0) is x
+
+
+def test_served_probs_weigh_the_moved_and_mirrored_views():
     model = create_model("bn_convnet").eval()
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        expected = (model(x).softmax(-1) + model(x.flip(3)).softmax(-1)) / 2
-        torch.testing.assert_close(flip_averaged_probs(model, x), expected)
-        symmetric = torch.cat([x[..., :16], x[..., :16].flip(3)], dim=3)  # its own mirror image
-        torch.testing.assert_close(flip_averaged_probs(model, symmetric), model(symmetric).softmax(-1))
+        def pair(view):
+            return (model(view).softmax(-1) + model(view.flip(3)).softmax(-1)) / 2
+        expected = 0.5 * pair(x) + 0.25 * pair(translated(x, -1, -1)) + 0.25 * pair(translated(x, 1, 1))
+        torch.testing.assert_close(served_probs(model, x), expected)
+        assert not torch.allclose(served_probs(model, x), pair(x), atol=1e-4)  # the shifts count
+        constant = torch.full((2, 3, 32, 32), 0.3)  # its own mirror image and its own shifts
+        torch.testing.assert_close(served_probs(model, constant), model(constant).softmax(-1))
 
 
 def test_two_process_ddp_on_cpu(tmp_path):

@@ -3,9 +3,9 @@ and a confusion-matrix PNG.
 
 By default it scores the checkpoint's own fixed validation split of ``--data`` (the split the training
 run held out, rebuilt from the split seed and fraction in its config); ``--split all`` scores every image
-of ``--data``, for a separate test folder. It gives the accuracy of the model alone and with flip
-test-time augmentation (``train.augment.flip_averaged_probs``, what the app serves); ``--record`` stores
-both in a checkpoint folder's ``config.json`` (``val_accuracy``, ``val_accuracy_flip_tta``), so the two
+of ``--data``, for a separate test folder. It gives the accuracy of the model alone and with the
+app's test-time augmentation (``train.augment.served_probs``: shifted and mirrored copies averaged); ``--record`` stores
+both in a checkpoint folder's ``config.json`` (``val_accuracy``, ``val_accuracy_tta``), so the two
 columns of the zoo table come from one float32 evaluation, as the app computes them, rather than from a
 bf16 training run's last epoch (they differ by a few hundredths of a point).
 """
@@ -60,7 +60,7 @@ def run(cfg: EvalConfig) -> dict:
     images, labels = image_set.images[index].to(device), image_set.labels[index].to(device)
     mean, std = torch.tensor(config["mean"], device=device), torch.tensor(config["std"], device=device)
     loss, accuracy, predictions = evaluate(model, images, labels, mean, std, channels_last=False)
-    tta_loss, tta_accuracy, _ = evaluate(model, images, labels, mean, std, channels_last=False, flip_tta=True)
+    tta_loss, tta_accuracy, _ = evaluate(model, images, labels, mean, std, channels_last=False, tta=True)
     num_classes = len(config["class_names"])
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     confusion.index_put_((labels.cpu(), predictions.cpu()), torch.ones(len(labels), dtype=torch.int64), accumulate=True)
@@ -70,7 +70,7 @@ def run(cfg: EvalConfig) -> dict:
     plot_confusion(confusion.numpy(), config["class_names"], png,
                    title=f"{config.get('display_name', config['arch'])}: {cfg.split} split, {accuracy:.1%}")
     result = {"checkpoint": cfg.checkpoint, "split": cfg.split, "images": len(labels), "accuracy": accuracy,
-              "loss": loss, "accuracy_flip_tta": tta_accuracy, "loss_flip_tta": tta_loss,
+              "loss": loss, "accuracy_tta": tta_accuracy, "loss_tta": tta_loss,
               "per_class_accuracy": dict(zip(config["class_names"], per_class)),
               "confusion": confusion.tolist(), "confusion_png": str(png)}
     if cfg.json_out:
@@ -82,10 +82,12 @@ def run(cfg: EvalConfig) -> dict:
 
 def record_accuracy(folder: Path, accuracy: float, tta_accuracy: float, measured_by: str) -> None:
     """Set both validation figures in the checkpoint's config.json, leaving every other key as it was
-    (the training run's own last-epoch figure stays in ``stages`` and ``log.jsonl``)."""
+    except the flip-only figure earlier versions served (the training run's own last-epoch figure stays in
+    ``stages`` and ``log.jsonl``)."""
     config_path = folder / CONFIG_NAME
     config = json.loads(config_path.read_text())
-    config.update(val_accuracy=round(accuracy, 4), val_accuracy_flip_tta=round(tta_accuracy, 4),
+    config.pop("val_accuracy_flip_tta", None)  # the flip-only figure earlier versions served
+    config.update(val_accuracy=round(accuracy, 4), val_accuracy_tta=round(tta_accuracy, 4),
                   val_accuracy_measured_by=measured_by)
     atomic_write_json(config_path, config)
 
@@ -98,8 +100,8 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{result['checkpoint']}: accuracy {result['accuracy']:.2%} on {result['images']} images "
-          f"({result['split']} split), loss {result['loss']:.3f}; with flip test-time augmentation "
-          f"{result['accuracy_flip_tta']:.2%}")
+          f"({result['split']} split), loss {result['loss']:.3f}; with the app's test-time augmentation "
+          f"{result['accuracy_tta']:.2%}")
     for name, value in result["per_class_accuracy"].items():
         print(f"  {name:>12s}  {value:.2%}")
     print(f"confusion matrix: {result['confusion_png']}")

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from architectures import CheckpointError, check_name, create_model, load_pretrained, save_pretrained
 from architectures.checkpoint import atomic_write_bytes
-from .augment import augment_batch, flip_averaged_probs, normalize, random_cutmix
+from .augment import augment_batch, served_probs, normalize, random_cutmix
 from .config import TrainConfig
 from .data import describe_split, load_images, split_train_val
 from .env import RunEnv, describe_hardware, git_commit, setup, teardown
@@ -190,9 +190,9 @@ def reproducing_command(cfg: TrainConfig) -> str:
 
 @torch.inference_mode()
 def evaluate(model, images_uint8, labels, mean, std, batch_size=1000, autocast=None, channels_last=True,
-             flip_tta=False):
-    """Loss, accuracy and predictions of ``model`` on uint8 images; ``flip_tta`` scores the probabilities
-    averaged with each image's mirror image (``flip_averaged_probs``), as the app predicts."""
+             tta=False):
+    """Loss, accuracy and predictions of ``model`` on uint8 images; ``tta`` scores the probabilities
+    averaged over the app's test-time augmentation (``served_probs``: shifted and mirrored copies)."""
     model.eval()
     total_loss, predictions = 0.0, []
     for start in range(0, len(labels), batch_size):
@@ -200,8 +200,8 @@ def evaluate(model, images_uint8, labels, mean, std, batch_size=1000, autocast=N
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast or torch.autocast(x.device.type, enabled=False):
-            if flip_tta:
-                log_probs = flip_averaged_probs(model, x).clamp_min(1e-12).log()
+            if tta:
+                log_probs = served_probs(model, x).clamp_min(1e-12).log()
             else:
                 log_probs = F.log_softmax(model(x).float(), -1)
         total_loss += F.nll_loss(log_probs, labels[start:start + batch_size], reduction="sum").item()
@@ -394,7 +394,7 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
         return {}
     final_model = ema_model if ema_model is not None else model
     _, tta_accuracy, _ = evaluate(final_model, val_x, val_y, mean, std, autocast=autocast,
-                                  channels_last=cfg.channels_last, flip_tta=True)
+                                  channels_last=cfg.channels_last, tta=True)
     return export(cfg, env, final_model, image_set, len(val_idx), mean, std, history, train_seconds, bf16, code_version,
                   parent, tta_accuracy)
 
@@ -429,8 +429,8 @@ def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds,
         "std": [round(v, 6) for v in std.tolist()],
         "val_accuracy": round(history[-1]["val_accuracy"], 4),
         "val_loss": round(history[-1]["val_loss"], 4),
-        # What the app serves: each image averaged with its mirror image (train.augment.flip_averaged_probs).
-        "val_accuracy_flip_tta": round(tta_accuracy, 4),
+        # What the app serves: test-time augmentation over shifted and mirrored copies (train.augment.served_probs).
+        "val_accuracy_tta": round(tta_accuracy, 4),
         "val_split": describe_split(image_set, cfg.val_fraction, cfg.split_seed, n_val),
         "epochs": cfg.epochs,
         "train_seconds": round(train_seconds, 1),
