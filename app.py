@@ -179,8 +179,8 @@ def get_model(architecture) -> serve.LoadedModel:
 # ---------------------------------------------------------------------------------------------------------
 # Architecture list, default and card.
 def _served_accuracy(config: dict):
-    """Validation accuracy as the app predicts (shifted and mirrored copies averaged); the model-alone figure for
-    a checkpoint that does not record it."""
+    """Validation accuracy as the app predicts (shifted and mirrored copies averaged); the model-alone
+    figure for a checkpoint that does not record it."""
     return config.get("val_accuracy_tta", config.get("val_accuracy"))
 
 
@@ -225,8 +225,8 @@ def architecture_card(name: str) -> str:
             "| | |", "|---|---|",
             f"| Parameters | {config.get('params', 0) / 1e6:.2f} M |",
             f"| Validation accuracy | **{_served_accuracy(config) or 0:.2%}** "
-            f"averaged over shifted and mirrored copies, as served; {config.get('val_accuracy', 0):.2%} for the image "
-            f"alone ({config.get('val_split', 'held-out split')}) |",
+            f"averaged over shifted and mirrored copies, as served; {config.get('val_accuracy', 0):.2%} for "
+            f"the image alone ({config.get('val_split', 'held-out split')}) |",
             f"| Training | {config.get('epochs', '?')} epochs, {_minutes(config.get('train_seconds'))} on "
             f"{config.get('hardware', '?')} |",
             f"| Out-of-distribution flag | {ood} |",
@@ -407,7 +407,8 @@ def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, targ
              else f"layer `{layer_name}`")
     note = (f"{method} at {where} ({layers.index(layer_name) + 1} of {len(layers)}), class "
             f"**{shown}**. Blanking the CAM's hottest quarter of the image lowers that class's probability "
-            f"(for the image as uploaded, without the shifted and mirrored copies the top-5 also averages in) by "
+            f"(for the image as uploaded, without the shifted and mirrored copies the top-5 also averages in) "
+            f"by "
             f"{figures['cam_drop']:.2f} (from {figures['probability']:.2f}): {ratio_text}. A faithful map "
             f"beats the centre square ({figures['centre_drop']:.2f}), random squares, and the same method's map "
             f"from the same network with random weights ({figures['random_weights_drop']:.2f}), whose drop comes "

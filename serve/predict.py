@@ -50,8 +50,8 @@ class Prediction:
 
 
 def served_class(model, x: torch.Tensor) -> int:
-    """The class the app predicts for one normalised image: the test-time augmented one, as in ``run_model``.
-    The caller holds the model's lock."""
+    """The class the app predicts for one normalised image: the test-time augmented one, as in
+    ``run_model``. The caller holds the model's lock."""
     with torch.inference_mode():
         return int(served_probs(model, x)[0].argmax())
 

@@ -9,7 +9,7 @@ def test_the_dropdown_and_the_default_rank_by_the_accuracy_the_app_serves():
     configs = {
         "resnet": {"val_accuracy": 0.910, "val_accuracy_tta": 0.915},
         "senet": {"val_accuracy": 0.905, "val_accuracy_tta": 0.920},
-        "vgg": {"val_accuracy": 0.890},  # trained before the flip figure was recorded
+        "vgg": {"val_accuracy": 0.890},  # trained before the TTA figure was recorded
     }
     assert app.best_architecture(configs) == "senet"
     labels = {name: label for label, name in app.architecture_choices(configs)}

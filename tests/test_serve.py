@@ -18,7 +18,7 @@ import serve
 from architectures import create_model, list_models, save_pretrained
 from serve.corpus import png_bomb, write_corpus
 from serve.ood import calibrate, verdict
-from train.augment import served_probs, normalize
+from train.augment import normalize, served_probs
 from train.data import to_square_rgb
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -344,7 +344,7 @@ def test_calibration_keeps_95_percent_of_validation(store):
     assert abs(entry["candidates"][entry["score"]]["val_flagged"] - 0.05) <= 0.01
     with torch.no_grad():  # what the app serves: the TTA views averaged
         probs = served_probs(loaded.model, normalize(images, torch.tensor(CONFIG["mean"]),
-                                                            torch.tensor(CONFIG["std"]))).numpy()
+                                                     torch.tensor(CONFIG["std"]))).numpy()
     entry["weights_sha256"] = loaded.weights_sha256
     flagged = [verdict(p, entry, loaded.weights_sha256)["ood"] for p in probs]
     assert 0.03 <= np.mean(flagged) <= 0.07

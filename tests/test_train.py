@@ -202,10 +202,11 @@ def test_evaluate_writes_accuracy_and_confusion_matrix(tmp_path, tiny_folder):
     assert report["accuracy_tta"] == pytest.approx(config["val_accuracy_tta"], abs=1e-4)
     assert (tmp_path / "out" / "confusion.png").is_file()
     # --record sets both figures from this evaluation: here into a checkpoint trained before training
-    # recorded the flip-TTA figure, whose val_accuracy is off (as a bf16 run's last epoch may be).
+    # recorded the TTA figure, whose val_accuracy is off (as a bf16 run's last epoch may be) and which has an
+    # earlier version's flip-only figure, which --record drops.
     del config["val_accuracy_tta"]
     config["val_accuracy"] = 0.0
-    (tmp_path / "out" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "out" / "config.json").write_text(json.dumps({**config, "val_accuracy_flip_tta": 0.5}))
     result = subprocess.run([sys.executable, "-m", "train.evaluate", "--checkpoint", str(tmp_path / "out"),
                              "--data", str(tiny_folder), "--cache-dir", str(tmp_path / "cache"), "--record"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
