@@ -40,6 +40,7 @@ def translated(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 # unmoved pair weighs as much as the two moved pairs together. Both are augmentations every recipe trains
 # with (``random_flip``, ``random_translate``).
 TTA_VIEWS = ((0, 0, 0.5), (-1, -1, 0.25), (1, 1, 0.25))
+TTA_COPIES = 2 * len(TTA_VIEWS)  # images per input image in ``served_probs``' forward pass
 
 
 def served_probs(model, x: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from architectures import CheckpointError, check_name, create_model, load_pretrained, save_pretrained
 from architectures.checkpoint import atomic_write_bytes
-from .augment import augment_batch, served_probs, normalize, random_cutmix
+from .augment import TTA_COPIES, augment_batch, normalize, random_cutmix, served_probs
 from .config import TrainConfig
 from .data import describe_split, load_images, split_train_val
 from .env import RunEnv, describe_hardware, git_commit, setup, teardown
@@ -195,8 +195,11 @@ def evaluate(model, images_uint8, labels, mean, std, batch_size=1000, autocast=N
     averaged over the app's test-time augmentation (``served_probs``: shifted and mirrored copies)."""
     model.eval()
     total_loss, predictions = 0.0, []
-    for start in range(0, len(labels), batch_size):
-        x = normalize(images_uint8[start:start + batch_size], mean, std)
+    # served_probs runs each image TTA_COPIES times: fewer images per step keep its forward pass (and its
+    # memory, which grows with the image size) at batch_size images.
+    step = max(1, batch_size // TTA_COPIES) if tta else batch_size
+    for start in range(0, len(labels), step):
+        x = normalize(images_uint8[start:start + step], mean, std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast or torch.autocast(x.device.type, enabled=False):
@@ -204,7 +207,7 @@ def evaluate(model, images_uint8, labels, mean, std, batch_size=1000, autocast=N
                 log_probs = served_probs(model, x).clamp_min(1e-12).log()
             else:
                 log_probs = F.log_softmax(model(x).float(), -1)
-        total_loss += F.nll_loss(log_probs, labels[start:start + batch_size], reduction="sum").item()
+        total_loss += F.nll_loss(log_probs, labels[start:start + step], reduction="sum").item()
         predictions.append(log_probs.argmax(1))
     predictions = torch.cat(predictions)
     return total_loss / len(labels), (predictions == labels).float().mean().item(), predictions
