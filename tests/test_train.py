@@ -15,9 +15,11 @@ from safetensors.torch import load_file
 
 from architectures import create_model, load_pretrained
 from conftest import REPO_ROOT, make_image_folder
-from train.augment import random_cutmix, random_cutout, random_flip, random_translate, served_probs, translated
+from train.augment import (normalize, random_cutmix, random_cutout, random_flip, random_translate, served_probs,
+                           translated)
 from train.config import TrainConfig, parse_config
 from train.data import DataError, load_images, split_train_val
+from train.distill import Teacher, distillation_targets
 from train.trainer import lr_factor, train
 
 FAST = dict(epochs=2, batch_size=16, lr=0.05, warmup_epochs=0.5, progress=False, threads=1)
@@ -358,6 +360,25 @@ def test_parallel_scales_learning_rates_and_adds_flags_for_one_architecture():
     assert plain[plain.index("--lr") + 1] == "0.08" and plain[plain.index("--batch-size") + 1] == "256"
 
 
+def test_parallel_tells_each_run_how_many_share_the_device(tmp_path, monkeypatch):
+    import train.parallel as parallel
+
+    seen = []
+
+    class Finished:
+        def __init__(self, command, stdout, stderr, env):
+            seen.append(env[parallel.SHARED_GPU_RUNS_VARIABLE])
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(parallel.subprocess, "Popen", Finished)
+    monkeypatch.setattr(parallel, "POLL_SECONDS", 0.0)
+    code = parallel.main(["--data", "d", "--time-budget", "5", "--archs", "vgg,nin", "--sharing-with", "1",
+                          "--out", str(tmp_path / "{arch}"), "--log-dir", str(tmp_path / "logs")])
+    assert code == 0 and seen == ["3", "3"]  # two runs here and one started elsewhere
+
+
 @pytest.mark.parametrize("bad", [["--arch-flags", "mlpmixer"], ["--arch-flags", "nonet=--cutmix 0.5"],
                                  ["--arch-flags", "vgg="], ["--lr-scale", "0"]])
 def test_parallel_rejects_bad_options(bad, capsys):
@@ -366,3 +387,45 @@ def test_parallel_rejects_bad_options(bad, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--data", "d", "--time-budget", "60", *bad])
     assert "error:" in capsys.readouterr().err
+
+
+def test_distillation_targets_mix_labels_partner_and_teacher():
+    teacher = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    labels, partner = torch.tensor([0, 2]), torch.tensor([1, 0])
+    targets = distillation_targets(teacher, labels, partner, own=0.75, teacher_weight=0.4)
+    expected = 0.6 * torch.tensor([[0.75, 0.25, 0.0], [0.25, 0.0, 0.75]]) + 0.4 * teacher
+    torch.testing.assert_close(targets, expected)
+    torch.testing.assert_close(targets.sum(1), torch.ones(2))
+    torch.testing.assert_close(distillation_targets(teacher, labels, labels, 1.0, 1.0), teacher)
+
+
+def test_teacher_sees_images_normalised_its_own_way(tmp_path, tiny_folder):
+    train(tiny_config(tmp_path / "t", tiny_folder, arch="basic_convnet", epochs=1))
+    image_set = load_images(str(tiny_folder), 32, tmp_path / "t" / "cache", progress=False)
+    model = load_pretrained(tmp_path / "t" / "out")
+    t_mean, t_std = torch.tensor(model.config["mean"]), torch.tensor(model.config["std"])
+    s_mean, s_std = torch.tensor([0.3, 0.5, 0.2]), torch.tensor([0.1, 0.4, 0.3])  # a student's own statistics
+    teacher = Teacher(str(tmp_path / "t" / "out"), image_set, 32, 0, 0.1, s_mean, s_std, "cpu", torch.contiguous_format)
+    pixels = image_set.images[:4]
+    as_student = normalize(pixels, s_mean, s_std)
+    off = torch.autocast("cpu", enabled=False)
+    with torch.no_grad():
+        expected = torch.softmax(model(normalize(pixels, t_mean, t_std)), -1)
+    torch.testing.assert_close(teacher.probs(as_student, off), expected, rtol=1e-4, atol=1e-5)
+    assert teacher.record[0]["arch"] == "basic_convnet" and len(teacher.record[0]["sha256"]) == 64
+
+
+def test_distilled_run_records_its_teachers_and_refuses_one_from_another_split(tmp_path, tiny_folder):
+    train(tiny_config(tmp_path / "t", tiny_folder, arch="basic_convnet", epochs=1))
+    teacher = str(tmp_path / "t" / "out")
+    result = train(tiny_config(tmp_path / "s", tiny_folder, teacher=teacher, teacher_weight=0.7, cutmix=1.0))
+    assert result["val_accuracy"] > 0.6
+    assert result["recipe"]["teacher"] == teacher and result["recipe"]["teacher_weight"] == 0.7
+    assert f"--teacher {teacher}" in result["command"] and "--teacher-weight 0.7" in result["command"]
+    assert [t["arch"] for t in result["teachers"]] == ["basic_convnet"]
+    with pytest.raises(ValueError, match="split_seed 0 \\(this run: 1\\)"):
+        train(tiny_config(tmp_path / "x", tiny_folder, teacher=teacher, split_seed=1))
+    with pytest.raises(ValueError, match="teacher-weight"):
+        train(tiny_config(tmp_path / "y", tiny_folder, teacher=teacher, teacher_weight=0.0))
+    with pytest.raises(ValueError, match="--teacher"):
+        train(tiny_config(tmp_path / "z", tiny_folder, teacher=str(tmp_path / "none")))

@@ -59,6 +59,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="checkpoints/{arch}", help="checkpoint folder per run; {arch} is filled in")
     parser.add_argument("--run-dir", default="runs/{arch}", help="training state per run; {arch} is filled in")
     parser.add_argument("--log-dir", default="runs", help="where ARCH.log files go")
+    parser.add_argument("--sharing-with", type=int, default=0, metavar="N",
+                        help="processes started elsewhere that share the device too (each checkpoint records how many shared it)")
     parser.add_argument("--retries", type=int, default=1, help="restarts at half the learning rate after a NaN/inf loss")
     parser.add_argument("--deadline", type=float, default=0,
                         help="seconds after which unfinished runs are stopped; 0 = 1.25 x budget + 120")
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
     runs = [Run(name, args.lr_scale * (lr_for_batch(name, args.batch_size) if args.batch_size else recipe_for(name)["lr"]),
                 args.time_budget) for name in names]
     threads = max(1, (os.cpu_count() or 1) // len(runs))
-    env = {**os.environ, SHARED_GPU_RUNS_VARIABLE: str(len(runs)), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, SHARED_GPU_RUNS_VARIABLE: str(len(runs) + args.sharing_with), "PYTHONUNBUFFERED": "1"}
     deadline = args.deadline or 1.25 * args.time_budget + 120
     started = time.monotonic()
     for run in runs:

@@ -22,6 +22,7 @@ from architectures.checkpoint import atomic_write_bytes
 from .augment import TTA_COPIES, augment_batch, normalize, random_cutmix, served_probs
 from .config import TrainConfig
 from .data import describe_split, load_images, split_train_val
+from .distill import Teacher, distillation_targets, split_mismatch
 from .env import RunEnv, describe_hardware, git_commit, setup, teardown
 from .plots import plot_curves
 from .recipes import recipe_for
@@ -63,15 +64,20 @@ def update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
         ema_buffer.copy_(buffer)
 
 
-def forward_backward(model, optimizer, x, y, autocast, label_smoothing, partner=None, own: float = 1.0):
+def forward_backward(model, optimizer, x, y, autocast, label_smoothing, partner=None, own: float = 1.0,
+                     targets=None):
     """One optimisation step's forward pass, loss and backward pass; returns (loss, logits).
 
     After CutMix, ``own`` of the loss is on each image's label ``y`` and the rest on its ``partner``'s.
+    ``targets`` (class probabilities per image, from distillation) replace both when given.
     """
     with autocast:
         logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-        if own < 1:
+        if targets is not None:
+            loss = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+        else:
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        if own < 1 and targets is None:
             loss = own * loss + (1 - own) * F.cross_entropy(logits.float(), partner, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -79,13 +85,16 @@ def forward_backward(model, optimizer, x, y, autocast, label_smoothing, partner=
 
 
 def augmented_step(model, optimizer, images_uint8, labels, mean, std, cfg: TrainConfig, autocast, memory_format,
-                   generator) -> None:
-    """One batch through the hot loop's work: augment, forward, backward, update. The epoch-count trial and
-    bench/train_throughput.py time this; the loop itself splits it to check the loss before the update."""
+                   generator, teacher: Teacher | None = None) -> None:
+    """One batch through the hot loop's work: augment, (ask the teacher,) forward, backward, update. The
+    epoch-count trial and bench/train_throughput.py time this; the loop itself splits it to check the loss
+    before the update."""
     x = augment_batch(images_uint8, mean, std, cfg.translate, cfg.cutout, generator)
     x, partner, own = random_cutmix(x, labels, cfg.cutmix, generator)
-    forward_backward(model, optimizer, x.contiguous(memory_format=memory_format), labels, autocast,
-                     cfg.label_smoothing, partner, own)
+    x = x.contiguous(memory_format=memory_format)
+    targets = None if teacher is None else distillation_targets(teacher.probs(x, autocast), labels, partner, own,
+                                                                cfg.teacher_weight)
+    forward_backward(model, optimizer, x, labels, autocast, cfg.label_smoothing, partner, own, targets)
     optimizer.step()
 
 
@@ -96,7 +105,7 @@ def synchronize(device: torch.device) -> None:
 
 def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, val_x, val_y, mean, std, device,
                       autocast, memory_format, state_path: Path, arch_args: dict | None = None,
-                      safety: float = 0.9) -> int:
+                      teacher: Teacher | None = None, safety: float = 0.9) -> int:
     """How many whole epochs fit in ``cfg.time_budget`` seconds, timed on a throwaway model.
 
     The trial trains a fresh copy of the architecture for up to ten seconds (a twentieth of the budget for
@@ -113,7 +122,7 @@ def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, val_x, va
     def step():
         batch = torch.randint(len(train_y), (cfg.batch_size,), generator=generator).to(device)
         augmented_step(model, optimizer, train_x[batch], train_y[batch], mean, std, cfg, autocast, memory_format,
-                       generator)
+                       generator, teacher)
 
     for _ in range(3):  # cuDNN algorithm choice and allocator warm-up are not steady-state speed
         step()
@@ -150,12 +159,8 @@ def read_parent(cfg: TrainConfig, image_set) -> tuple[dict, dict]:
         parent = load_pretrained(cfg.init_from)
     except CheckpointError as error:
         raise ValueError(f"--init-from {cfg.init_from}: {error}") from None
-    config, recipe = parent.config, parent.config.get("recipe", {})
-    expected = {"arch": cfg.arch, "class_names": image_set.class_names, "image_size": cfg.image_size,
-                "dataset": image_set.source, "split_seed": cfg.split_seed, "val_fraction": cfg.val_fraction}
-    found = {**{k: config.get(k) for k in ("arch", "class_names", "image_size", "dataset")},
-             "split_seed": recipe.get("split_seed"), "val_fraction": recipe.get("val_fraction")}
-    differ = [f"{k} {found[k]!r} (this run: {v!r})" for k, v in expected.items() if found[k] != v]
+    config = parent.config
+    differ = split_mismatch(config, cfg.arch, image_set, cfg.image_size, cfg.split_seed, cfg.val_fraction)
     if differ:
         raise ValueError(f"--init-from {cfg.init_from} was trained differently: {'; '.join(differ)}")
     history = []
@@ -241,7 +246,7 @@ def train(config: TrainConfig) -> dict:
     if config.time_budget < 0:
         raise ValueError(f"--time-budget must be positive seconds, got {config.time_budget}")
     cfg = dataclasses.replace(config, out=config.out.format(arch=arch), run_dir=config.run_dir.format(arch=arch),
-                              init_from=config.init_from.format(arch=arch))
+                              init_from=config.init_from.format(arch=arch), teacher=config.teacher.format(arch=arch))
     cfg = cfg.resolved(recipe_for(arch))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -287,13 +292,19 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
             parent_weights, parent = read_parent(cfg, image_set)
         mean, std = torch.tensor(parent["mean"], device=device), torch.tensor(parent["std"], device=device)
     arch_args = parent["arch_args"] if parent else {}
+    teacher = None
+    if cfg.teacher:
+        if not 0 < cfg.teacher_weight <= 1:
+            raise ValueError(f"--teacher-weight must be in (0, 1], got {cfg.teacher_weight}")
+        teacher = Teacher(cfg.teacher, image_set, cfg.image_size, cfg.split_seed, cfg.val_fraction, mean, std,
+                          device, memory_format)
     if cfg.time_budget:
         if env.world_size > 1:
             raise ValueError("--time-budget needs one process (each would time its own trial); pass --epochs")
         # A resumed run keeps the epoch count its first part chose; only a fresh run times a trial.
         epochs = saved["fingerprint"]["epochs"] if saved else epochs_for_budget(
             cfg, len(image_set.class_names), train_x, train_y, val_x, val_y, mean, std, device, autocast,
-            memory_format, state_path, arch_args)
+            memory_format, state_path, arch_args, teacher)
         cfg = dataclasses.replace(cfg, epochs=epochs)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = max(1, round(cfg.warmup_epochs * steps_per_epoch))
@@ -355,7 +366,10 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
             x, partner, own = random_cutmix(x, train_y[batch], cfg.cutmix, generator)
             mine = slice(env.rank * local_batch, (env.rank + 1) * local_batch)
             x, y, partner = x[mine].contiguous(memory_format=memory_format), train_y[batch][mine], partner[mine]
-            loss, logits = forward_backward(step_fn, optimizer, x, y, autocast, cfg.label_smoothing, partner, own)
+            targets = None if teacher is None else distillation_targets(teacher.probs(x, autocast), y, partner, own,
+                                                                        cfg.teacher_weight)
+            loss, logits = forward_backward(step_fn, optimizer, x, y, autocast, cfg.label_smoothing, partner, own,
+                                            targets)
             nonfinite.append(~torch.isfinite(loss.detach()))
             if len(nonfinite) == check_every or step == steps_per_epoch - 1:
                 raise_if_nonfinite(nonfinite, cfg.arch, epoch, step + 1 - len(nonfinite), steps_per_epoch)
@@ -399,7 +413,7 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     _, tta_accuracy, _ = evaluate(final_model, val_x, val_y, mean, std, autocast=autocast,
                                   channels_last=cfg.channels_last, tta=True)
     return export(cfg, env, final_model, image_set, len(val_idx), mean, std, history, train_seconds, bf16, code_version,
-                  parent, tta_accuracy)
+                  parent, tta_accuracy, teacher.record if teacher else None)
 
 
 def with_earlier_stages(config: dict, history: list[dict], parent: dict | None) -> tuple[dict, list[dict]]:
@@ -420,7 +434,7 @@ def with_earlier_stages(config: dict, history: list[dict], parent: dict | None) 
 
 
 def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds, bf16, code_version,
-           parent: dict | None, tta_accuracy: float) -> dict:
+           parent: dict | None, tta_accuracy: float, teachers: list[dict] | None = None) -> dict:
     """Write the finished checkpoint (weights, config, log, curves) to ``cfg.out``."""
     out_dir = Path(cfg.out)
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
@@ -446,9 +460,12 @@ def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds,
         "recipe": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "optimizer",
                                                  "label_smoothing", "warmup_epochs", "ema_decay", "translate",
                                                  "cutout", "cutmix", "seed", "split_seed", "val_fraction",
-                                                 "init_from")},
+                                                 "init_from", "teacher", "teacher_weight")},
         "command": reproducing_command(cfg),
     }
+    if teachers:
+        # Which weights taught this stage: a later checkpoint in the same folder is another teacher.
+        config["teachers"] = teachers
     config, history = with_earlier_stages(config, history, parent)
     save_pretrained(model, out_dir, config)
     atomic_write_bytes(out_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())

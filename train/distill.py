@@ -1,0 +1,93 @@
+"""Knowledge distillation (Hinton et al., 2015): a student learns from trained checkpoints as well as labels.
+
+``--teacher checkpoints/resnet,checkpoints/senet`` averages those checkpoints' class probabilities on the
+very batch the student sees, after its augmentation ("consistent teaching", Beyer et al., 2022), and the
+student's target becomes ``(1 - teacher_weight) x labels + teacher_weight x teacher``. The architectures
+stay what they are: only the targets change, and the teacher is not needed to serve the student.
+
+A teacher must have trained on the same images with the same held-out split as the student, or its
+predictions would carry knowledge of the student's validation images into training: the run stops
+saying what differs, as a further stage (``--init-from``) does.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from architectures import CheckpointError, load_pretrained
+
+
+def split_mismatch(config: dict, arch: str | None, image_set, image_size: int, split_seed: int,
+                   val_fraction: float) -> list[str]:
+    """What differs between a checkpoint's data and held-out split and this run's (empty when they agree);
+    ``arch`` None skips the architecture (a teacher may be any)."""
+    recipe = config.get("recipe", {})
+    expected = {"class_names": image_set.class_names, "image_size": image_size, "dataset": image_set.source,
+                "split_seed": split_seed, "val_fraction": val_fraction}
+    found = {**{k: config.get(k) for k in ("class_names", "image_size", "dataset")},
+             "split_seed": recipe.get("split_seed"), "val_fraction": recipe.get("val_fraction")}
+    if arch is not None:
+        expected["arch"], found["arch"] = arch, config.get("arch")
+    return [f"{k} {found[k]!r} (this run: {v!r})" for k, v in expected.items() if found[k] != v]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Teacher:
+    """The averaged probabilities of one or more checkpoints, for batches normalised the student's way."""
+
+    def __init__(self, spec: str, image_set, image_size: int, split_seed: int, val_fraction: float,
+                 student_mean: torch.Tensor, student_std: torch.Tensor, device, memory_format):
+        self.models, self.shifts, self.record = [], [], []
+        for path in (part.strip() for part in spec.split(",") if part.strip()):
+            try:
+                model = load_pretrained(path)
+            except CheckpointError as error:
+                raise ValueError(f"--teacher {path}: {error}") from None
+            differ = split_mismatch(model.config, None, image_set, image_size, split_seed, val_fraction)
+            if differ:
+                raise ValueError(f"--teacher {path} was trained on other data or another split: {'; '.join(differ)}")
+            mean = torch.tensor(model.config["mean"], device=device).view(1, 3, 1, 1)
+            std = torch.tensor(model.config["std"], device=device).view(1, 3, 1, 1)
+            # The student's normalised pixels x become the teacher's: (x * s_std + s_mean - t_mean) / t_std.
+            scale = student_std.view(1, 3, 1, 1) / std
+            offset = (student_mean.view(1, 3, 1, 1) - mean) / std
+            self.models.append(model.to(device, memory_format=memory_format).eval())
+            self.shifts.append((scale, offset))
+            folder = Path(model.config["_folder"])
+            self.record.append({"checkpoint": path, "arch": model.config["arch"],
+                                "val_accuracy": model.config.get("val_accuracy"),
+                                "sha256": file_sha256(folder / "model.safetensors")})
+        if not self.models:
+            raise ValueError("--teacher names no checkpoint")
+        for model in self.models:
+            for param in model.parameters():
+                param.requires_grad_(False)
+
+    @torch.no_grad()
+    def probs(self, x: torch.Tensor, autocast) -> torch.Tensor:
+        """Class probabilities averaged over the teachers; float32."""
+        total = None
+        with autocast:
+            for model, (scale, offset) in zip(self.models, self.shifts):
+                probs = torch.softmax(model(x * scale + offset).float(), -1)
+                total = probs if total is None else total + probs
+        return total / len(self.models)
+
+
+def distillation_targets(teacher_probs: torch.Tensor, labels: torch.Tensor, partner: torch.Tensor, own: float,
+                         teacher_weight: float) -> torch.Tensor:
+    """Soft targets: the labels (after CutMix, ``own`` on each image's label, the rest on its partner's)
+    weighted ``1 - teacher_weight``, the teacher's probabilities ``teacher_weight``."""
+    classes = teacher_probs.shape[1]
+    hard = own * F.one_hot(labels, classes).float() + (1 - own) * F.one_hot(partner, classes).float()
+    return (1 - teacher_weight) * hard + teacher_weight * teacher_probs
