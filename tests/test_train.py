@@ -423,6 +423,10 @@ def test_distilled_run_records_its_teachers_and_refuses_one_from_another_split(t
     assert result["recipe"]["teacher"] == teacher and result["recipe"]["teacher_weight"] == 0.7
     assert f"--teacher {teacher}" in result["command"] and "--teacher-weight 0.7" in result["command"]
     assert [t["arch"] for t in result["teachers"]] == ["basic_convnet"]
+    # A further stage keeps, per stage, which weights taught it.
+    later = train(tiny_config(tmp_path / "s2", tiny_folder, epochs=1, init_from=str(tmp_path / "s" / "out")))
+    assert [t["arch"] for t in later["stages"][0]["teachers"]] == ["basic_convnet"]
+    assert "teachers" not in later["stages"][1] and "teachers" not in later
     with pytest.raises(ValueError, match="split_seed 0 \\(this run: 1\\)"):
         train(tiny_config(tmp_path / "x", tiny_folder, teacher=teacher, split_seed=1))
     with pytest.raises(ValueError, match="teacher-weight"):

@@ -37,7 +37,7 @@ class TrainConfig:
     translate: int | None = None         # random-crop padding in pixels (reflect); 0 turns it off
     cutout: int | None = None            # side of a random square blanked per image, pixels; 0 turns it off
     cutmix: float | None = None          # probability a batch gets CutMix (a box pasted from another image); 0 = off
-    teacher: str = ""                    # distil from these checkpoints (comma-separated folders; {arch} is filled in): their averaged predictions on each augmented batch join the labels as targets
+    teacher: str = ""                    # checkpoints to distil from (comma-separated; {arch} is filled in): their mean prediction joins the labels
     teacher_weight: float = 0.5          # share of the target that is the teacher's probabilities (with --teacher)
     device: str = "auto"                 # "auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:1"...
     bf16: bool = True                    # bfloat16 autocast where the device supports it

@@ -60,7 +60,7 @@ def parse_args(argv=None):
     parser.add_argument("--run-dir", default="runs/{arch}", help="training state per run; {arch} is filled in")
     parser.add_argument("--log-dir", default="runs", help="where ARCH.log files go")
     parser.add_argument("--sharing-with", type=int, default=0, metavar="N",
-                        help="processes started elsewhere that share the device too (each checkpoint records how many shared it)")
+                        help="processes started elsewhere that share the device too (recorded in each checkpoint's hardware)")
     parser.add_argument("--retries", type=int, default=1, help="restarts at half the learning rate after a NaN/inf loss")
     parser.add_argument("--deadline", type=float, default=0,
                         help="seconds after which unfinished runs are stopped; 0 = 1.25 x budget + 120")

@@ -174,9 +174,12 @@ def read_parent(cfg: TrainConfig, image_set) -> tuple[dict, dict]:
 
 
 def stage_summary(config: dict) -> dict:
-    """One training stage as a checkpoint's config records it."""
-    return {key: config.get(key) for key in ("command", "epochs", "train_seconds", "hardware", "precision",
-                                             "val_accuracy", "git_commit", "date")}
+    """One training stage as a checkpoint's config records it (with its teachers, if it was distilled)."""
+    stage = {key: config.get(key) for key in ("command", "epochs", "train_seconds", "hardware", "precision",
+                                              "val_accuracy", "git_commit", "date")}
+    if config.get("teachers"):
+        stage["teachers"] = config["teachers"]
+    return stage
 
 
 def reproducing_command(cfg: TrainConfig) -> str:
