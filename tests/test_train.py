@@ -433,3 +433,20 @@ def test_distilled_run_records_its_teachers_and_refuses_one_from_another_split(t
         train(tiny_config(tmp_path / "y", tiny_folder, teacher=teacher, teacher_weight=0.0))
     with pytest.raises(ValueError, match="--teacher"):
         train(tiny_config(tmp_path / "z", tiny_folder, teacher=str(tmp_path / "none")))
+
+
+def test_teacher_report_scores_each_teacher_and_their_average(tmp_path, tiny_folder, capsys):
+    from train.distill import main
+
+    for name, seed in (("a", 0), ("b", 1)):
+        train(tiny_config(tmp_path / name, tiny_folder, arch="basic_convnet", epochs=1, seed=seed, bf16=False))
+    spec = f"{tmp_path / 'a' / 'out'},{tmp_path / 'b' / 'out'}"
+    assert main(["--teacher", spec, "--data", str(tiny_folder), "--cache-dir", str(tmp_path / "cache")]) == 0
+    rows = (line.rsplit(None, 1) for line in capsys.readouterr().out.splitlines())
+    lines = {name.strip(): value for name, value in rows}
+    for name in ("a", "b"):
+        recorded = json.loads((tmp_path / name / "out" / "config.json").read_text())["val_accuracy"]
+        shown = float(lines[str(tmp_path / name / "out")].strip().rstrip("%")) / 100
+        assert abs(shown - recorded) < 1e-3  # the same split and single view the training run scored
+    assert "together" in lines
+    assert main(["--teacher", str(tmp_path / "none"), "--data", str(tiny_folder)]) == 2

@@ -8,16 +8,23 @@ stay what they are: only the targets change, and the teacher is not needed to se
 A teacher must have trained on the same images with the same held-out split as the student, or its
 predictions would carry knowledge of the student's validation images into training: the run stops
 saying what differs, as a further stage (``--init-from``) does.
+
+``python -m train.distill --teacher a,b,c --data PATH`` reports how good a teacher is: each checkpoint's
+validation accuracy and the averaged one's, on a single view per image, as the student is taught.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
+import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from architectures import CheckpointError, load_pretrained
+from .augment import normalize
+from .data import DataError, load_images, split_train_val
 
 
 def split_mismatch(config: dict, arch: str | None, image_set, image_size: int, split_seed: int,
@@ -74,14 +81,15 @@ class Teacher:
                 param.requires_grad_(False)
 
     @torch.no_grad()
+    def each_probs(self, x: torch.Tensor, autocast) -> list[torch.Tensor]:
+        """Each teacher's class probabilities; float32."""
+        with autocast:
+            return [torch.softmax(model(x * scale + offset).float(), -1)
+                    for model, (scale, offset) in zip(self.models, self.shifts)]
+
     def probs(self, x: torch.Tensor, autocast) -> torch.Tensor:
         """Class probabilities averaged over the teachers; float32."""
-        total = None
-        with autocast:
-            for model, (scale, offset) in zip(self.models, self.shifts):
-                probs = torch.softmax(model(x * scale + offset).float(), -1)
-                total = probs if total is None else total + probs
-        return total / len(self.models)
+        return torch.stack(self.each_probs(x, autocast)).mean(0)
 
 
 def distillation_targets(teacher_probs: torch.Tensor, labels: torch.Tensor, partner: torch.Tensor, own: float,
@@ -91,3 +99,45 @@ def distillation_targets(teacher_probs: torch.Tensor, labels: torch.Tensor, part
     classes = teacher_probs.shape[1]
     hard = own * F.one_hot(labels, classes).float() + (1 - own) * F.one_hot(partner, classes).float()
     return (1 - teacher_weight) * hard + teacher_weight * teacher_probs
+
+
+def report(spec: str, data: str, cache_dir: str = "data/cache", batch_size: int = 500) -> dict[str, float]:
+    """Validation accuracy of each teacher and of their average, on the first teacher's held-out split."""
+    first = load_pretrained(spec.split(",")[0].strip())
+    config, recipe = first.config, first.config.get("recipe", {})
+    image_set = load_images(data, config["image_size"], cache_dir, progress=False)
+    split_seed, val_fraction = recipe.get("split_seed", 0), recipe.get("val_fraction", 0.1)
+    _, val_idx = split_train_val(image_set.labels, val_fraction, split_seed)
+    mean, std = torch.tensor(config["mean"]), torch.tensor(config["std"])
+    teacher = Teacher(spec, image_set, config["image_size"], split_seed, val_fraction, mean, std, "cpu",
+                      torch.contiguous_format)
+    names = [entry["checkpoint"] for entry in teacher.record]
+    correct = torch.zeros(len(names) + 1)
+    off = torch.autocast("cpu", enabled=False)
+    for start in range(0, len(val_idx), batch_size):
+        index = val_idx[start:start + batch_size]
+        each = teacher.each_probs(normalize(image_set.images[index], mean, std), off)
+        for i, probs in enumerate([*each, torch.stack(each).mean(0)]):
+            correct[i] += (probs.argmax(1) == image_set.labels[index]).sum()
+    return dict(zip([*names, "together"], (correct / len(val_idx)).tolist()))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.distill", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", required=True, help="comma-separated checkpoint folders, as for python -m train")
+    parser.add_argument("--data", required=True, help="the images they trained on, as for python -m train")
+    parser.add_argument("--cache-dir", default="data/cache", help="decoded-image cache, shared with training")
+    args = parser.parse_args(argv)
+    try:
+        accuracies = report(args.teacher, args.data, args.cache_dir)
+    except (CheckpointError, DataError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for name, accuracy in accuracies.items():
+        print(f"{name:>30s}  {accuracy:.2%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
