@@ -11,6 +11,7 @@ writes is the same (``config.json`` + ``model.safetensors``), and the Hub side u
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -58,6 +59,15 @@ def _write_synced(tmp: str, data: bytes) -> None:
 
 def _save_tensors(tensors: dict[str, torch.Tensor], tmp: str, metadata: dict[str, str] | None) -> None:
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+
+
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks: which weights a result came from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

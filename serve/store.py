@@ -15,7 +15,6 @@ architecture only; the others keep working.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 from architectures import CheckpointError, check_name, list_models, load_config, load_pretrained
-from architectures.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+from architectures.checkpoint import CONFIG_NAME, WEIGHTS_NAME, file_sha256
 
 from .ood import load_thresholds
 
@@ -58,14 +57,6 @@ def _signature(folder: Path) -> tuple:
         stat = (folder / name).stat()
         parts.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
     return tuple(parts)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def for_serving(model: torch.nn.Module) -> torch.nn.Module:

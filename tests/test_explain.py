@@ -74,8 +74,8 @@ DELETION_KNOWN_FAILURES = {
                "centre square there (LayerCAM at features.2 and 4) fail the sanity check (Spearman 0.55-0.80)",
     "efficientnet": "gradcam++-fused at head_conv: 0.433/0.436/0.345 (ratio 1.26) on the selection set, 0.398 vs "
                     "centre 0.448 (random square 0.338, ratio 1.18; random-weights map 0.219) here (2026-11-27); "
-                    "the only settings that passed there, layercam-fused-tta at blocks.1 and blocks.2 (0.450 and 0.449), "
-                    "take 35-41 ms per image, over the 30 ms budget",
+                    "the only settings that passed there, layercam-fused-tta at blocks.1 and blocks.2 (0.450 and "
+                    "0.449), take 35-41 ms per image, over the 30 ms budget",
     "mlpmixer": "Grad-CAM at blocks.5 (default): 0.459/0.412/0.356/0.312 on the selection set (passes, margin "
                 "+0.014, with the checkpoint of 2026-11-26's CPU stage; none passed there before it), 0.416 vs "
                 "centre 0.453 (random square 0.353, ratio 1.18; random-weights map 0.299) here (2026-11-27). Token "

@@ -19,7 +19,7 @@ from train.augment import (normalize, random_cutmix, random_cutout, random_flip,
                            translated)
 from train.config import TrainConfig, parse_config
 from train.data import DataError, load_images, split_train_val
-from train.distill import Teacher, distillation_targets
+from train.distill import Teacher, mixed_targets
 from train.trainer import lr_factor, train
 
 FAST = dict(epochs=2, batch_size=16, lr=0.05, warmup_epochs=0.5, progress=False, threads=1)
@@ -389,14 +389,14 @@ def test_parallel_rejects_bad_options(bad, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-def test_distillation_targets_mix_labels_partner_and_teacher():
+def test_mixed_targets_weigh_labels_partner_and_teacher():
     teacher = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
     labels, partner = torch.tensor([0, 2]), torch.tensor([1, 0])
-    targets = distillation_targets(teacher, labels, partner, own=0.75, teacher_weight=0.4)
+    targets = mixed_targets(teacher, labels, partner, own=0.75, teacher_weight=0.4)
     expected = 0.6 * torch.tensor([[0.75, 0.25, 0.0], [0.25, 0.0, 0.75]]) + 0.4 * teacher
     torch.testing.assert_close(targets, expected)
     torch.testing.assert_close(targets.sum(1), torch.ones(2))
-    torch.testing.assert_close(distillation_targets(teacher, labels, labels, 1.0, 1.0), teacher)
+    torch.testing.assert_close(mixed_targets(teacher, labels, labels, 1.0, 1.0), teacher)
 
 
 def test_teacher_sees_images_normalised_its_own_way(tmp_path, tiny_folder):

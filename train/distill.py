@@ -15,7 +15,6 @@ validation accuracy and the averaged one's, on a single view per image, as the s
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from architectures import CheckpointError, load_pretrained
+from architectures.checkpoint import WEIGHTS_NAME, file_sha256
 from .augment import normalize
 from .data import DataError, load_images, split_train_val
 
@@ -39,14 +39,6 @@ def split_mismatch(config: dict, arch: str | None, image_set, image_size: int, s
     if arch is not None:
         expected["arch"], found["arch"] = arch, config.get("arch")
     return [f"{k} {found[k]!r} (this run: {v!r})" for k, v in expected.items() if found[k] != v]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Teacher:
@@ -73,7 +65,7 @@ class Teacher:
             folder = Path(model.config["_folder"])
             self.record.append({"checkpoint": path, "arch": model.config["arch"],
                                 "val_accuracy": model.config.get("val_accuracy"),
-                                "sha256": file_sha256(folder / "model.safetensors")})
+                                "sha256": file_sha256(folder / WEIGHTS_NAME)})
         if not self.models:
             raise ValueError("--teacher names no checkpoint")
         for model in self.models:
@@ -92,13 +84,21 @@ class Teacher:
         return torch.stack(self.each_probs(x, autocast)).mean(0)
 
 
-def distillation_targets(teacher_probs: torch.Tensor, labels: torch.Tensor, partner: torch.Tensor, own: float,
-                         teacher_weight: float) -> torch.Tensor:
+def mixed_targets(teacher_probs: torch.Tensor, labels: torch.Tensor, partner: torch.Tensor, own: float,
+                  teacher_weight: float) -> torch.Tensor:
     """Soft targets: the labels (after CutMix, ``own`` on each image's label, the rest on its partner's)
     weighted ``1 - teacher_weight``, the teacher's probabilities ``teacher_weight``."""
     classes = teacher_probs.shape[1]
     hard = own * F.one_hot(labels, classes).float() + (1 - own) * F.one_hot(partner, classes).float()
     return (1 - teacher_weight) * hard + teacher_weight * teacher_probs
+
+
+def distillation_targets(teacher: Teacher | None, x: torch.Tensor, labels: torch.Tensor, partner: torch.Tensor,
+                         own: float, teacher_weight: float, autocast) -> torch.Tensor | None:
+    """The targets of a training batch ``x``: None without a teacher (the labels alone, as usual)."""
+    if teacher is None:
+        return None
+    return mixed_targets(teacher.probs(x, autocast), labels, partner, own, teacher_weight)
 
 
 def report(spec: str, data: str, cache_dir: str = "data/cache", batch_size: int = 500) -> dict[str, float]:

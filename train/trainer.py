@@ -77,8 +77,9 @@ def forward_backward(model, optimizer, x, y, autocast, label_smoothing, partner=
             loss = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
         else:
             loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-        if own < 1 and targets is None:
-            loss = own * loss + (1 - own) * F.cross_entropy(logits.float(), partner, label_smoothing=label_smoothing)
+            if own < 1:
+                partner_loss = F.cross_entropy(logits.float(), partner, label_smoothing=label_smoothing)
+                loss = own * loss + (1 - own) * partner_loss
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     return loss, logits
@@ -92,8 +93,7 @@ def augmented_step(model, optimizer, images_uint8, labels, mean, std, cfg: Train
     x = augment_batch(images_uint8, mean, std, cfg.translate, cfg.cutout, generator)
     x, partner, own = random_cutmix(x, labels, cfg.cutmix, generator)
     x = x.contiguous(memory_format=memory_format)
-    targets = None if teacher is None else distillation_targets(teacher.probs(x, autocast), labels, partner, own,
-                                                                cfg.teacher_weight)
+    targets = distillation_targets(teacher, x, labels, partner, own, cfg.teacher_weight, autocast)
     forward_backward(model, optimizer, x, labels, autocast, cfg.label_smoothing, partner, own, targets)
     optimizer.step()
 
@@ -369,8 +369,7 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
             x, partner, own = random_cutmix(x, train_y[batch], cfg.cutmix, generator)
             mine = slice(env.rank * local_batch, (env.rank + 1) * local_batch)
             x, y, partner = x[mine].contiguous(memory_format=memory_format), train_y[batch][mine], partner[mine]
-            targets = None if teacher is None else distillation_targets(teacher.probs(x, autocast), y, partner, own,
-                                                                        cfg.teacher_weight)
+            targets = distillation_targets(teacher, x, y, partner, own, cfg.teacher_weight, autocast)
             loss, logits = forward_backward(step_fn, optimizer, x, y, autocast, cfg.label_smoothing, partner, own,
                                             targets)
             nonfinite.append(~torch.isfinite(loss.detach()))
