@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from architectures import CheckpointError, load_pretrained
+from architectures import CheckpointError, load_config, load_pretrained
 from architectures.checkpoint import WEIGHTS_NAME, file_sha256
 from .augment import normalize
 from .data import DataError, load_images, split_train_val
@@ -103,8 +103,9 @@ def distillation_targets(teacher: Teacher | None, x: torch.Tensor, labels: torch
 
 def report(spec: str, data: str, cache_dir: str = "data/cache", batch_size: int = 500) -> dict[str, float]:
     """Validation accuracy of each teacher and of their average, on the first teacher's held-out split."""
-    first = load_pretrained(spec.split(",")[0].strip())
-    config, recipe = first.config, first.config.get("recipe", {})
+    # The split and normalisation come from the first teacher's config; Teacher loads the weights.
+    config = load_config(spec.split(",")[0].strip())
+    recipe = config.get("recipe", {})
     image_set = load_images(data, config["image_size"], cache_dir, progress=False)
     split_seed, val_fraction = recipe.get("split_seed", 0), recipe.get("val_fraction", 0.1)
     _, val_idx = split_train_val(image_set.labels, val_fraction, split_seed)
