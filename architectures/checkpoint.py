@@ -30,6 +30,9 @@ CONFIG_NAME = "config.json"
 MAX_CLASSES = 10_000
 MAX_CONFIG_BYTES = 1_000_000
 PUBLIC_FILE_MODE = 0o644  # mkstemp makes files private (0600); checkpoints are meant to be read by others
+# How learned parameters may be stored. float16 halves a checkpoint (the zoo's 40 MB budget) and keeps 11
+# significant bits, far finer than the weights' own noise; the model is always rebuilt and run in float32.
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 class CheckpointError(ValueError):
@@ -59,6 +62,32 @@ def _write_synced(tmp: str, data: bytes) -> None:
 
 def _save_tensors(tensors: dict[str, torch.Tensor], tmp: str, metadata: dict[str, str] | None) -> None:
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+
+
+def weight_dtype(name: str) -> torch.dtype:
+    if name not in WEIGHT_DTYPES:
+        raise CheckpointError(f"weights_dtype must be one of {sorted(WEIGHT_DTYPES)}, got {name!r}")
+    return WEIGHT_DTYPES[name]
+
+
+def round_parameters(model: torch.nn.Module, weights_dtype: str) -> torch.nn.Module:
+    """Round every learned parameter to ``weights_dtype`` and back, in place: the model then computes
+    exactly what it will compute once saved with that dtype and loaded again, so figures measured on it
+    are the stored checkpoint's figures."""
+    dtype = weight_dtype(weights_dtype)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(parameter.to(dtype))
+    return model
+
+
+def stored_state(model: torch.nn.Module, weights_dtype: str) -> dict[str, torch.Tensor]:
+    """The state dict as written: parameters in ``weights_dtype``; buffers (BatchNorm's running statistics,
+    a few kilobytes) keep their own dtype, since a tiny running variance would lose digits in float16."""
+    parameter_names = {name for name, _ in model.named_parameters()}
+    dtype = weight_dtype(weights_dtype)
+    return {name: tensor.to(dtype) if name in parameter_names else tensor
+            for name, tensor in model.state_dict().items()}
 
 
 def file_sha256(path: Path) -> str:
@@ -185,20 +214,24 @@ def load_pretrained(path_or_repo_id, revision: str | None = None, device: str | 
         if tensor.shape != expected[key].shape:
             raise CheckpointError(f"{weights_path}: {key} has shape {tuple(tensor.shape)}, "
                                   f"expected {tuple(expected[key].shape)}")
-    model.load_state_dict(state)
+        if tensor.dtype.is_floating_point != expected[key].dtype.is_floating_point:
+            raise CheckpointError(f"{weights_path}: {key} is {tensor.dtype}, expected {expected[key].dtype}")
+    model.load_state_dict(state)  # copies into the model's float32 tensors, whatever precision was stored
     model.config = config
     return model.to(device).eval()
 
 
-def save_pretrained(model, folder, config: dict) -> Path:
+def save_pretrained(model, folder, config: dict, weights_dtype: str = "float32") -> Path:
     """Write ``model.safetensors`` and ``config.json`` atomically (both written, then both renamed).
 
-    ``config`` is completed with the model's ``arch``, ``arch_args`` and parameter count; the result is
-    validated exactly as ``load_pretrained`` will validate it.
+    ``config`` is completed with the model's ``arch``, ``arch_args``, parameter count and ``weights_dtype``
+    (the parameters' stored precision: call ``round_parameters`` first to measure what is stored); the
+    result is validated exactly as ``load_pretrained`` will validate it.
     """
     folder = Path(folder)
+    state = stored_state(model, weights_dtype)
     config = {"arch": model.arch, "arch_args": model.arch_args, **config,
-              "params": sum(p.numel() for p in model.parameters())}
+              "params": sum(p.numel() for p in model.parameters()), "weights_dtype": weights_dtype}
     config.pop("_folder", None)
     validate_config(json.loads(json.dumps(config)))
     if len(config["class_names"]) != model.num_classes:
@@ -207,7 +240,7 @@ def save_pretrained(model, folder, config: dict) -> Path:
     # writing (all of its time but two renames) leaves the previous weights and config together.
     weights_path, config_path = folder / WEIGHTS_NAME, folder / CONFIG_NAME
     metadata = {"format": "pt", "arch": model.arch}
-    staged = [_stage(weights_path, lambda tmp: _save_tensors(model.state_dict(), tmp, metadata))]
+    staged = [_stage(weights_path, lambda tmp: _save_tensors(state, tmp, metadata))]
     try:
         text = json.dumps(config, indent=2) + "\n"
         staged.append(_stage(config_path, lambda tmp: _write_synced(tmp, text.encode())))

@@ -6,8 +6,10 @@ import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from architectures import CheckpointError, create_model, default_args, list_models, load_pretrained, save_pretrained
+from architectures.checkpoint import round_parameters
 from conftest import CHECKPOINTS
 from train.zoo_table import END, GOAL_ACCURACY, START, markdown_table, zoo_rows
 
@@ -27,8 +29,11 @@ def test_shipped_checkpoints_fit_the_budget():
     sizes = {name: (CHECKPOINTS / name / "model.safetensors").stat().st_size for name in SHIPPED}
     assert SHIPPED and max(sizes.values()) <= 10_000_000, sizes
     assert sum(sizes.values()) <= 40_000_000, sizes
-    # The eleven models' fp32 weights alone, shipped or not, stay within the 40 MB of a Space.
-    assert sum(4 * sum(p.numel() for p in create_model(n).parameters()) for n in list_models()) <= 40_000_000
+    # Training stores float16 (2 bytes a parameter): the eleven default models, shipped or not, stay within
+    # the 40 MB of a Space, and every shipped checkpoint is stored so.
+    assert sum(2 * sum(p.numel() for p in create_model(n).parameters()) for n in list_models()) <= 40_000_000
+    dtypes = {name: json.loads((CHECKPOINTS / name / "config.json").read_text()).get("weights_dtype") for name in SHIPPED}
+    assert set(dtypes.values()) == {"float16"}, dtypes
 
 
 def test_all_eleven_are_shipped():
@@ -149,3 +154,36 @@ def test_class_names_must_match_the_model_outputs(tmp_path):
     with pytest.raises(CheckpointError, match="class names"):
         save_pretrained(create_model("resnet", blocks_per_stage=1, width=8), tmp_path / "x",
                         {"class_names": ["a", "b"], "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3})
+
+
+def test_float16_storage_halves_the_file_and_loads_exactly_what_was_measured(tmp_path):
+    model = create_model("resnet", blocks_per_stage=1, width=16, num_classes=2)
+    model.train()(torch.randn(8, 3, 32, 32) * 3)  # running statistics that are not the defaults
+    model.eval()
+    config = {"class_names": ["a", "b"], "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    full = save_pretrained(model, tmp_path / "full", config)
+    round_parameters(model, "float16")
+    half = save_pretrained(model, tmp_path / "half", config, "float16")
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (full / "model.safetensors").stat().st_size
+    stored = load_file(half / "model.safetensors")
+    parameters = dict(model.named_parameters())
+    assert {stored[name].dtype for name in parameters} == {torch.float16}
+    assert {stored[name].dtype for name in stored if name.endswith("running_var")} == {torch.float32}
+    loaded = load_pretrained(half)
+    assert loaded.config["weights_dtype"] == "float16"
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}  # it runs in float32 as before
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))  # the rounded model measured is the model served
+
+
+def test_unknown_weights_dtype_and_integer_weights_are_refused(saved):
+    model = create_model("resnet", blocks_per_stage=1, width=8, num_classes=2)
+    config = {"class_names": ["a", "b"], "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    with pytest.raises(CheckpointError, match="weights_dtype"):
+        save_pretrained(model, saved, config, "int8")
+    state = load_file(saved / "model.safetensors")
+    name = next(iter(dict(model.named_parameters())))
+    save_file({**state, name: state[name].to(torch.int32)}, saved / "model.safetensors")
+    with pytest.raises(CheckpointError, match="int32"):
+        load_pretrained(saved)

@@ -219,6 +219,36 @@ def test_evaluate_writes_accuracy_and_confusion_matrix(tmp_path, tiny_folder):
                         "val_accuracy_measured_by": "python -m train.evaluate, float32 on cpu"}
 
 
+def test_training_stores_float16_and_compact_converts_a_float32_checkpoint(tmp_path, tiny_folder):
+    train(tiny_config(tmp_path / "half", tiny_folder))
+    assert load_file(tmp_path / "half" / "out" / "model.safetensors")["head.fc.weight"].dtype == torch.float16
+    out = tmp_path / "out"
+    train(tiny_config(tmp_path, tiny_folder, weights_dtype="float32"))
+    before = (out / "model.safetensors").stat().st_size
+    compact = [sys.executable, "-m", "train.compact", "--checkpoint", str(out), "--data", str(tiny_folder),
+               "--cache-dir", str(tmp_path / "cache")]
+    result = subprocess.run(compact, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["weights_dtype"] == "float16" and "weights stored in float16" in config["val_accuracy_measured_by"]
+    weights = (out / "model.safetensors").read_bytes()
+    assert len(weights) < 0.6 * before
+    # The recorded figures are those of the stored weights, as train.evaluate measures them.
+    result = subprocess.run([sys.executable, "-m", "train.evaluate", "--checkpoint", str(out), "--data",
+                             str(tiny_folder), "--cache-dir", str(tmp_path / "cache"), "--json-out",
+                             str(tmp_path / "eval.json")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert (config["val_accuracy"], config["val_accuracy_tta"]) == (round(report["accuracy"], 4),
+                                                                    round(report["accuracy_tta"], 4))
+    again = subprocess.run(compact, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already stored in float16" in again.stdout
+    assert (out / "model.safetensors").read_bytes() == weights
+    wrong = subprocess.run(compact + ["--weights-dtype", "int8"], cwd=REPO_ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert wrong.returncode == 2 and "weights_dtype must be one of" in wrong.stderr
+
+
 def test_translated_moves_the_image_and_reflects_the_uncovered_edge():
     x = torch.arange(16.0).view(1, 1, 4, 4)
     down_right = translated(x, 1, 1)[0, 0]

@@ -46,6 +46,7 @@ class TrainConfig:
     threads: int = 0                     # CPU threads for torch; 0 = torch's default (all cores)
     resume: bool = False                 # continue from run_dir's last finished epoch
     max_epochs_this_run: int = 0         # stop (resumably) after this many epochs; 0 = run to the end
+    weights_dtype: str = "float16"       # precision the checkpoint stores its parameters in: "float16" (half the size) or "float32"
     push_to_hub: str = ""                # Hugging Face repo id to upload the finished checkpoint to
     progress: bool = True                # show a progress bar
 

@@ -43,9 +43,19 @@ def run(cfg: EvalConfig) -> dict:
     if cfg.record and (cfg.split != "val" or not Path(cfg.checkpoint).is_dir()):
         raise ValueError("--record stores a validation figure in a local checkpoint folder: "
                          "give a folder and --split val")
-    device = pick_device(cfg.device)
-    model = load_pretrained(cfg.checkpoint, device=device)
+    model = load_pretrained(cfg.checkpoint, device=pick_device(cfg.device))
+    result = measure(model, cfg)
+    if cfg.record:
+        record_accuracy(Path(model.config["_folder"]), result["accuracy"], result["accuracy_tta"],
+                        result["measured_by"])
+    return result
+
+
+def measure(model, cfg: EvalConfig) -> dict:
+    """Score a loaded checkpoint (``model.config`` is its config) on ``cfg.data`` and draw its confusion
+    matrix; records nothing."""
     config = model.config
+    device = next(model.parameters()).device
     image_set = load_images(cfg.data, config["image_size"], cfg.cache_dir)
     if image_set.class_names != config["class_names"]:
         raise DataError(f"the data's classes {image_set.class_names} differ from the checkpoint's "
@@ -72,24 +82,28 @@ def run(cfg: EvalConfig) -> dict:
     result = {"checkpoint": cfg.checkpoint, "split": cfg.split, "images": len(labels), "accuracy": accuracy,
               "loss": loss, "accuracy_tta": tta_accuracy, "loss_tta": tta_loss,
               "per_class_accuracy": dict(zip(config["class_names"], per_class)),
-              "confusion": confusion.tolist(), "confusion_png": str(png)}
+              "confusion": confusion.tolist(), "confusion_png": str(png),
+              "measured_by": f"python -m train.evaluate, float32 on {device.type}"}
     if cfg.json_out:
         Path(cfg.json_out).write_text(json.dumps(result, indent=2) + "\n")
-    if cfg.record:
-        record_accuracy(folder, accuracy, tta_accuracy, f"python -m train.evaluate, float32 on {device.type}")
     return result
 
 
-def record_accuracy(folder: Path, accuracy: float, tta_accuracy: float, measured_by: str) -> None:
-    """Set both validation figures in the checkpoint's config.json, leaving every other key as it was
-    except the flip-only figure earlier versions served (the training run's own last-epoch figure stays in
-    ``stages`` and ``log.jsonl``)."""
-    config_path = folder / CONFIG_NAME
-    config = json.loads(config_path.read_text())
-    config.pop("val_accuracy_flip_tta", None)  # the flip-only figure earlier versions served
+def with_accuracy(config: dict, accuracy: float, tta_accuracy: float, measured_by: str) -> dict:
+    """``config`` with both validation figures set and every other key as it was, except the flip-only
+    figure earlier versions served (the training run's own last-epoch figure stays in ``stages`` and
+    ``log.jsonl``)."""
+    config = {k: v for k, v in config.items() if k != "val_accuracy_flip_tta"}
     config.update(val_accuracy=round(accuracy, 4), val_accuracy_tta=round(tta_accuracy, 4),
                   val_accuracy_measured_by=measured_by)
-    atomic_write_json(config_path, config)
+    return config
+
+
+def record_accuracy(folder: Path, accuracy: float, tta_accuracy: float, measured_by: str) -> None:
+    """Set both validation figures in the checkpoint's config.json."""
+    config_path = folder / CONFIG_NAME
+    atomic_write_json(config_path, with_accuracy(json.loads(config_path.read_text()), accuracy, tta_accuracy,
+                                                 measured_by))
 
 
 def main(argv=None) -> int:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from architectures import CheckpointError, check_name, create_model, load_pretrained, save_pretrained
-from architectures.checkpoint import atomic_write_bytes
+from architectures.checkpoint import atomic_write_bytes, round_parameters
 from .augment import TTA_COPIES, augment_batch, normalize, random_cutmix, served_probs
 from .config import TrainConfig
 from .data import describe_split, load_images, split_train_val
@@ -29,7 +29,7 @@ from .recipes import recipe_for
 from .state import STATE_NAME, load_state, peek_info, save_state
 
 # Settings that may differ between a run and its resumption without changing the result.
-RESUME_FREE = {"resume", "max_epochs_this_run", "progress", "threads", "push_to_hub", "time_budget"}
+RESUME_FREE = {"resume", "max_epochs_this_run", "progress", "threads", "push_to_hub", "time_budget", "weights_dtype"}
 # Fields the reproducing command does not list as options: those that never change what a run computes,
 # and arch, data and epochs, which it always names first.
 NOT_IN_COMMAND = RESUME_FREE | {"arch", "data", "out", "run_dir", "cache_dir", "device", "compile", "epochs"}
@@ -412,10 +412,15 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     if not env.is_main:
         return {}
     final_model = ema_model if ema_model is not None else model
+    # The figures a checkpoint reports are those of its weights as stored (float16 unless asked otherwise).
+    round_parameters(final_model, cfg.weights_dtype)
+    val_loss, val_accuracy, _ = evaluate(final_model, val_x, val_y, mean, std, autocast=autocast,
+                                         channels_last=cfg.channels_last)
     _, tta_accuracy, _ = evaluate(final_model, val_x, val_y, mean, std, autocast=autocast,
                                   channels_last=cfg.channels_last, tta=True)
+    scores = {"val_accuracy": val_accuracy, "val_loss": val_loss, "val_accuracy_tta": tta_accuracy}
     return export(cfg, env, final_model, image_set, len(val_idx), mean, std, history, train_seconds, bf16, code_version,
-                  parent, tta_accuracy, teacher.record if teacher else None)
+                  parent, scores, teacher.record if teacher else None)
 
 
 def with_earlier_stages(config: dict, history: list[dict], parent: dict | None) -> tuple[dict, list[dict]]:
@@ -436,7 +441,7 @@ def with_earlier_stages(config: dict, history: list[dict], parent: dict | None) 
 
 
 def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds, bf16, code_version,
-           parent: dict | None, tta_accuracy: float, teachers: list[dict] | None = None) -> dict:
+           parent: dict | None, scores: dict, teachers: list[dict] | None = None) -> dict:
     """Write the finished checkpoint (weights, config, log, curves) to ``cfg.out``."""
     out_dir = Path(cfg.out)
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
@@ -446,10 +451,10 @@ def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds,
         "image_size": cfg.image_size,
         "mean": [round(v, 6) for v in mean.tolist()],
         "std": [round(v, 6) for v in std.tolist()],
-        "val_accuracy": round(history[-1]["val_accuracy"], 4),
-        "val_loss": round(history[-1]["val_loss"], 4),
+        "val_accuracy": round(scores["val_accuracy"], 4),
+        "val_loss": round(scores["val_loss"], 4),
         # What the app serves: test-time augmentation over shifted and mirrored copies (train.augment.served_probs).
-        "val_accuracy_tta": round(tta_accuracy, 4),
+        "val_accuracy_tta": round(scores["val_accuracy_tta"], 4),
         "val_split": describe_split(image_set, cfg.val_fraction, cfg.split_seed, n_val),
         "epochs": cfg.epochs,
         "train_seconds": round(train_seconds, 1),
@@ -469,7 +474,7 @@ def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds,
         # Which weights taught this stage: a later checkpoint in the same folder is another teacher.
         config["teachers"] = teachers
     config, history = with_earlier_stages(config, history, parent)
-    save_pretrained(model, out_dir, config)
+    save_pretrained(model, out_dir, config, cfg.weights_dtype)
     atomic_write_bytes(out_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
     plot_curves(history, out_dir / "curves.png", title=f"{config['display_name']} on {image_set.source}")
     print(f"{cfg.arch}: val accuracy {config['val_accuracy']:.4f} after {config['epochs']} epochs, "
