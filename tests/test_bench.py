@@ -10,14 +10,15 @@ import pytest
 from conftest import CHECKPOINTS, REPO_ROOT
 
 
-def _load_report():
-    spec = importlib.util.spec_from_file_location("bench_report", REPO_ROOT / "bench" / "report.py")
+def _load_bench(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO_ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # puts bench/ on sys.path and imports its sibling scripts
+    spec.loader.exec_module(module)  # puts the repository on sys.path (report.py: bench/, for its siblings)
     return module
 
 
-report = _load_report()
+report = _load_bench("report")
+airbench_reference = _load_bench("airbench_reference")
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +94,28 @@ def test_report_writes_every_section_and_plots(train_result, inference_result):
         assert expected in text
     assert report.plot_train(train_result).startswith(b"\x89PNG")
     assert report.plot_inference(inference_result).startswith(b"\x89PNG")
+
+
+def test_airbench_reference_learns_the_tiny_set_and_reports_both_figures(tiny_tar, tmp_path):
+    result = airbench_reference.run(str(tiny_tar), epochs=4, batch_size=16, cache_dir=tmp_path / "cache",
+                                           device="cpu", progress=False)
+    assert [row["epoch"] for row in result["history"]] == [1, 2, 3, 4]
+    assert result["val_accuracy"] > 0.6 and result["val_accuracy_tta"] > 0.6  # three colour classes: chance 0.33
+    assert "12-image validation split" in result["split"]  # the zoo's split: 10% of each class
+
+
+def test_patch_whitening_decorrelates_the_patches_it_was_set_from():
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(64, 1, 17, 17, generator=generator)  # channels that correlate, as in photographs
+    images = torch.cat([base, 0.8 * base + 0.2 * torch.randn(64, 1, 17, 17, generator=generator),
+                        -0.5 * base + 0.5 * torch.randn(64, 1, 17, 17, generator=generator)], 1)
+    images = torch.nn.functional.avg_pool2d(images, 2, 1)  # and neighbouring pixels that correlate
+    conv = airbench_reference.build_net(3)[0]
+    airbench_reference.init_whitening(conv, images, eps=0.0)
+    with torch.no_grad():
+        responses = torch.nn.functional.conv2d(images, conv.weight[:12])  # the second half is its negative
+    flat = responses.permute(0, 2, 3, 1).reshape(-1, 12)
+    torch.testing.assert_close(flat.T @ flat / len(flat), torch.eye(12), atol=1e-3, rtol=0)
+    torch.testing.assert_close(conv.weight[12:], -conv.weight[:12])
