@@ -31,8 +31,10 @@ from .state import STATE_NAME, load_state, peek_info, save_state
 # Settings that may differ between a run and its resumption without changing the result.
 RESUME_FREE = {"resume", "max_epochs_this_run", "progress", "threads", "push_to_hub", "time_budget", "weights_dtype"}
 # Fields the reproducing command does not list as options: those that never change what a run computes,
-# and arch, data and epochs, which it always names first.
-NOT_IN_COMMAND = RESUME_FREE | {"arch", "data", "out", "run_dir", "cache_dir", "device", "compile", "epochs"}
+# and arch, data and epochs, which it always names first. weights_dtype may change on resuming (it only
+# matters at export) but does change the stored checkpoint, so the command keeps it.
+NOT_IN_COMMAND = (RESUME_FREE - {"weights_dtype"}) | {"arch", "data", "out", "run_dir", "cache_dir", "device",
+                                                      "compile", "epochs"}
 # How often (steps) a CUDA run checks the loss for NaN/inf: each check waits for the GPU to catch up.
 FINITE_CHECK_EVERY_CUDA = 20
 
