@@ -119,6 +119,24 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def validate_arch_args(arch: str, arch_args) -> dict:
+    """Check architecture settings from outside (a config file, ``--arch-args``) before anything is built
+    from them: known keys only, numbers of sane size, no objects; raise ``CheckpointError``."""
+    if not isinstance(arch_args, dict):
+        raise CheckpointError("arch_args must be an object")
+    unknown = set(arch_args) - set(default_args(arch))
+    if unknown:
+        raise CheckpointError(f"{arch} takes no argument(s) {sorted(unknown)}; it takes {sorted(default_args(arch))}")
+    for key, value in arch_args.items():
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if _is_number(item) and not (-1 <= item <= 4096):
+                raise CheckpointError(f"arch_args.{key}={value!r} is outside sane sizes")
+            if not (_is_number(item) or isinstance(item, (str, bool))):
+                raise CheckpointError(f"arch_args.{key} has an unsupported value {value!r}")
+    return arch_args
+
+
 def validate_config(config) -> dict:
     """Check a parsed ``config.json`` before it is used to build anything; raise ``CheckpointError``."""
     if not isinstance(config, dict):
@@ -127,19 +145,10 @@ def validate_config(config) -> dict:
         arch = check_name(config.get("arch"))
     except ValueError as error:
         raise CheckpointError(f"config.json: {error}") from None
-    arch_args = config.get("arch_args", {})
-    if not isinstance(arch_args, dict):
-        raise CheckpointError("config.json: arch_args must be an object")
-    unknown = set(arch_args) - set(default_args(arch))
-    if unknown:
-        raise CheckpointError(f"config.json: {arch} takes no argument(s) {sorted(unknown)}")
-    for key, value in arch_args.items():
-        values = value if isinstance(value, list) else [value]
-        for item in values:
-            if _is_number(item) and not (-1 <= item <= 4096):
-                raise CheckpointError(f"config.json: arch_args.{key}={value!r} is outside sane sizes")
-            if not (_is_number(item) or isinstance(item, (str, bool))):
-                raise CheckpointError(f"config.json: arch_args.{key} has an unsupported value {value!r}")
+    try:
+        validate_arch_args(arch, config.get("arch_args", {}))
+    except CheckpointError as error:
+        raise CheckpointError(f"config.json: {error}") from None
     names = config.get("class_names")
     if (not isinstance(names, list) or not 2 <= len(names) <= MAX_CLASSES
             or not all(isinstance(n, str) and 0 < len(n) <= 200 for n in names)):

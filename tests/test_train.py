@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from architectures import create_model, load_pretrained
 from conftest import REPO_ROOT, make_image_folder
@@ -20,6 +22,7 @@ from train.augment import (normalize, random_cutmix, random_cutout, random_flip,
 from train.config import TrainConfig, parse_config
 from train.data import DataError, load_images, split_train_val
 from train.distill import Teacher, mixed_targets
+from train.state import STATE_NAME
 from train.trainer import lr_factor, train
 
 FAST = dict(epochs=2, batch_size=16, lr=0.05, warmup_epochs=0.5, progress=False, threads=1)
@@ -189,6 +192,61 @@ def test_init_from_refuses_a_parent_with_another_split_or_architecture(tmp_path,
         train(tiny_config(tmp_path / "c", tiny_folder, arch="bn_convnet", init_from=parent))
     with pytest.raises(ValueError, match="--init-from"):
         train(tiny_config(tmp_path / "d", tiny_folder, arch="basic_convnet", init_from=str(tmp_path / "none")))
+
+
+def test_arch_args_build_another_width_that_the_checkpoint_and_command_carry(tmp_path, tiny_folder):
+    narrow = '{"widths": [8, 16, 32]}'
+    result = train(tiny_config(tmp_path / "a", tiny_folder, arch="basic_convnet", epochs=1, arch_args=narrow))
+    model = load_pretrained(tmp_path / "a" / "out")
+    assert model.arch_args["widths"] == [8, 16, 32] == model.config["arch_args"]["widths"]
+    assert model.config["params"] < sum(p.numel() for p in create_model("basic_convnet").parameters()) / 10
+    # The command names the settings once, quoted for the shell, and parses back to the same run.
+    assert "--arch-args '{\"widths\":[8,16,32]}'" in result["command"]
+    argv = shlex.split(result["command"])[3:]
+    assert json.loads(parse_config(argv).arch_args) == {"widths": [8, 16, 32]}
+    # A resumed run must not change them; a further stage keeps its parent's and refuses others.
+    train(tiny_config(tmp_path / "b", tiny_folder, arch="basic_convnet", epochs=2, arch_args=narrow,
+                      max_epochs_this_run=1))
+    with pytest.raises(ValueError, match="arch_args"):
+        train(tiny_config(tmp_path / "b", tiny_folder, arch="basic_convnet", epochs=2, resume=True,
+                          arch_args='{"widths": [8, 16, 64]}'))
+    parent = str(tmp_path / "a" / "out")
+    with pytest.raises(ValueError, match="keeps its parent's architecture"):
+        train(tiny_config(tmp_path / "c", tiny_folder, arch="basic_convnet", init_from=parent,
+                          arch_args='{"widths": [8, 16, 64]}'))
+    train(tiny_config(tmp_path / "d", tiny_folder, arch="basic_convnet", epochs=1, init_from=parent))
+    assert load_pretrained(tmp_path / "d" / "out").arch_args["widths"] == [8, 16, 32]
+
+
+def test_a_state_saved_before_a_setting_existed_resumes_with_its_default(tmp_path, tiny_folder):
+    """Runs paused by older code have no arch_args in their fingerprint: they ran with the default."""
+    straight = train(tiny_config(tmp_path / "a", tiny_folder, epochs=2))
+    train(tiny_config(tmp_path / "b", tiny_folder, epochs=2, max_epochs_this_run=1))
+    state = tmp_path / "b" / "run" / STATE_NAME
+    with safe_open(state, framework="pt") as handle:
+        metadata = handle.metadata()
+    info = json.loads(metadata["info"])
+    del info["fingerprint"]["arch_args"]
+    save_file(load_file(state), state, metadata={**metadata, "info": json.dumps(info)})
+    resumed = train(tiny_config(tmp_path / "b", tiny_folder, epochs=2, resume=True))
+    assert resumed["val_accuracy"] == straight["val_accuracy"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('{"widths": [8, 16', "Expecting"), ('[8, 16, 32]', "must be an object"), ('{"width": 8}', "takes no argument"),
+    ('{"widths": [0, 16, 32]}', "--arch-args"), ('{"widths": [8, 16, 100000]}', "outside sane sizes"),
+    ('{"dropout": "x"}', "--arch-args"),
+])
+def test_bad_arch_args_fail_before_any_data_is_read(tmp_path, bad, message):
+    with pytest.raises(ValueError, match=message):
+        train(tiny_config(tmp_path, tmp_path / "no-such-data", arch="basic_convnet", arch_args=bad))
+
+
+def test_cli_refuses_arch_args_for_the_whole_zoo(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "train", "--arch", "all", "--data", str(tmp_path),
+                             "--arch-args", '{"width": 48}'], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and "name it with --arch" in result.stderr
 
 
 def test_evaluate_writes_accuracy_and_confusion_matrix(tmp_path, tiny_folder):

@@ -15,6 +15,9 @@ EXIT_DIVERGED = 3  # the loss went NaN/inf: train.parallel retries such a run at
 def main(argv=None) -> int:
     config = parse_config(argv, description=__doc__, prog="python -m train")
     names = list_models() if config.arch == "all" else [config.arch]
+    if len(names) > 1 and config.arch_args:
+        print("error: --arch-args holds one architecture's settings; name it with --arch", file=sys.stderr)
+        return 2
     try:
         for name in names:
             check_name(name)

@@ -25,6 +25,7 @@ class TrainConfig:
     split_seed: int = 0                  # seed of the validation split: fixed, so every run sees the same split
     seed: int = 0                        # seed of initialisation, data order and augmentation
     init_from: str = ""                  # start from this checkpoint's weights (folder or Hub id; {arch} is filled in): a further training stage
+    arch_args: str = ""                  # the architecture's settings over its defaults, as JSON ('{"width": 48}'); a further stage keeps its parent's
     epochs: int | None = None            # passes over the training split
     time_budget: float = 0.0             # seconds to train for instead of --epochs: a timed trial picks the epoch count
     batch_size: int | None = None        # images per optimisation step, over all processes

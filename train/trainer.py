@@ -9,7 +9,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import shlex
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -17,8 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from architectures import CheckpointError, check_name, create_model, load_pretrained, save_pretrained
-from architectures.checkpoint import atomic_write_bytes, round_parameters
+from architectures import CheckpointError, check_name, create_model, default_args, load_pretrained, save_pretrained
+from architectures.checkpoint import atomic_write_bytes, round_parameters, validate_arch_args
 from .augment import TTA_COPIES, augment_batch, normalize, random_cutmix, served_probs
 from .config import TrainConfig
 from .data import describe_split, load_images, split_train_val
@@ -185,17 +187,49 @@ def stage_summary(config: dict) -> dict:
 
 
 def reproducing_command(cfg: TrainConfig) -> str:
-    """``python -m train`` with every setting that differs from the recipe and the defaults."""
+    """``python -m train`` with every setting that differs from the recipe and the defaults, quoted for a
+    POSIX shell where it needs to be (``--arch-args '{"width":48}'``)."""
     recipe, defaults = recipe_for(cfg.arch), TrainConfig()
-    parts = [f"python -m train --arch {cfg.arch} --data {cfg.data} --epochs {cfg.epochs}"]
+    parts = [f"python -m train --arch {cfg.arch} --data {shlex.quote(cfg.data)} --epochs {cfg.epochs}"]
     for f in dataclasses.fields(cfg):
         if f.name in NOT_IN_COMMAND:
             continue
         value, usual = getattr(cfg, f.name), recipe.get(f.name, getattr(defaults, f.name))
         if value != usual:
-            shown = str(value).lower() if isinstance(value, bool) else value
+            shown = str(value).lower() if isinstance(value, bool) else shlex.quote(str(value))
             parts.append(f"--{f.name.replace('_', '-')} {shown}")
     return " ".join(parts)
+
+
+def parse_arch_args(arch: str, text: str, image_size: int) -> dict:
+    """``--arch-args``: a JSON object of ``arch``'s settings, checked as a checkpoint's are, then built and run
+    once on the meta device (shapes only, no memory), so a bad value fails before any data is loaded."""
+    if not text:
+        return {}
+    try:
+        arch_args = json.loads(text)
+        validate_arch_args(arch, arch_args)
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zero-sized layers warn before they fail
+            model = create_model(arch, **arch_args)
+            if not any(p.numel() for p in model.parameters()):
+                raise ValueError("the model has no parameters")
+            model.eval()(torch.empty(2, 3, image_size, image_size))
+    except Exception as error:  # a constructor or forward pass can fail in any way on a bad setting
+        raise ValueError(f"--arch-args {text}: {type(error).__name__}: {error}") from None
+    return arch_args
+
+
+def stage_arch_args(arch: str, requested: dict, parent: dict | None) -> dict:
+    """The settings a run builds its model with: a further stage's are its parent's, and asking for others
+    is an error (its weights would not fit); a first stage's are the ``--arch-args`` given."""
+    if parent is None:
+        return requested
+    full = lambda args: json.loads(json.dumps({**default_args(arch), **args}))  # tuples and lists alike
+    if requested and full(requested) != full(parent["arch_args"]):
+        raise ValueError(f"--arch-args {json.dumps(requested)} differs from the --init-from checkpoint's "
+                         f"{json.dumps(parent['arch_args'])}: a further stage keeps its parent's architecture")
+    return parent["arch_args"]
 
 
 @torch.inference_mode()
@@ -253,6 +287,10 @@ def train(config: TrainConfig) -> dict:
     cfg = dataclasses.replace(config, out=config.out.format(arch=arch), run_dir=config.run_dir.format(arch=arch),
                               init_from=config.init_from.format(arch=arch), teacher=config.teacher.format(arch=arch))
     cfg = cfg.resolved(recipe_for(arch))
+    # One spelling of the settings, so the fingerprint and the reproducing command do not depend on spacing.
+    arch_args = parse_arch_args(arch, cfg.arch_args, cfg.image_size)
+    cfg = dataclasses.replace(cfg, arch_args=json.dumps(arch_args, sort_keys=True, separators=(",", ":"))
+                              if arch_args else "")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     env = setup(cfg.device)
@@ -296,7 +334,7 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
         else:
             parent_weights, parent = read_parent(cfg, image_set)
         mean, std = torch.tensor(parent["mean"], device=device), torch.tensor(parent["std"], device=device)
-    arch_args = parent["arch_args"] if parent else {}
+    arch_args = stage_arch_args(cfg.arch, json.loads(cfg.arch_args or "{}"), parent)
     teacher = None
     if cfg.teacher:
         if not 0 < cfg.teacher_weight <= 1:
@@ -325,11 +363,14 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUME_FREE}
     history, start_epoch, train_seconds = [], 0, 0.0
     if cfg.resume and state_path.exists():
-        info = load_state(state_path, model, ema_model, optimizer, device)
-        if info["fingerprint"] != fingerprint:
-            before = info["fingerprint"]
-            changed = sorted(k for k in before.keys() | fingerprint.keys() if before.get(k) != fingerprint.get(k))
+        # Checked before loading (an unreadable state is load_state's to report): changed settings, arch_args
+        # say, may not even fit the saved weights. A state saved before a setting existed ran with its default.
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        before = {**defaults, **(saved or {}).get("fingerprint", {})}
+        changed = sorted(k for k in fingerprint if before.get(k) != fingerprint[k])
+        if saved and changed:
             raise ValueError(f"cannot resume {state_path}: settings changed since it was saved: {changed}")
+        info = load_state(state_path, model, ema_model, optimizer, device)
         history, start_epoch, train_seconds = info["history"], info["epoch"], info["train_seconds"]
         # Put the schedule where an uninterrupted run would be after this many optimizer steps.
         schedule.last_epoch = start_epoch * steps_per_epoch
