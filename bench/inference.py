@@ -1,6 +1,7 @@
 """Inference speed and size of every shipped checkpoint: batch-1 latency, batch throughput, params, MACs.
 
     python bench/inference.py [--archs resnet,senet] [--calls 200] [--json out.json]
+    python bench/inference.py --archs vgg --candidate 'vgg={"width_multiplier": 0.75}'   # a wider VGG too
 
 Per architecture with a checkpoint in ``--checkpoints``: batch-1 latency (p50/p95 over ``--calls`` calls
 after ``--warmup``) of the model alone and p50 of the prediction the app serves (shifted and mirrored
@@ -9,11 +10,18 @@ warm-up batch), under ``torch.inference_mode``, fp32, the layout the app serves 
 channels_last weights, input N x 3 x S x S) on the CPU, and on CUDA as well when
 one is present (unless ``--no-cuda``). Also parameters, MACs per image (``train.zoo_table.count_macs``),
 the size of ``model.safetensors`` and the checkpoint's validation accuracy. Prints a markdown table.
+
+``--candidate ARCH=JSON`` adds an untrained model of other settings (``python -m train --arch-args``'s), saved
+as a float16 checkpoint would be: whether a wider net would still meet the app's latency targets and the
+size budget can be known before any GPU time is spent on training it (latency does not depend on the
+weights' values).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -24,12 +32,12 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from architectures import CheckpointError, list_models, load_pretrained  # noqa: E402
+from architectures import CheckpointError, create_model, list_models, load_pretrained, save_pretrained  # noqa: E402
 from architectures.checkpoint import WEIGHTS_NAME, atomic_write_json  # noqa: E402
 from serve.store import for_serving  # noqa: E402
 from train.augment import served_probs  # noqa: E402
 from train.env import describe_hardware  # noqa: E402
-from train.trainer import synchronize  # noqa: E402
+from train.trainer import parse_arch_args, synchronize  # noqa: E402
 from train.zoo_table import count_macs  # noqa: E402
 from timing import percentiles  # noqa: E402  (bench/ is on sys.path when this file runs)
 
@@ -63,13 +71,18 @@ def throughput(model, x: torch.Tensor, batches: int) -> float:
     return batches * len(x) / (time.perf_counter() - start)
 
 
-def measure(folder: Path, devices: list[torch.device], calls: int, warmup: int, batch_size: int, batches: int) -> dict:
+def measure(folder: Path, devices: list[torch.device], calls: int, warmup: int, batch_size: int, batches: int,
+            candidate: str = "") -> dict:
+    """One table row: the checkpoint in ``folder``, or the untrained ``candidate`` settings it is saved with."""
     model = for_serving(load_pretrained(folder))
     config = model.config
     size = config["image_size"]
     row = {"arch": config["arch"], "display_name": config.get("display_name", config["arch"]),
-           "val_accuracy": config.get("val_accuracy"), "params": sum(p.numel() for p in model.parameters()),
+           "val_accuracy": None if candidate else config.get("val_accuracy"),
+           "params": sum(p.numel() for p in model.parameters()),
            "macs": count_macs(model, size), "checkpoint_mb": (folder / WEIGHTS_NAME).stat().st_size / 1e6}
+    if candidate:
+        row["candidate"] = candidate
     generator = torch.Generator().manual_seed(0)
     one = torch.randn(1, 3, size, size, generator=generator)
     batch = torch.randn(batch_size, 3, size, size, generator=generator)
@@ -82,9 +95,25 @@ def measure(folder: Path, devices: list[torch.device], calls: int, warmup: int, 
     return row
 
 
+def parse_candidate(text: str) -> tuple[str, dict]:
+    """``ARCH=JSON`` -> (arch, settings), checked as ``python -m train --arch-args`` checks them."""
+    arch, equals, settings = text.partition("=")
+    if not equals or arch.strip() not in list_models():
+        raise ValueError(f"--candidate expects ARCH=JSON with ARCH one of {list_models()}, got {text!r}")
+    return arch.strip(), parse_arch_args(arch.strip(), settings, 32, option=f"--candidate {arch.strip()}=")
+
+
+def save_candidate(arch: str, arch_args: dict, folder: Path) -> Path:
+    """An untrained model of ``arch_args`` saved as training saves one (float16 weights), to measure it."""
+    model = create_model(arch, **arch_args)
+    config = {"display_name": type(model).display_name, "class_names": [str(i) for i in range(model.num_classes)],
+              "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    return save_pretrained(model, folder, config, "float16")
+
+
 def run(archs: list[str] | None = None, checkpoints: str | Path = ROOT / "checkpoints", calls: int = 200,
         warmup: int = 20, batch_size: int = 256, batches: int = 10, cuda: bool = True, threads: int = 0,
-        progress: bool = True) -> dict:
+        progress: bool = True, candidates: list[str] = ()) -> dict:
     if threads:
         torch.set_num_threads(threads)
     checkpoints = Path(checkpoints)
@@ -104,6 +133,12 @@ def run(archs: list[str] | None = None, checkpoints: str | Path = ROOT / "checkp
             rows.append(measure(folder, devices, calls, warmup, batch_size, batches))
         except CheckpointError as error:
             skipped[arch] = str(error)
+    for text in tqdm(candidates, desc="candidates", unit="model", disable=not (progress and candidates)):
+        arch, arch_args = parse_candidate(text)
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = save_candidate(arch, arch_args, Path(scratch))
+            label = json.dumps(arch_args, sort_keys=True, separators=(",", ":"))
+            rows.append(measure(folder, devices, calls, warmup, batch_size, batches, candidate=label))
     return {"settings": {"calls": calls, "warmup": warmup, "batch_size": batch_size, "batches": batches,
                          "devices": [describe_hardware(d) for d in devices], "torch": torch.__version__,
                          "torch_threads": torch.get_num_threads(), "precision": "fp32"},
@@ -124,7 +159,8 @@ def markdown(result: dict) -> str:
              f"after {s['warmup']}; batch {s['batch_size']}: {s['batches']} batches after 1", "", header, rule]
     for r in result["rows"]:
         accuracy = f"{100 * r['val_accuracy']:.2f}%" if r["val_accuracy"] is not None else "-"
-        line = (f"| {r['display_name']} (`{r['arch']}`) | {accuracy} | {r['params'] / 1e6:.2f} M | "
+        name = f"`{r['arch']}` `{r['candidate']}` (untrained)" if r.get("candidate") else f"`{r['arch']}`"
+        line = (f"| {r['display_name']} ({name}) | {accuracy} | {r['params'] / 1e6:.2f} M | "
                 f"{r['macs'] / 1e6:.0f} M | {r['checkpoint_mb']:.1f} MB |")
         for d in devices:
             m = r[d]
@@ -150,12 +186,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = torch's default")
     parser.add_argument("--json", default="", help="also write the results to this JSON file")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    parser.add_argument("--candidate", action="append", default=[], metavar="ARCH=JSON",
+                        help="also an untrained model of these settings (as --arch-args takes them); repeatable")
     args = parser.parse_args(argv)
     if min(args.calls, args.batch_size, args.batches) < 1 or args.warmup < 0:
         parser.error("--calls, --batch-size and --batches must be positive, --warmup not negative")
+    for text in args.candidate:
+        try:
+            parse_candidate(text)
+        except ValueError as error:
+            parser.error(str(error))
     archs = [a.strip() for a in args.archs.split(",") if a.strip()] or None
     result = run(archs, args.checkpoints, args.calls, args.warmup, args.batch_size, args.batches, args.cuda,
-                 args.threads, args.progress)
+                 args.threads, args.progress, args.candidate)
     print(markdown(result))
     if args.json:
         atomic_write_json(Path(args.json), result)

@@ -77,6 +77,27 @@ def test_inference_reports_latency_size_and_macs(inference_result):
     assert "`resnet`" in report.inference.markdown(inference_result)
 
 
+def test_inference_measures_an_untrained_candidate_of_other_settings(tmp_path):
+    # No checkpoints at all: only the candidate is measured, saved as training would save it (float16).
+    result = report.inference.run(["resnet"], tmp_path, calls=2, warmup=1, batch_size=4, batches=1, cuda=False,
+                                  progress=False, candidates=['resnet={"width": 16}'])
+    (row,) = result["rows"]
+    assert row["candidate"] == '{"width":16}' and row["val_accuracy"] is None
+    narrow = report.inference.create_model("resnet", width=16)
+    assert row["params"] == sum(p.numel() for p in narrow.parameters())
+    assert row["checkpoint_mb"] == pytest.approx(2 * row["params"] / 1e6, rel=0.05)  # two bytes a parameter
+    assert row["cpu"]["served_batch1"]["p50_ms"] > 0 and "resnet" in result["skipped"]
+    assert '`resnet` `{"width":16}` (untrained)' in report.inference.markdown(result)
+
+
+@pytest.mark.parametrize("bad", ['resnet{"width": 16}', 'lenet={"width": 16}', 'resnet={"widths": [16]}',
+                                 'resnet={"width": 0}'])
+def test_inference_refuses_a_bad_candidate_before_measuring(bad, capsys):
+    with pytest.raises(SystemExit):
+        report.inference.main(["--archs", "resnet", "--candidate", bad, "--no-progress"])
+    assert "--candidate" in capsys.readouterr().err
+
+
 def test_report_writes_every_section_and_plots(train_result, inference_result):
     entries = {
         "train": {"command": "python bench/train_throughput.py", "returncode": 0, "seconds": 1.0,

@@ -201,7 +201,7 @@ def reproducing_command(cfg: TrainConfig) -> str:
     return " ".join(parts)
 
 
-def parse_arch_args(arch: str, text: str, image_size: int) -> dict:
+def parse_arch_args(arch: str, text: str, image_size: int, option: str = "--arch-args ") -> dict:
     """``--arch-args``: a JSON object of ``arch``'s settings, checked as a checkpoint's are, then built and run
     once on the meta device (shapes only, no memory), so a bad value fails before any data is loaded."""
     if not text:
@@ -216,7 +216,7 @@ def parse_arch_args(arch: str, text: str, image_size: int) -> dict:
                 raise ValueError("the model has no parameters")
             model.eval()(torch.empty(2, 3, image_size, image_size))
     except Exception as error:  # a constructor or forward pass can fail in any way on a bad setting
-        raise ValueError(f"--arch-args {text}: {type(error).__name__}: {error}") from None
+        raise ValueError(f"{option}{text}: {type(error).__name__}: {error}") from None
     return arch_args
 
 
