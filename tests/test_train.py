@@ -406,21 +406,26 @@ def test_time_budget_picks_the_epochs_and_the_command_reproduces_them(tmp_path, 
         train(tiny_config(tmp_path, tiny_folder, epochs=2, time_budget=4))
 
 
-def run_parallel(tmp_path, data, archs, budget, *extra):
+def run_parallel(tmp_path, data, archs, budget, *extra, arch_flags=()):
     from train.parallel import main
 
     return main(["--data", str(data), "--time-budget", str(budget), "--archs", archs,
                  "--out", str(tmp_path / "ck" / "{arch}"), "--run-dir", str(tmp_path / "run" / "{arch}"),
-                 "--log-dir", str(tmp_path / "logs"), "--",
+                 "--log-dir", str(tmp_path / "logs"), *(f for flags in arch_flags for f in ("--arch-flags", flags)),
+                 "--",
                  "--batch-size", "16", "--cache-dir", str(tmp_path / "cache"), *extra])
 
 
 def test_parallel_trains_each_architecture_in_its_own_process(tmp_path, tiny_folder):
-    assert run_parallel(tmp_path, tiny_folder, "bn_convnet,nin", 6, "--lr", "0.05") == 0
-    for arch in ("bn_convnet", "nin"):
-        config = json.loads((tmp_path / "ck" / arch / "config.json").read_text())
+    # One of them at other widths, as a GPU round of wider nets would ask (quoted as in the README).
+    assert run_parallel(tmp_path, tiny_folder, "bn_convnet,nin", 6, "--lr", "0.05",
+                        arch_flags=["nin=--arch-args '{\"widths\": [16, 32, 32]}'"]) == 0
+    configs = {arch: json.loads((tmp_path / "ck" / arch / "config.json").read_text()) for arch in ("bn_convnet", "nin")}
+    for arch, config in configs.items():
         assert config["arch"] == arch and config["epochs"] >= 1
         assert "trial ran" in (tmp_path / "logs" / f"{arch}.log").read_text()
+    assert configs["nin"]["arch_args"]["widths"] == [16, 32, 32]
+    assert configs["bn_convnet"]["arch_args"]["widths"] == [64, 128, 256]  # its default, untouched
 
 
 def test_parallel_retries_a_diverging_run_then_reports_it(tmp_path, tiny_folder):
