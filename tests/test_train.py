@@ -242,6 +242,17 @@ def test_bad_arch_args_fail_before_any_data_is_read(tmp_path, bad, message):
         train(tiny_config(tmp_path, tmp_path / "no-such-data", arch="basic_convnet", arch_args=bad))
 
 
+def test_a_model_built_for_one_image_size_is_refused_at_another_before_data_is_read(tmp_path, tiny_folder):
+    with pytest.raises(ValueError, match="built for 32-pixel images"):
+        train(tiny_config(tmp_path, tmp_path / "no-such-data", arch="mlpmixer", image_size=16))
+    # Asked for, it trains; a further stage inherits it without asking again.
+    small = '{"image_size": 16, "patch_size": 4, "dim": 16, "token_hidden": 8, "channel_hidden": 32, "depth": 1}'
+    train(tiny_config(tmp_path / "a", tiny_folder, arch="mlpmixer", image_size=16, epochs=1, arch_args=small))
+    train(tiny_config(tmp_path / "b", tiny_folder, arch="mlpmixer", image_size=16, epochs=1,
+                      init_from=str(tmp_path / "a" / "out")))
+    assert load_pretrained(tmp_path / "b" / "out").arch_args["image_size"] == 16
+
+
 def test_cli_refuses_arch_args_for_the_whole_zoo(tmp_path):
     result = subprocess.run([sys.executable, "-m", "train", "--arch", "all", "--data", str(tmp_path),
                              "--arch-args", '{"width": 48}'], cwd=REPO_ROOT, capture_output=True, text=True,

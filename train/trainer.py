@@ -201,14 +201,24 @@ def reproducing_command(cfg: TrainConfig) -> str:
     return " ".join(parts)
 
 
-def parse_arch_args(arch: str, text: str, image_size: int, option: str = "--arch-args ") -> dict:
+def parse_arch_args(arch: str, text: str, image_size: int, option: str = "--arch-args ",
+                    inherited: bool = False) -> dict:
     """``--arch-args``: a JSON object of ``arch``'s settings, checked as a checkpoint's are, then built and run
-    once on the meta device (shapes only, no memory), so a bad value fails before any data is loaded."""
-    if not text:
+    once on the meta device (shapes only, no memory), so a bad value fails before any data is loaded.
+    ``inherited``: none given means the ``--init-from`` checkpoint's, checked against the data there."""
+    try:
+        arch_args = json.loads(text) if text else {}
+        validate_arch_args(arch, arch_args)
+    except ValueError as error:
+        raise ValueError(f"{option}{text}: {error}") from None
+    # A model that takes its input size as a setting (MLP-Mixer's patch grid) must be built for the images.
+    built_for = {**default_args(arch), **arch_args}.get("image_size", image_size)
+    if built_for != image_size and (arch_args or not inherited):
+        raise ValueError(f"{arch} is built for {built_for}-pixel images, the data is resized to {image_size}: "
+                         f"add --arch-args '{{\"image_size\": {image_size}}}' (and a patch size that divides it)")
+    if not arch_args:
         return {}
     try:
-        arch_args = json.loads(text)
-        validate_arch_args(arch, arch_args)
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zero-sized layers warn before they fail
             model = create_model(arch, **arch_args)
@@ -225,7 +235,9 @@ def stage_arch_args(arch: str, requested: dict, parent: dict | None) -> dict:
     is an error (its weights would not fit); a first stage's are the ``--arch-args`` given."""
     if parent is None:
         return requested
-    full = lambda args: json.loads(json.dumps({**default_args(arch), **args}))  # tuples and lists alike
+    def full(args: dict) -> dict:  # every setting, tuples and lists alike
+        return json.loads(json.dumps({**default_args(arch), **args}))
+
     if requested and full(requested) != full(parent["arch_args"]):
         raise ValueError(f"--arch-args {json.dumps(requested)} differs from the --init-from checkpoint's "
                          f"{json.dumps(parent['arch_args'])}: a further stage keeps its parent's architecture")
@@ -288,7 +300,7 @@ def train(config: TrainConfig) -> dict:
                               init_from=config.init_from.format(arch=arch), teacher=config.teacher.format(arch=arch))
     cfg = cfg.resolved(recipe_for(arch))
     # One spelling of the settings, so the fingerprint and the reproducing command do not depend on spacing.
-    arch_args = parse_arch_args(arch, cfg.arch_args, cfg.image_size)
+    arch_args = parse_arch_args(arch, cfg.arch_args, cfg.image_size, inherited=bool(cfg.init_from))
     cfg = dataclasses.replace(cfg, arch_args=json.dumps(arch_args, sort_keys=True, separators=(",", ":"))
                               if arch_args else "")
     if cfg.threads:
