@@ -10,7 +10,7 @@ alternating flips, label smoothing) and runs it here: trained on the zoo's train
 50,000 images) and scored on the zoo's fixed validation split, as every checkpoint is. What it reaches
 below 94% is what this copy of the data costs a recipe known to reach 94% (the JPEG compression, and a
 tenth fewer training images): the yardstick for goals taken from public figures on the original images.
-It trains in float32 on the CPU (about 35 minutes on 2 cores) or on a GPU; nothing is saved but the JSON.
+It trains in float32 on the CPU (about 45 minutes on 2 cores) or on a GPU; nothing is saved but the JSON.
 """
 from __future__ import annotations
 

@@ -95,12 +95,19 @@ def measure(folder: Path, devices: list[torch.device], calls: int, warmup: int, 
     return row
 
 
+class CandidateError(ValueError):
+    """A ``--candidate`` that cannot be built."""
+
+
 def parse_candidate(text: str) -> tuple[str, dict]:
     """``ARCH=JSON`` -> (arch, settings), checked as ``python -m train --arch-args`` checks them."""
     arch, equals, settings = text.partition("=")
     if not equals or arch.strip() not in list_models():
-        raise ValueError(f"--candidate expects ARCH=JSON with ARCH one of {list_models()}, got {text!r}")
-    return arch.strip(), parse_arch_args(arch.strip(), settings, 32, option=f"--candidate {arch.strip()}=")
+        raise CandidateError(f"--candidate expects ARCH=JSON with ARCH one of {list_models()}, got {text!r}")
+    try:
+        return arch.strip(), parse_arch_args(arch.strip(), settings, 32, option=f"--candidate {arch.strip()}=")
+    except ValueError as error:
+        raise CandidateError(str(error)) from None
 
 
 def save_candidate(arch: str, arch_args: dict, folder: Path) -> Path:
@@ -114,6 +121,7 @@ def save_candidate(arch: str, arch_args: dict, folder: Path) -> Path:
 def run(archs: list[str] | None = None, checkpoints: str | Path = ROOT / "checkpoints", calls: int = 200,
         warmup: int = 20, batch_size: int = 256, batches: int = 10, cuda: bool = True, threads: int = 0,
         progress: bool = True, candidates: list[str] = ()) -> dict:
+    parsed = [parse_candidate(text) for text in candidates]  # a bad one fails before anything is measured
     if threads:
         torch.set_num_threads(threads)
     checkpoints = Path(checkpoints)
@@ -133,8 +141,7 @@ def run(archs: list[str] | None = None, checkpoints: str | Path = ROOT / "checkp
             rows.append(measure(folder, devices, calls, warmup, batch_size, batches))
         except CheckpointError as error:
             skipped[arch] = str(error)
-    for text in tqdm(candidates, desc="candidates", unit="model", disable=not (progress and candidates)):
-        arch, arch_args = parse_candidate(text)
+    for arch, arch_args in tqdm(parsed, desc="candidates", unit="model", disable=not (progress and parsed)):
         with tempfile.TemporaryDirectory() as scratch:
             folder = save_candidate(arch, arch_args, Path(scratch))
             label = json.dumps(arch_args, sort_keys=True, separators=(",", ":"))
@@ -191,14 +198,12 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if min(args.calls, args.batch_size, args.batches) < 1 or args.warmup < 0:
         parser.error("--calls, --batch-size and --batches must be positive, --warmup not negative")
-    for text in args.candidate:
-        try:
-            parse_candidate(text)
-        except ValueError as error:
-            parser.error(str(error))
     archs = [a.strip() for a in args.archs.split(",") if a.strip()] or None
-    result = run(archs, args.checkpoints, args.calls, args.warmup, args.batch_size, args.batches, args.cuda,
-                 args.threads, args.progress, args.candidate)
+    try:
+        result = run(archs, args.checkpoints, args.calls, args.warmup, args.batch_size, args.batches, args.cuda,
+                     args.threads, args.progress, args.candidate)
+    except CandidateError as error:
+        parser.error(str(error))
     print(markdown(result))
     if args.json:
         atomic_write_json(Path(args.json), result)

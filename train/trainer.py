@@ -235,6 +235,7 @@ def stage_arch_args(arch: str, requested: dict, parent: dict | None) -> dict:
     is an error (its weights would not fit); a first stage's are the ``--arch-args`` given."""
     if parent is None:
         return requested
+
     def full(args: dict) -> dict:  # every setting, tuples and lists alike
         return json.loads(json.dumps({**default_args(arch), **args}))
 
@@ -377,11 +378,11 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     if cfg.resume and state_path.exists():
         # Checked before loading (an unreadable state is load_state's to report): changed settings, arch_args
         # say, may not even fit the saved weights. A state saved before a setting existed ran with its default.
-        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-        before = {**defaults, **(saved or {}).get("fingerprint", {})}
-        changed = sorted(k for k in fingerprint if before.get(k) != fingerprint[k])
-        if saved and changed:
-            raise ValueError(f"cannot resume {state_path}: settings changed since it was saved: {changed}")
+        if saved:
+            before = {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **saved["fingerprint"]}
+            changed = sorted(k for k in fingerprint if before.get(k) != fingerprint[k])
+            if changed:
+                raise ValueError(f"cannot resume {state_path}: settings changed since it was saved: {changed}")
         info = load_state(state_path, model, ema_model, optimizer, device)
         history, start_epoch, train_seconds = info["history"], info["epoch"], info["train_seconds"]
         # Put the schedule where an uninterrupted run would be after this many optimizer steps.
