@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from train.config import TrainConfig, parse_config
 from train.data import DataError, load_images, split_train_val
 from train.distill import Teacher, mixed_targets
 from train.state import STATE_NAME
+from train import trainer
 from train.trainer import lr_factor, train
 
 FAST = dict(epochs=2, batch_size=16, lr=0.05, warmup_epochs=0.5, progress=False, threads=1)
@@ -416,6 +418,23 @@ def test_time_budget_picks_the_epochs_and_the_command_reproduces_them(tmp_path, 
     with pytest.raises(ValueError, match="not both"):
         train(tiny_config(tmp_path, tiny_folder, epochs=2, time_budget=4))
 
+
+def test_time_budget_does_not_count_the_first_validations_one_off_cost_every_epoch(tmp_path, tiny_folder, monkeypatch,
+                                                                                  capsys):
+    # The first validation pass of a run stands in for cuDNN's algorithm search (seconds on a shared GPU,
+    # once): the trial must not charge it to each epoch, or the run stops far inside its budget.
+    real_evaluate, calls = trainer.evaluate, []
+
+    def evaluate_slow_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(1.5)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", evaluate_slow_once)
+    train(tiny_config(tmp_path, tiny_folder, epochs=None, time_budget=4))
+    after_epoch = re.search(r"([0-9.]+) s per epoch to validate and save", capsys.readouterr().out)
+    assert after_epoch and float(after_epoch.group(1)) < 1.0, after_epoch
 
 def run_parallel(tmp_path, data, archs, budget, *extra, arch_flags=()):
     from train.parallel import main
