@@ -20,9 +20,10 @@ SHIPPED = sorted(p.name for p in CHECKPOINTS.iterdir() if (p / "config.json").is
 FIRST_CHECKPOINT_BAR = 0.75  # issue #2: every first checkpoint reaches 75% validation accuracy
 # Issue #5's goals, and why each shipped checkpoint is still short of its goal. The mark is strict: a
 # retrained checkpoint that reaches its goal makes the test fail until its entry is removed here.
-SHORT_OF_GOAL = {name: "short after the GPU time lent so far (15 minutes a session, one H100 shared by 7-11 runs)"
+SHORT_OF_GOAL = {name: "short after the GPU time lent so far (15 minutes a session, one H100 shared by 3-11 runs)"
                  for name in list_models() if name not in ("basic_convnet", "alexnet")}
-SHORT_OF_GOAL["mlpmixer"] = "overfits with flip-and-translate alone (train 98%, val 78% at 78 epochs): needs stronger augmentation"
+SHORT_OF_GOAL["mlpmixer"] = ("overfits with flip-and-translate alone (train 98%, val 78% at 78 epochs); CutMix and "
+                             "distillation took it to 83.8% served in 267 epochs, where the public 90.8% took 300")
 
 
 def test_shipped_checkpoints_fit_the_budget():

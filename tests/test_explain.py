@@ -58,10 +58,11 @@ DELETION_MIN_RATIO = 1.25
 #   nin            Grad-CAM at features.7 (default):     0.413/0.316/0.224/0.189 | 0.418/0.310/0.209/0.205
 #   googlenet      Grad-CAM at inceptions.7 (default):   0.331/0.230/0.160/-     | 0.307/0.216/0.144/0.159
 #   bn_convnet     Grad-CAM at features.7 (default):     0.357/0.289/0.196/0.171 | 0.356/0.285/0.188/0.188
-#   resnet         gradcam++-fused at blocks.5:          0.301/0.180/0.132/0.175 | 0.249/0.177/0.128/0.160
-#   densenet       gradcam++-fused at final_norm:        0.283/0.203/0.137/0.147 | 0.220/0.199/0.134/0.099 *
+#   resnet         gradcam++-fused at blocks.5:          0.301/0.180/0.132/0.175 | 0.239/0.175/0.116/0.119 **
+#   densenet       gradcam++-fused at final_norm:        0.283/0.203/0.137/0.147 | 0.227/0.199/0.133/0.099 **
 #   senet          Grad-CAM at blocks.8 (default):       0.336/0.209/0.130/0.164 | 0.279/0.173/0.112/0.121
-# *: these 100 with the distilled checkpoints of 2026-11-27 (the selection set's figures are the earlier weights').
+# *: these 100 with the distilled checkpoints of 2026-11-27 (the selection set's figures are the earlier weights');
+# **: with those of the second distillation stage, 2026-11-27 (fifth GPU loan).
 # Right of the bar: the checkpoints as stored in float16 since 2026-11-27 (at most 0.004 from float32).
 # LayerCAM at the first stage (resnet and senet blocks.2, nin features.0) led the selection before the
 # random-weights baseline: resnet 0.511 against centre 0.180, but 0.497 for random weights' map.
@@ -78,10 +79,10 @@ DELETION_KNOWN_FAILURES = {
                     "the only settings that passed there, layercam-fused-tta at blocks.1 and blocks.2 (0.450 and "
                     "0.449), take 35-41 ms per image, over the 30 ms budget",
     "mlpmixer": "Grad-CAM at blocks.5 (default): 0.459/0.412/0.356/0.312 on the selection set (passes, margin "
-                "+0.014, with the checkpoint of 2026-11-26's CPU stage; none passed there before it), 0.416 vs "
-                "centre 0.453 (random square 0.352, ratio 1.18; random-weights map 0.298) here (2026-11-27). Token "
-                "mixing spreads every patch over all tokens, so a token's position says little about which pixels it "
-                "stands for.",
+                "+0.014, with the checkpoint of 2026-11-26's CPU stage; none passed there before it), 0.394 vs "
+                "centre 0.445 (random square 0.340, ratio 1.16; random-weights map 0.281) here (2026-11-27, fifth "
+                "GPU loan). Token mixing spreads every patch over all tokens, so a token's position says little about "
+                "which pixels it stands for.",
 }
 
 
