@@ -18,13 +18,13 @@ from safetensors.torch import load_file, save_file
 
 from architectures import create_model, load_pretrained
 from conftest import REPO_ROOT, make_image_folder
+from train import trainer
 from train.augment import (normalize, random_cutmix, random_cutout, random_flip, random_translate, served_probs,
                            translated)
 from train.config import TrainConfig, parse_config
 from train.data import DataError, load_images, split_train_val
 from train.distill import Teacher, mixed_targets
 from train.state import STATE_NAME
-from train import trainer
 from train.trainer import lr_factor, train
 
 FAST = dict(epochs=2, batch_size=16, lr=0.05, warmup_epochs=0.5, progress=False, threads=1)
@@ -421,8 +421,8 @@ def test_time_budget_picks_the_epochs_and_the_command_reproduces_them(tmp_path, 
 
 def test_time_budget_does_not_count_the_first_validations_one_off_cost_every_epoch(tmp_path, tiny_folder, monkeypatch,
                                                                                   capsys):
-    # The first validation pass of a run stands in for cuDNN's algorithm search (seconds on a shared GPU,
-    # once): the trial must not charge it to each epoch, or the run stops far inside its budget.
+    # A slow first validation pass stands in for one-off costs such as cuDNN's algorithm search (seconds on
+    # a shared GPU, once): the trial must not charge it to each epoch, or the run stops far inside its budget.
     real_evaluate, calls = trainer.evaluate, []
 
     def evaluate_slow_once(*args, **kwargs):
@@ -435,6 +435,7 @@ def test_time_budget_does_not_count_the_first_validations_one_off_cost_every_epo
     train(tiny_config(tmp_path, tiny_folder, epochs=None, time_budget=4))
     after_epoch = re.search(r"([0-9.]+) s per epoch to validate and save", capsys.readouterr().out)
     assert after_epoch and float(after_epoch.group(1)) < 1.0, after_epoch
+
 
 def run_parallel(tmp_path, data, archs, budget, *extra, arch_flags=()):
     from train.parallel import main

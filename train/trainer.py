@@ -140,7 +140,7 @@ def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, val_x, va
     synchronize(device)
     images_per_second = steps * cfg.batch_size / (time.perf_counter() - started)
     channels_last = memory_format == torch.channels_last
-    # The first pass also pays one-off costs (cuDNN's algorithm search for the evaluation shapes): timed as
+    # The first pass also pays one-off costs (cuDNN's algorithm search for the evaluation shapes, say): timed as
     # every epoch's, it cost EfficientNet 14.8 s an epoch on an H100 shared by nine runs, and a third of its
     # budget went unused. Time the second.
     evaluate(model, val_x, val_y, mean, std, autocast=autocast, channels_last=channels_last)
