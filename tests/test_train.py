@@ -460,11 +460,13 @@ def test_parallel_trains_each_architecture_in_its_own_process(tmp_path, tiny_fol
 
 
 def test_parallel_retries_a_diverging_run_then_reports_it(tmp_path, tiny_folder):
-    # The forced learning rate (after --) wins over the halved one, so the retry diverges too.
+    # The retry halves the forced learning rate (after --), which still diverges.
     code = run_parallel(tmp_path, tiny_folder, "basic_convnet", 60, "--lr", "1e12", "--warmup-epochs", "0.01")
     assert code == 1
     log = (tmp_path / "logs" / "basic_convnet.log").read_text()
-    assert log.count("$ ") == 2 and "not finite" in log
+    commands = [line for line in log.splitlines() if line.startswith("$ ")]
+    assert len(commands) == 2 and "not finite" in log
+    assert commands[1].endswith("--lr 5e+11")
     assert not (tmp_path / "ck" / "basic_convnet").exists()
 
 
@@ -476,14 +478,29 @@ def test_parallel_scales_learning_rates_and_adds_flags_for_one_architecture():
                        "--arch-flags", "mlpmixer=--cutmix 0.5", "--", "--init-from", "checkpoints/{arch}"])
     mixer = train_command(args, Run("mlpmixer", 0.5 * lr_for_batch("mlpmixer", 512), 60), threads=1)
     resnet = train_command(args, Run("resnet", 0.5 * lr_for_batch("resnet", 512), 60), threads=1)
-    assert mixer[mixer.index("--lr") + 1] == f"{0.5 * lr_for_batch('mlpmixer', 512):.6g}"
-    assert mixer[-4:] == ["--init-from", "checkpoints/{arch}", "--cutmix", "0.5"]
-    assert resnet[-2:] == ["--init-from", "checkpoints/{arch}"] and "--cutmix" not in resnet
+    assert mixer[-6:] == ["--init-from", "checkpoints/{arch}", "--cutmix", "0.5",
+                          "--lr", f"{0.5 * lr_for_batch('mlpmixer', 512):.6g}"]
+    assert resnet[-4:-2] == ["--init-from", "checkpoints/{arch}"] and "--cutmix" not in resnet
     # Without --batch-size, a scaled rate still has to be passed explicitly.
     plain = train_command(parse_args(["--data", "d", "--time-budget", "60", "--lr-scale", "0.4"]),
                           Run("vgg", 0.08, 60), threads=1)
     assert plain[plain.index("--lr") + 1] == "0.08" and plain[plain.index("--batch-size") + 1] == "256"
 
+
+def test_parallel_takes_one_runs_explicit_learning_rate_and_halves_it_on_a_retry():
+    from train.parallel import Run, parse_args, starting_lr, train_command
+    from train.recipes import lr_for_batch
+
+    args = parse_args(["--data", "d", "--time-budget", "60", "--batch-size", "512", "--lr-scale", "0.3",
+                       "--arch-flags", "mlpmixer=--cutmix 0.5 --lr 0.0014", "--", "--warmup-epochs", "1"])
+    assert starting_lr(args, "mlpmixer") == 0.0014  # what it trains at, reported in the summary
+    assert starting_lr(args, "resnet") == pytest.approx(0.3 * lr_for_batch("resnet", 512))  # the recipe's
+    retry = Run("mlpmixer", starting_lr(args, "mlpmixer") / 2, 30, attempts=1)
+    command = train_command(args, retry, threads=1)
+    assert command[-2:] == ["--lr", "0.0007"]  # after the flag it halves, so it wins
+    for bad in (["--arch-flags", "vgg=--lr fast"], ["--", "--lr=0"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--data", "d", "--time-budget", "60", *bad])
 
 def test_parallel_tells_each_run_how_many_share_the_device(tmp_path, monkeypatch):
     import train.parallel as parallel

@@ -10,8 +10,9 @@ again, once per ``--retries``, at half the learning rate with the time that is l
     python -m train.parallel --data PATH --time-budget 420 --batch-size 512 [--archs resnet,vgg] [-- FLAGS]
 
 Anything after ``--`` goes to every ``python -m train``; ``--arch-flags mlpmixer='--cutmix 0.5'`` adds flags
-to one architecture's run only (later flags win). ``--lr-scale 0.5`` runs each at half its recipe's learning
-rate: a further stage from the shipped weights (``-- --init-from checkpoints/{arch}``) starts nearer its goal.
+to one architecture's run only (later flags win; an ``--lr`` there is the rate a retry halves).
+``--lr-scale 0.5`` runs each at half its recipe's learning rate: a further stage from the shipped weights
+(``-- --init-from checkpoints/{arch}``) starts nearer its goal.
 Each run's output goes to ``LOG_DIR/ARCH.log``.
 """
 from __future__ import annotations
@@ -79,16 +80,46 @@ def parse_args(argv=None):
             args.flags_for[check_name(arch.strip())] = shlex.split(flags)
         except ValueError as error:
             parser.error(f"--arch-flags {item!r}: {error}")
+    for flags in [args.extra, *args.flags_for.values()]:
+        rate = last_flag_value(list(flags), "--lr")
+        try:
+            if rate is not None and not float(rate) > 0:
+                raise ValueError
+        except ValueError:
+            parser.error(f"--lr must be a positive number, got {rate!r}")
     return args
+
+
+def last_flag_value(flags: list[str], name: str) -> str | None:
+    """The value the last ``name VALUE`` (or ``name=VALUE``) in ``flags`` gives, as argparse reads it."""
+    value = None
+    for i, flag in enumerate(flags):
+        if flag == name and i + 1 < len(flags):
+            value = flags[i + 1]
+        elif flag.startswith(name + "="):
+            value = flag.partition("=")[2]
+    return value
+
+
+def starting_lr(args, arch: str) -> float:
+    """A run's learning rate: an explicit ``--lr`` among its flags, else its recipe's, rescaled and scaled."""
+    explicit = last_flag_value(list(args.extra) + args.flags_for.get(arch, []), "--lr")
+    if explicit is not None:
+        return float(explicit)
+    return args.lr_scale * (lr_for_batch(arch, args.batch_size) if args.batch_size else recipe_for(arch)["lr"])
 
 
 def train_command(args, run: Run, threads: int) -> list[str]:
     command = [sys.executable, "-m", "train", "--arch", run.arch, "--data", args.data,
                "--time-budget", f"{run.budget:.0f}", "--out", args.out, "--run-dir", args.run_dir,
                "--threads", str(threads), "--no-progress"]
-    if args.batch_size or run.attempts or args.lr_scale != 1:
-        command += ["--batch-size", str(args.batch_size or recipe_for(run.arch)["batch_size"]), "--lr", f"{run.lr:.6g}"]
-    return command + list(args.extra) + args.flags_for.get(run.arch, [])
+    rate_differs = bool(args.batch_size or run.attempts or args.lr_scale != 1)  # from the recipe's
+    if rate_differs:
+        command += ["--batch-size", str(args.batch_size or recipe_for(run.arch)["batch_size"])]
+    command += list(args.extra) + args.flags_for.get(run.arch, [])
+    if rate_differs:
+        command += ["--lr", f"{run.lr:.6g}"]  # last, so a retry's halved rate wins over an --lr in the flags
+    return command
 
 
 def start(args, run: Run, threads: int, env: dict) -> None:
@@ -115,8 +146,7 @@ def summary_line(args, run: Run) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     names = list_models() if args.archs == "all" else [check_name(name.strip()) for name in args.archs.split(",")]
-    runs = [Run(name, args.lr_scale * (lr_for_batch(name, args.batch_size) if args.batch_size else recipe_for(name)["lr"]),
-                args.time_budget) for name in names]
+    runs = [Run(name, starting_lr(args, name), args.time_budget) for name in names]
     threads = max(1, (os.cpu_count() or 1) // len(runs))
     env = {**os.environ, SHARED_GPU_RUNS_VARIABLE: str(len(runs) + args.sharing_with), "PYTHONUNBUFFERED": "1"}
     deadline = args.deadline or 1.25 * args.time_budget + 120
