@@ -403,9 +403,13 @@ def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, targ
     ratio = figures.get("ratio_vs_random")
     ratio_text = f"{ratio:.1f}x the drop from blanking random squares" if ratio is not None else \
         "random squares did not lower it at all"
-    where = (f"layers `{layer_name}` to `{layers[-1]}` fused" if method in explain.FUSED and layer_name != layers[-1]
-             else f"layer `{layer_name}`")
-    note = (f"{method} at {where} ({layers.index(layer_name) + 1} of {len(layers)}), class "
+    if method in explain.LAYER_FREE:
+        where = "the input (no layer): how far the probability falls when each window of it is blanked"
+    else:
+        where = (f"layers `{layer_name}` to `{layers[-1]}` fused" if method in explain.FUSED
+                 and layer_name != layers[-1] else f"layer `{layer_name}`")
+        where += f" ({layers.index(layer_name) + 1} of {len(layers)})"
+    note = (f"{method} at {where}, class "
             f"**{shown}**. Blanking the CAM's hottest quarter of the image lowers that class's probability "
             f"(for the image as uploaded, without the shifted and mirrored copies the top-5 also averages in) "
             f"by "
@@ -617,7 +621,7 @@ def build_demo() -> gr.Blocks:
                                                    "README)")
                             layer = gr.Slider(1, MAX_DEPTH, value=MAX_DEPTH, step=1, label="Layer depth",
                                               info="for a chosen method: 1 = shallowest CAM layer, the deepest "
-                                                   "is the usual choice")
+                                                   "is the usual choice; occlusion takes none")
                             target = gr.Dropdown([("predicted class", PREDICTED)] + [(n, n) for n in class_names],
                                                  value=PREDICTED, label="Explain class")
                             opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity")

@@ -21,6 +21,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .occlusion import occlusion_batch
+
 # Name -> pytorch-grad-cam class name. EigenCAM needs no gradients (and no target): the first principal
 # component of the layer's activations, a class-agnostic reference for the gradient-based three.
 # Fused methods, after the LayerCAM paper's fusion of shallow and deep layers: the CAM at ``layer`` and every
@@ -30,7 +32,9 @@ import torch
 # batch of six copies that all explain the original image's target. Latency: see recommended_cam.
 _ENGINES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM", "eigencam": "EigenCAM",
             "gradcam++-fused": "GradCAMPlusPlus", "layercam-fused-tta": "LayerCAM"}
-METHODS = tuple(_ENGINES)
+# Methods that perturb the input rather than read a layer (explain.occlusion): they take no layer.
+LAYER_FREE = ("occlusion",)
+METHODS = tuple(_ENGINES) + LAYER_FREE
 FUSED = ("gradcam++-fused", "layercam-fused-tta")
 _TTA = ("layercam-fused-tta",)
 FUSED_BLUR_SIGMA = 1.5
@@ -62,17 +66,19 @@ HOOK_LOCK = threading.Lock()
 # among those that also pass the sanity check (Adebayo et al.: rank correlation with the map of randomised
 # weights below 0.5, on 20 of those images) and take at most 30 ms per image on the 2-core CPU (issue 3's
 # budget); plain Grad-CAM unless another setting leads it by more than one standard error. Re-chosen for the
-# widened checkpoints shipped on 2026-11-26. Without the random-weights baseline, LayerCAM at the first
-# stage won for resnet, senet and nin by blanking scattered edge pixels that hurt any model; without the
-# sanity condition, shallow LayerCAM wins for basic_convnet (fused from features.4, correlation 0.61) and
-# alexnet (features.2, 0.55). Figures on both image sets in tests/test_explain.py; each one's latency in
-# bench/cam_latency.py.
+# widened checkpoints shipped on 2026-11-26. Occlusion (added 2026-11-27, explain.occlusion; it reads no
+# layer) won by far for basic_convnet, efficientnet and mlpmixer, whose CAMs lost to the centre square or
+# passed by a hair, at 13-16 ms a map (bench/cam_latency.py). /explain computes a map twice (the model's and
+# its random-weights twin's) on one thread: with occlusion it took 127 ms for basic_convnet and 140 for
+# mlpmixer, but 249 for efficientnet, over its 150 ms (python bench/http_latency.py --clients 0, a 2-core AMD
+# EPYC), so efficientnet keeps its CAM and occlusion is one pick away in the app.
 _RECOMMENDED: dict[str, tuple[str, str | None]] = {  # the rest: Grad-CAM at the default (deepest) layer
-    "basic_convnet": ("layercam-fused-tta", "features.7"),
+    "basic_convnet": ("occlusion", None),
     "alexnet": ("layercam", "features.6"),
     "resnet": ("gradcam++-fused", "blocks.5"),
     "densenet": ("gradcam++-fused", "final_norm"),
     "efficientnet": ("gradcam++-fused", "head_conv"),
+    "mlpmixer": ("occlusion", None),
 }
 
 
@@ -92,7 +98,7 @@ def check_one_image(x: torch.Tensor) -> None:
 
 
 def _check(model, x: torch.Tensor, method: str, layer: str | None) -> str:
-    if method not in _ENGINES:
+    if method not in METHODS:
         raise ValueError(f"unknown CAM method {method!r}; known: {', '.join(METHODS)}")
     layer = model.default_cam_layer if layer is None else layer
     if layer not in model.cam_layers:
@@ -155,10 +161,14 @@ def cam_batch(model, x: torch.Tensor, targets=None, method: str = "gradcam", lay
 
     ``targets``: one class index per image, or None for each image's predicted class. In eval mode
     each image's map equals the map of that image alone; the batch only saves time (tests, profiles).
-    For the FUSED methods, ``layer`` is the shallowest of the fused layers (None: the deepest alone).
+    For the FUSED methods, ``layer`` is the shallowest of the fused layers (None: the deepest alone); the
+    LAYER_FREE methods check it and ignore it.
     """
     layer = _check(model, x, method, layer)
     batch, targets = len(x), _class_indices(model, targets, len(x))
+    if method in LAYER_FREE:
+        with HOOK_LOCK:  # no hooks of its own, but its forward passes would run another caller's
+            return occlusion_batch(model, x, targets)
     names = list(model.cam_layers)
     modules = [model.get_submodule(name) for name in (names[names.index(layer):] if method in FUSED else [layer])]
     copies = len(_FLIPS) * len(_SCALES) if method in _TTA else 1

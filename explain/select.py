@@ -1,4 +1,5 @@
-"""Choose the CAM setting that explains a checkpoint most faithfully: every method at every CAM layer.
+"""Choose the CAM setting that explains a checkpoint most faithfully: every method at every CAM layer
+(occlusion, which takes no layer, once).
 
     python -m explain.select --checkpoint checkpoints/efficientnet --data ../shared/data/cifar10-jpeg/train.tar.gz
 
@@ -18,7 +19,9 @@ tests/test_explain.py's first ``--skip`` of the same seeded shuffle):
 - the sanity check (Adebayo et al., 2018): rank correlation between the map and the map of the same
   architecture with random weights, on the first ``--sanity-images`` of those images; at or above 0.5 the
   map shows the image's edges more than the model;
-- milliseconds per image on this machine, one image at a time as the app explains them.
+- milliseconds per image on this machine, one image at a time as the app explains them (time it on an idle
+  machine: a busy one can double it). The app computes the chosen map twice per ``/explain`` (the model's and
+  its random-weights twin's) on one thread: check ``python bench/http_latency.py`` against its 150 ms too.
 
 The recommendation is the best margin among the settings that pass the sanity check and the time limit,
 unless plain Grad-CAM at the default layer is within one standard error of it (the difference of their
@@ -43,7 +46,7 @@ from architectures import CheckpointError, load_pretrained
 from train.augment import normalize
 from train.data import DataError, load_images, split_train_val
 
-from .cam import METHODS, cam_batch
+from .cam import LAYER_FREE, METHODS, cam_batch
 from .faithfulness import deletion_drops, randomised_twin
 
 SANITY_MAX_SPEARMAN = 0.5  # as tests/test_explain.py
@@ -180,7 +183,9 @@ def main(argv=None) -> int:
     x = normalize(images, torch.tensor(config["mean"]), torch.tensor(config["std"]))
     random_model = randomised_twin(model)
     torch.set_grad_enabled(True)
-    grid = [(method, layer) for method in methods for layer in model.cam_layers]
+    # A layer-free method (occlusion) is one setting, listed at the default layer it ignores.
+    grid = [(method, layer) for method in methods
+            for layer in ([model.default_cam_layer] if method in LAYER_FREE else model.cam_layers)]
     settings = [measure(model, random_model, x, method, layer, min(args.sanity_images, len(x)))
                 for method, layer in tqdm(grid, desc=config["arch"], unit="setting")]
     settings.sort(key=lambda s: s.margin, reverse=True)
