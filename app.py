@@ -33,20 +33,23 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from a demo server
 
 
-def tune_malloc(arenas: int = 2, mmap_threshold: int = 2**20) -> None:
-    """What ``MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=1048576`` do, for a server started without them.
+def tune_malloc(arenas: int = 2, mmap_threshold: int = 32 * 2**20, trim_threshold: int = 64 * 2**20) -> None:
+    """What ``MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=67108864`` do, for a
+    server started without them.
 
-    Measured with bench/soak.py (1,000 requests from 16 clients, resident memory from the end of the
-    warm-up to the end):
     - glibc gives each thread that allocates its own arena (up to eight per core) and seldom returns their
-      memory: the server grew by 250 MB; with two arenas, by 48-102 MB.
-    - The rest was decoded uploads (up to 1024 x 1024 RGB, 3 MB each). glibc raises its mmap threshold
-      to the size of each large block freed, so later images land in the arenas, which fragment and keep
-      the pages. A fixed 1 MB threshold keeps every image buffer in its own mapping, handed back to the
-      system when freed: growth 14.6 MB (91-102 MB without it).
-    - The price: each fresh mapping is zero-filled page by page on first use, and large activations (the
-      eight-image batch of the faithfulness panel) pay it on every request. In-process explain_image for
-      NIN takes 36-48 ms instead of 24-29; /explain stays under its 150 ms goal (bench/RESULTS.md).
+      memory: in bench/soak.py (1,000 requests from 16 clients) the server grew by 250 MB; with two arenas,
+      by 48-102 MB, when glibc's mmap threshold was left to grow with each large block freed.
+    - A fixed threshold stops that growth. At 1 MB (until 2026-11-27) every decoded upload and every
+      activation over 1 MB had a mapping of its own, handed back when freed: soak growth 14.6-31.3 MB, but
+      each fresh mapping is zero-filled page by page, on every request. In-process, NIN's six-view served
+      forward pass took 30 ms instead of 18.5.
+    - At 32 MB, with freed memory kept until 64 MB lie free at the top of the heap, the activations reuse
+      the same heap pages from request to request: ``python bench/http_latency.py --clients 0`` on a 2-core
+      AMD EPYC, two runs each way, interleaved: /predict for NIN 59-65 -> 32-35 ms, /explain for MLP-Mixer
+      211-214 -> 111-116 ms, /compare 500-661 -> 394-461 ms; under load (its 8 clients) 28.2-30.6 -> 30.8-30.9
+      requests/s, server CPU 43-47 -> 41-42 ms a request. The price is memory kept: soak growth 34.6-41.7 MB
+      in three runs (31.3 MB at 1 MB the same day), under the 50 MB allowed.
     Only arenas made after the call are bounded, so it runs before any server thread starts. A no-op off
     glibc; a setting given in the environment is left alone.
     """
@@ -54,10 +57,11 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 2**20) -> None:
         return
     try:
         libc = ctypes.CDLL("libc.so.6")
-        if not os.environ.get("MALLOC_ARENA_MAX"):
-            libc.mallopt(-8, arenas)  # -8: M_ARENA_MAX in glibc's malloc.h
-        if not os.environ.get("MALLOC_MMAP_THRESHOLD_"):
-            libc.mallopt(-3, mmap_threshold)  # -3: M_MMAP_THRESHOLD; setting it also stops its dynamic growth
+        # mallopt's parameter numbers in glibc's malloc.h; setting either threshold stops its dynamic growth.
+        for variable, number, value in (("MALLOC_ARENA_MAX", -8, arenas), ("MALLOC_MMAP_THRESHOLD_", -3, mmap_threshold),
+                                        ("MALLOC_TRIM_THRESHOLD_", -1, trim_threshold)):
+            if not os.environ.get(variable):
+                libc.mallopt(number, value)
     except (OSError, AttributeError):
         pass  # another C library (musl): nothing to tune
 
