@@ -69,15 +69,15 @@ HOOK_LOCK = threading.Lock()
 # widened checkpoints shipped on 2026-11-26. Occlusion (added 2026-11-27, explain.occlusion; it reads no
 # layer) won by far for basic_convnet, efficientnet and mlpmixer, whose CAMs lost to the centre square or
 # passed by a hair, at 13-16 ms a map (bench/cam_latency.py). /explain computes a map twice (the model's and
-# its random-weights twin's) on one thread: with occlusion it took 127 ms for basic_convnet and 140 for
-# mlpmixer, but 249 for efficientnet, over its 150 ms (python bench/http_latency.py --clients 0, a 2-core AMD
-# EPYC), so efficientnet keeps its CAM and occlusion is one pick away in the app.
+# its random-weights twin's) on one thread: with occlusion, python bench/http_latency.py --clients 0 on a
+# 2-core AMD EPYC gave 85-123 ms for basic_convnet, 108-113 for mlpmixer and 136-140 for efficientnet, within
+# its 150 ms (EfficientNet's was 249 ms before app.tune_malloc's 32 MB mmap threshold).
 _RECOMMENDED: dict[str, tuple[str, str | None]] = {  # the rest: Grad-CAM at the default (deepest) layer
     "basic_convnet": ("occlusion", None),
     "alexnet": ("layercam", "features.6"),
     "resnet": ("gradcam++-fused", "blocks.5"),
     "densenet": ("gradcam++-fused", "final_norm"),
-    "efficientnet": ("gradcam++-fused", "head_conv"),
+    "efficientnet": ("occlusion", None),
     "mlpmixer": ("occlusion", None),
 }
 

@@ -62,7 +62,7 @@ DELETION_MIN_RATIO = 1.25
 #   densenet       gradcam++-fused at final_norm:        0.283/0.203/0.137/0.147 | 0.227/0.199/0.133/0.099 **
 #   senet          Grad-CAM at blocks.8 (default):       0.336/0.209/0.130/0.164 | 0.279/0.173/0.112/0.121
 #   basic_convnet  occlusion:                            0.589/0.465/0.385/0.293 | 0.606/0.522/0.422/0.284 ***
-#   efficientnet   occlusion (not its default: too slow): 0.506/0.428/0.344/0.341 | 0.507/0.448/0.338/0.368 ***
+#   efficientnet   occlusion:                            0.506/0.428/0.344/0.341 | 0.507/0.448/0.338/0.368 ***
 #   mlpmixer       occlusion:                            0.486/0.426/0.348/0.316 | 0.471/0.445/0.340/0.268 ***
 # *: these 100 with the distilled checkpoints of 2026-11-27 (the selection set's figures are the earlier weights');
 # **: with those of the second distillation stage, 2026-11-27 (fifth GPU loan).
@@ -77,10 +77,6 @@ DELETION_KNOWN_FAILURES = {
                "(random square 0.216, ratio 1.31; random-weights map 0.291) here; the settings that beat the "
                "centre square there (LayerCAM at features.2 and 4) fail the sanity check (Spearman 0.55-0.80); "
                "occlusion fails too, 0.323 vs centre 0.350 here (2026-11-27)",
-    "efficientnet": "gradcam++-fused at head_conv: 0.433/0.436/0.345 (ratio 1.26) on the selection set, 0.398 vs "
-                    "centre 0.448 (random square 0.338, ratio 1.18; random-weights map 0.219) here (2026-11-27). "
-                    "Occlusion passes (0.507 here) but made /explain take 249 ms, over its 150 ms: see "
-                    "explain.cam._RECOMMENDED",
 }
 
 
