@@ -71,7 +71,11 @@ HOOK_LOCK = threading.Lock()
 # passed by a hair, at 13-16 ms a map (bench/cam_latency.py). /explain computes a map twice (the model's and
 # its random-weights twin's) on one thread: with occlusion, python bench/http_latency.py --clients 0 on a
 # 2-core AMD EPYC gave 85-123 ms for basic_convnet, 108-113 for mlpmixer and 136-140 for efficientnet, within
-# its 150 ms (EfficientNet's was 249 ms before app.tune_malloc's 32 MB mmap threshold).
+# its 150 ms (EfficientNet's was 249 ms before app.tune_malloc's 32 MB mmap threshold). Without the
+# random-weights baseline, LayerCAM at the first stage won for resnet, senet and nin by blanking scattered
+# edge pixels that hurt any model; without the sanity condition, shallow LayerCAM wins for basic_convnet
+# (fused from features.4, correlation 0.61) and alexnet (features.2, 0.55). Figures on both image sets in
+# tests/test_explain.py; each one's latency in bench/cam_latency.py.
 _RECOMMENDED: dict[str, tuple[str, str | None]] = {  # the rest: Grad-CAM at the default (deepest) layer
     "basic_convnet": ("occlusion", None),
     "alexnet": ("layercam", "features.6"),

@@ -9,9 +9,9 @@ The windows are blanked to 0 after normalisation, the data set's mean colour, as
 
 Cost: one forward pass of ``len(window_masks)`` blanked copies per image (25 at 32 px: 8-pixel windows,
 6 apart), run in batches of at most ``MAX_BATCH`` copies. 49 windows 4 px apart took twice the time for
-little more: CAM drops within 0.02 of these on the tests' 100 images, margins 0.03-0.04 wider on the
-selection's 200 (basic_convnet, efficientnet, mlpmixer; 2026-11-27). Captum's ``Occlusion`` computes the same map;
-captum 0.8 requires numpy < 2, which the pinned pandas and gradio cannot use.
+little more: drops within 0.02 of these on the tests' 100 images, margins 0.03-0.04 wider on the
+selection's 200 (basic_convnet, efficientnet, mlpmixer; 2026-11-27). Captum's ``Occlusion`` computes the
+same map; captum 0.8 requires numpy < 2, which the pinned pandas and gradio cannot use.
 """
 from __future__ import annotations
 
