@@ -50,17 +50,19 @@ def occlusion_batch(model, x: torch.Tensor, targets: list[int] | None = None) ->
     """
     model.eval()
     probs = torch.softmax(model(x).float(), 1)
-    classes = probs.argmax(1).tolist() if targets is None else list(targets)
+    classes = probs.argmax(1) if targets is None else torch.as_tensor(list(targets), device=x.device)
     masks = window_masks(x.shape[-2], x.shape[-1]).to(x.device)
-    cover = masks.sum(0).float()
+    weights = masks.float()
+    cover = weights.sum(0)
     per_pass = max(1, MAX_BATCH // len(masks))
     maps = []
     for start in range(0, len(x), per_pass):
-        images = x[start:start + per_pass]
-        blanked = images[:, None].masked_fill(masks[None, :, None], 0.0).flatten(0, 1)
-        after = torch.softmax(model(blanked).float(), 1).view(len(images), len(masks), -1)
-        for i, target in enumerate(classes[start:start + len(images)]):
-            fall = (probs[start + i, target] - after[i, :, target]).clamp(min=0)
-            heat = torch.einsum("n,nhw->hw", fall, masks.float()) / cover
-            maps.append(heat / heat.max() if heat.max() > 0 else heat)
-    return torch.stack(maps).cpu().numpy().astype(np.float32), probs.cpu().numpy()
+        rows = torch.arange(start, min(start + per_pass, len(x)), device=x.device)
+        blanked = x[rows, None].masked_fill(masks[None, :, None], 0.0).flatten(0, 1)
+        after = torch.softmax(model(blanked).float(), 1).view(len(rows), len(masks), -1)
+        chosen = classes[rows]
+        fall = (probs[rows, chosen, None] - after[rows - start, :, chosen]).clamp(min=0)  # B x windows
+        heat = torch.einsum("bn,nhw->bhw", fall, weights) / cover
+        peak = heat.amax((1, 2), keepdim=True)
+        maps.append(torch.where(peak > 0, heat / peak.clamp(min=1e-30), heat))
+    return torch.cat(maps).cpu().numpy().astype(np.float32), probs.cpu().numpy()

@@ -502,6 +502,7 @@ def test_parallel_takes_one_runs_explicit_learning_rate_and_halves_it_on_a_retry
         with pytest.raises(SystemExit):
             parse_args(["--data", "d", "--time-budget", "60", *bad])
 
+
 def test_parallel_tells_each_run_how_many_share_the_device(tmp_path, monkeypatch):
     import train.parallel as parallel
 
