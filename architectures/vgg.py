@@ -27,7 +27,7 @@ class VGG(PlainConvNet):
                 "buys accuracy.")
     paper = "https://arxiv.org/abs/1409.1556"
 
-    def __init__(self, num_classes=10, variant="vgg9", width_multiplier=0.5, dropout=0.0):
+    def __init__(self, num_classes=10, variant="vgg9", width_multiplier=0.75, dropout=0.0):
         if variant not in VGG_STAGES:
             raise ValueError(f"unknown VGG variant {variant!r}; known: {', '.join(VGG_STAGES)}")
         stages = [(depth, int(width * width_multiplier)) for depth, width in VGG_STAGES[variant]]

@@ -81,8 +81,10 @@ def test_cam_layers_exist_and_give_spatial_maps(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_fits_the_size_budget(name):
+    # Checkpoints store float16 unless asked otherwise (TrainConfig.weights_dtype): 2 bytes a parameter.
+    # A float32 save (--weights-dtype float32) of the widened VGG would be 10.6 MB.
     params = sum(p.numel() for p in create_model(name).parameters())
-    assert params * 4 <= MAX_CHECKPOINT_BYTES
+    assert params * 2 <= MAX_CHECKPOINT_BYTES
 
 
 def test_senet_and_efficientnet_share_the_se_module():
