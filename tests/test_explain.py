@@ -51,10 +51,10 @@ DELETION_MIN_RATIO = 1.25
 # The deletion check runs each architecture at explain.recommended_cam(arch), the setting the app shows by
 # default, chosen by `python -m explain.select` on 200 other validation images (the next 200 of this file's
 # seeded shuffle): see its comment. Figures: CAM drop / centre / random square / random-weights map,
-# selection set | these 100, with the widened checkpoints shipped on 2026-11-26 (vgg and googlenet were
-# chosen before the random-weights baseline, whose figure is given here only). At about 90% accuracy the
+# selection set | these 100, with the widened checkpoints shipped on 2026-11-26 (googlenet was chosen
+# before the random-weights baseline, whose figure is given here only). At about 90% accuracy the
 # centre square is a strong prior.
-#   vgg            Grad-CAM at features.10 (default):    0.327/0.200/0.150/-     | 0.266/0.205/0.124/0.071 ****
+#   vgg            Grad-CAM at features.10 (default):    0.281/0.197/0.135/0.106 | 0.266/0.205/0.124/0.071 ****
 #   nin            Grad-CAM at features.7 (default):     0.413/0.316/0.224/0.189 | 0.418/0.310/0.209/0.205
 #   googlenet      Grad-CAM at inceptions.7 (default):   0.331/0.230/0.160/-     | 0.307/0.216/0.144/0.159
 #   bn_convnet     Grad-CAM at features.7 (default):     0.357/0.289/0.196/0.171 | 0.356/0.285/0.188/0.188
@@ -67,7 +67,7 @@ DELETION_MIN_RATIO = 1.25
 # *: these 100 with the distilled checkpoints of 2026-11-27 (the selection set's figures are the earlier weights');
 # **: with those of the second distillation stage, 2026-11-27 (fifth GPU loan).
 # ***: occlusion (explain.occlusion), 2026-11-27; their CAMs failed here (README has the CAMs' figures).
-# ****: these 100 with the widened VGG (width 0.75) of 2026-11-27's sixth GPU loan.
+# ****: both with the widened VGG (width 0.75) of 2026-11-27's sixth GPU loan.
 # Right of the bar: the checkpoints as stored in float16 since 2026-11-27 (at most 0.004 from float32).
 # LayerCAM at the first stage (resnet and senet blocks.2, nin features.0) led the selection before the
 # random-weights baseline: resnet 0.511 against centre 0.180, but 0.497 for random weights' map.
