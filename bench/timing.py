@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 from pathlib import Path
 
 
@@ -32,3 +33,23 @@ def cpu_seconds(pid: int | None = None) -> float | None:
     except (OSError, IndexError):
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
+def wait_until_idle(pid: int | None, quiet_fraction: float = 0.2, timeout_s: float = 30.0) -> float:
+    """Wait until process ``pid`` uses less than ``quiet_fraction`` of a core over a second (at most
+    ``timeout_s``); return the seconds waited. Where its CPU time cannot be read, wait 5 s instead.
+
+    A server that has just answered may still be busy starting up (the app imports its CAM library in a
+    background thread); calls timed meanwhile measure that work, not the call.
+    """
+    start = time.perf_counter()
+    if pid is None or cpu_seconds(pid) is None:
+        time.sleep(5.0)
+        return time.perf_counter() - start
+    while time.perf_counter() - start < timeout_s:
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        after = cpu_seconds(pid)
+        if before is None or after is None or after - before < quiet_fraction:
+            break
+    return time.perf_counter() - start

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -140,3 +142,14 @@ def test_patch_whitening_decorrelates_the_patches_it_was_set_from():
     flat = responses.permute(0, 2, 3, 1).reshape(-1, 12)
     torch.testing.assert_close(flat.T @ flat / len(flat), torch.eye(12), atol=1e-3, rtol=0)
     torch.testing.assert_close(conv.weight[12:], -conv.weight[:12])
+
+
+def test_wait_until_idle_waits_out_a_busy_process_and_not_an_idle_one():
+    timing = _load_bench("timing")
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert timing.wait_until_idle(idle.pid, timeout_s=10) < 3
+        assert timing.wait_until_idle(busy.pid, timeout_s=2.5) >= 2.5
+    finally:
+        idle.kill(), busy.kill()
