@@ -152,4 +152,6 @@ def test_wait_until_idle_waits_out_a_busy_process_and_not_an_idle_one():
         assert timing.wait_until_idle(idle.pid, timeout_s=10) < 3
         assert timing.wait_until_idle(busy.pid, timeout_s=2.5) >= 2.5
     finally:
-        idle.kill(), busy.kill()
+        for process in (idle, busy):
+            process.kill()
+            process.wait()
