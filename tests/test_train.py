@@ -454,7 +454,8 @@ def test_parallel_trains_each_architecture_in_its_own_process(tmp_path, tiny_fol
     configs = {arch: json.loads((tmp_path / "ck" / arch / "config.json").read_text()) for arch in ("bn_convnet", "nin")}
     for arch, config in configs.items():
         assert config["arch"] == arch and config["epochs"] >= 1
-        assert "trial ran" in (tmp_path / "logs" / f"{arch}.log").read_text()
+        assert "trial ran" in (log := (tmp_path / "logs" / f"{arch}.log").read_text())
+        assert "waiting for the other runs" in log  # timed together (train.env.wait_for_trial_barrier)
     assert configs["nin"]["arch_args"]["widths"] == [16, 32, 32]
     assert configs["bn_convnet"]["arch_args"]["widths"] == [64, 128, 256]  # its default, untouched
 
@@ -520,6 +521,56 @@ def test_parallel_tells_each_run_how_many_share_the_device(tmp_path, monkeypatch
     code = parallel.main(["--data", "d", "--time-budget", "5", "--archs", "vgg,nin", "--sharing-with", "1",
                           "--out", str(tmp_path / "{arch}"), "--log-dir", str(tmp_path / "logs")])
     assert code == 0 and seen == ["3", "3"]  # two runs here and one started elsewhere
+
+
+def test_parallel_marks_ended_runs_at_the_trial_barrier_and_removes_it(tmp_path, monkeypatch):
+    import train.parallel as parallel
+
+    barriers, marked = [], []
+
+    class EndsBeforeItsTrial:
+        def __init__(self, command, stdout, stderr, env):
+            barriers.append(env[parallel.TRIAL_BARRIER_VARIABLE])
+
+        def poll(self):
+            return 1
+
+    monkeypatch.setattr(parallel.subprocess, "Popen", EndsBeforeItsTrial)
+    monkeypatch.setattr(parallel, "POLL_SECONDS", 0.0)
+    real_mark = parallel.mark_arrived
+
+    def mark_and_record(folder, name):
+        marked.append(name)
+        real_mark(folder, name)
+
+    monkeypatch.setattr(parallel, "mark_arrived", mark_and_record)
+    code = parallel.main(["--data", "d", "--time-budget", "5", "--archs", "vgg,nin",
+                          "--out", str(tmp_path / "{arch}"), "--log-dir", str(tmp_path / "logs")])
+    parties, _, folder = barriers[0].partition(":")
+    assert code == 1 and barriers == [barriers[0]] * 2 and parties == "2"
+    assert marked == ["vgg", "nin"]  # a run that failed still counts, so the others do not wait for it
+    assert not Path(folder).exists()
+    with pytest.raises(SystemExit, match="more than once"):
+        parallel.main(["--data", "d", "--time-budget", "5", "--archs", "vgg,nin,vgg"])
+
+
+def test_trial_barrier_waits_for_every_run_or_its_timeout(tmp_path, monkeypatch, capsys):
+    import threading
+
+    from train.env import TRIAL_BARRIER_VARIABLE, mark_arrived, wait_for_trial_barrier
+
+    monkeypatch.delenv(TRIAL_BARRIER_VARIABLE, raising=False)
+    assert wait_for_trial_barrier("vgg") == 0.0  # a run on its own
+    monkeypatch.setenv(TRIAL_BARRIER_VARIABLE, f"2:{tmp_path}")
+    late = threading.Timer(0.6, mark_arrived, (tmp_path, "nin"))
+    late.start()
+    waited = wait_for_trial_barrier("vgg", timeout=20, poll=0.05)
+    late.join()
+    assert 0.5 < waited < 10 and sorted(p.name for p in tmp_path.iterdir()) == ["nin", "vgg"]
+    assert wait_for_trial_barrier("vgg", timeout=20) < 0.5  # a restarted run finds everyone there
+    monkeypatch.setenv(TRIAL_BARRIER_VARIABLE, f"3:{tmp_path}")
+    assert 0.3 <= wait_for_trial_barrier("vgg", timeout=0.3, poll=0.05) < 5
+    assert "without the other runs" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("bad", [["--arch-flags", "mlpmixer"], ["--arch-flags", "nonet=--cutmix 0.5"],

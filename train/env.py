@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import torch.distributed as dist
 
 SHARED_GPU_RUNS_VARIABLE = "TRAIN_SHARED_GPU_RUNS"
 COMMIT_VARIABLE = "TRAIN_GIT_COMMIT"  # for copies of the code without .git (a remote GPU machine, say)
+TRIAL_BARRIER_VARIABLE = "TRAIN_TRIAL_BARRIER"  # "PARTIES:FOLDER", set by train.parallel
+TRIAL_BARRIER_TIMEOUT = 120.0  # seconds; a run that never arrives (stuck loading, say) must not hold the rest
 
 
 @dataclass
@@ -48,6 +51,36 @@ def setup(device_name: str = "auto") -> RunEnv:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return RunEnv(device, rank, world_size)
+
+
+def mark_arrived(folder: str | Path, name: str) -> None:
+    """Counts ``name`` as arrived at the trial barrier in ``folder`` (train.parallel marks runs that ended)."""
+    Path(folder, name).touch()
+
+
+def wait_for_trial_barrier(name: str, timeout: float = TRIAL_BARRIER_TIMEOUT, poll: float = 0.2) -> float:
+    """Waits until every run train.parallel started side by side is ready to time its trial; seconds waited.
+
+    Runs started together finish loading (data, teachers) at different times, and a trial timed while
+    others are still loading measures a less crowded device than the training that follows: on a shared
+    H100, ResNet's trial ran at 6,418 img/s and its epochs at 4,200, and the deadline stopped it short of
+    its last epoch. Each run marks itself in the barrier's folder and waits for the others (or the
+    timeout); runs that ended are marked by train.parallel, and a restarted run finds itself marked.
+    Without the variable (a run on its own) there is nothing to wait for.
+    """
+    value = os.environ.get(TRIAL_BARRIER_VARIABLE)
+    if not value:
+        return 0.0
+    parties, _, folder = value.partition(":")
+    mark_arrived(folder, name)
+    started = time.monotonic()
+    while len(os.listdir(folder)) < int(parties):
+        if time.monotonic() - started > timeout:
+            print(f"{name}: timed its trial without the other runs after waiting {timeout:.0f} s for them",
+                  flush=True)
+            break
+        time.sleep(poll)
+    return time.monotonic() - started
 
 
 def teardown(env: RunEnv) -> None:

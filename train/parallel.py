@@ -4,7 +4,8 @@ A CIFAR-sized net leaves most of an H100 idle: each step is a few hundred small 
 Python, so one process is bound by its launch rate, not by the GPU. Running the zoo side by side fills the
 gaps and finishes all eleven in about the time one takes. Each run gets the same ``--time-budget`` and
 picks its own epoch count from a timed trial taken while all of them are running (see
-``train.trainer.epochs_for_budget``), so they finish together. A run whose loss goes NaN/inf is started
+``train.trainer.epochs_for_budget``; each waits at a barrier until the others are ready to time theirs too),
+so they finish together. A run whose loss goes NaN/inf is started
 again, once per ``--retries``, at half the learning rate with the time that is left.
 
     python -m train.parallel --data PATH --time-budget 420 --batch-size 512 [--archs resnet,vgg] [-- FLAGS]
@@ -21,15 +22,17 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from architectures import check_name, list_models
 from .__main__ import EXIT_DIVERGED
-from .env import SHARED_GPU_RUNS_VARIABLE
+from .env import SHARED_GPU_RUNS_VARIABLE, TRIAL_BARRIER_VARIABLE, mark_arrived
 from .recipes import lr_for_batch, recipe_for
 
 POLL_SECONDS = 2.0
@@ -146,9 +149,20 @@ def summary_line(args, run: Run) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     names = list_models() if args.archs == "all" else [check_name(name.strip()) for name in args.archs.split(",")]
+    if len(set(names)) < len(names):  # they would share a checkpoint folder, a log and a place at the barrier
+        raise SystemExit(f"--archs names an architecture more than once: {args.archs}")
     runs = [Run(name, starting_lr(args, name), args.time_budget) for name in names]
+    barrier = tempfile.mkdtemp(prefix="trial-barrier-")
+    try:
+        return run_side_by_side(args, runs, barrier)
+    finally:
+        shutil.rmtree(barrier, ignore_errors=True)
+
+
+def run_side_by_side(args, runs: list[Run], barrier: str) -> int:
     threads = max(1, (os.cpu_count() or 1) // len(runs))
-    env = {**os.environ, SHARED_GPU_RUNS_VARIABLE: str(len(runs) + args.sharing_with), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, SHARED_GPU_RUNS_VARIABLE: str(len(runs) + args.sharing_with), "PYTHONUNBUFFERED": "1",
+           TRIAL_BARRIER_VARIABLE: f"{len(runs)}:{barrier}"}
     deadline = args.deadline or 1.25 * args.time_budget + 120
     started = time.monotonic()
     for run in runs:
@@ -166,6 +180,7 @@ def main(argv=None) -> int:
                     run.process.wait()
                     run.outcome = f"stopped at the {deadline:.0f} s deadline"
                 continue
+            mark_arrived(barrier, run.arch)  # one that ended before its trial must not hold the others back
             left = args.time_budget - elapsed
             if code == EXIT_DIVERGED and run.attempts <= args.retries and left > 0.2 * args.time_budget:
                 run.lr, run.budget = run.lr / 2, left

@@ -25,7 +25,7 @@ from .augment import TTA_COPIES, augment_batch, normalize, random_cutmix, served
 from .config import TrainConfig
 from .data import describe_split, load_images, split_train_val
 from .distill import Teacher, distillation_targets, split_mismatch
-from .env import RunEnv, describe_hardware, git_commit, setup, teardown
+from .env import RunEnv, describe_hardware, git_commit, setup, teardown, wait_for_trial_barrier
 from .plots import plot_curves
 from .recipes import recipe_for
 from .state import STATE_NAME, load_state, peek_info, save_state
@@ -131,6 +131,7 @@ def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, val_x, va
     for _ in range(3):  # cuDNN algorithm choice and allocator warm-up are not steady-state speed
         step()
     synchronize(device)
+    waited = wait_for_trial_barrier(cfg.arch)  # runs side by side (train.parallel) time their trials together
     trial_seconds, steps, started = min(10.0, cfg.time_budget / 20), 0, time.perf_counter()
     while steps < 3 or time.perf_counter() - started < trial_seconds:
         step()
@@ -152,7 +153,8 @@ def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, val_x, va
     after_epoch_seconds = time.perf_counter() - started
     epoch_seconds = (len(train_y) // cfg.batch_size) * cfg.batch_size / images_per_second + after_epoch_seconds
     epochs = max(1, int(cfg.time_budget * safety / epoch_seconds))
-    print(f"{cfg.arch}: trial ran {images_per_second:.0f} img/s, {after_epoch_seconds:.2f} s per epoch to "
+    together = f" (after {waited:.1f} s waiting for the other runs)" if waited else ""
+    print(f"{cfg.arch}: trial ran {images_per_second:.0f} img/s{together}, {after_epoch_seconds:.2f} s per epoch to "
           f"validate and save; {epochs} epochs fit {cfg.time_budget:.0f} s", flush=True)
     del model, optimizer
     return epochs
