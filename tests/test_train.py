@@ -504,39 +504,38 @@ def test_parallel_takes_one_runs_explicit_learning_rate_and_halves_it_on_a_retry
             parse_args(["--data", "d", "--time-budget", "60", *bad])
 
 
+def fake_runs_that_exit(monkeypatch, exit_code: int) -> list[dict]:
+    """Replaces train.parallel's processes with ones that have already exited; returns each one's environment."""
+    import train.parallel as parallel
+
+    environments = []
+
+    class Exited:
+        def __init__(self, command, stdout, stderr, env):
+            environments.append(env)
+
+        def poll(self):
+            return exit_code
+
+    monkeypatch.setattr(parallel.subprocess, "Popen", Exited)
+    monkeypatch.setattr(parallel, "POLL_SECONDS", 0.0)
+    return environments
+
+
 def test_parallel_tells_each_run_how_many_share_the_device(tmp_path, monkeypatch):
     import train.parallel as parallel
 
-    seen = []
-
-    class Finished:
-        def __init__(self, command, stdout, stderr, env):
-            seen.append(env[parallel.SHARED_GPU_RUNS_VARIABLE])
-
-        def poll(self):
-            return 0
-
-    monkeypatch.setattr(parallel.subprocess, "Popen", Finished)
-    monkeypatch.setattr(parallel, "POLL_SECONDS", 0.0)
+    environments = fake_runs_that_exit(monkeypatch, 0)
     code = parallel.main(["--data", "d", "--time-budget", "5", "--archs", "vgg,nin", "--sharing-with", "1",
                           "--out", str(tmp_path / "{arch}"), "--log-dir", str(tmp_path / "logs")])
+    seen = [env[parallel.SHARED_GPU_RUNS_VARIABLE] for env in environments]
     assert code == 0 and seen == ["3", "3"]  # two runs here and one started elsewhere
 
 
 def test_parallel_marks_ended_runs_at_the_trial_barrier_and_removes_it(tmp_path, monkeypatch):
     import train.parallel as parallel
 
-    barriers, marked = [], []
-
-    class EndsBeforeItsTrial:
-        def __init__(self, command, stdout, stderr, env):
-            barriers.append(env[parallel.TRIAL_BARRIER_VARIABLE])
-
-        def poll(self):
-            return 1
-
-    monkeypatch.setattr(parallel.subprocess, "Popen", EndsBeforeItsTrial)
-    monkeypatch.setattr(parallel, "POLL_SECONDS", 0.0)
+    environments, marked = fake_runs_that_exit(monkeypatch, 1), []
     real_mark = parallel.mark_arrived
 
     def mark_and_record(folder, name):
@@ -546,6 +545,7 @@ def test_parallel_marks_ended_runs_at_the_trial_barrier_and_removes_it(tmp_path,
     monkeypatch.setattr(parallel, "mark_arrived", mark_and_record)
     code = parallel.main(["--data", "d", "--time-budget", "5", "--archs", "vgg,nin",
                           "--out", str(tmp_path / "{arch}"), "--log-dir", str(tmp_path / "logs")])
+    barriers = [env[parallel.TRIAL_BARRIER_VARIABLE] for env in environments]
     parties, _, folder = barriers[0].partition(":")
     assert code == 1 and barriers == [barriers[0]] * 2 and parties == "2"
     assert marked == ["vgg", "nin"]  # a run that failed still counts, so the others do not wait for it
