@@ -557,10 +557,12 @@ def test_parallel_marks_ended_runs_at_the_trial_barrier_and_removes_it(tmp_path,
 def test_trial_barrier_waits_for_every_run_or_its_timeout(tmp_path, monkeypatch, capsys):
     import threading
 
-    from train.env import TRIAL_BARRIER_VARIABLE, mark_arrived, wait_for_trial_barrier
+    from train.env import TRIAL_BARRIER_VARIABLE, mark_arrived, pass_trial_barrier, wait_for_trial_barrier
 
     monkeypatch.delenv(TRIAL_BARRIER_VARIABLE, raising=False)
     assert wait_for_trial_barrier("vgg") == 0.0  # a run on its own
+    pass_trial_barrier("vgg")
+    assert not any(tmp_path.iterdir())
     monkeypatch.setenv(TRIAL_BARRIER_VARIABLE, f"2:{tmp_path}")
     late = threading.Timer(0.6, mark_arrived, (tmp_path, "nin"))
     late.start()
@@ -568,7 +570,9 @@ def test_trial_barrier_waits_for_every_run_or_its_timeout(tmp_path, monkeypatch,
     late.join()
     assert 0.5 < waited < 10 and sorted(p.name for p in tmp_path.iterdir()) == ["nin", "vgg"]
     assert wait_for_trial_barrier("vgg", timeout=20) < 0.5  # a restarted run finds everyone there
-    monkeypatch.setenv(TRIAL_BARRIER_VARIABLE, f"3:{tmp_path}")
+    monkeypatch.setenv(TRIAL_BARRIER_VARIABLE, f"4:{tmp_path}")
+    pass_trial_barrier("resnet")  # resumed: it times no trial, and counts at once
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nin", "resnet", "vgg"]
     assert 0.3 <= wait_for_trial_barrier("vgg", timeout=0.3, poll=0.05) < 5
     assert "without the other runs" in capsys.readouterr().out
 

@@ -25,7 +25,7 @@ from .augment import TTA_COPIES, augment_batch, normalize, random_cutmix, served
 from .config import TrainConfig
 from .data import describe_split, load_images, split_train_val
 from .distill import Teacher, distillation_targets, split_mismatch
-from .env import RunEnv, describe_hardware, git_commit, setup, teardown, wait_for_trial_barrier
+from .env import RunEnv, describe_hardware, git_commit, pass_trial_barrier, setup, teardown, wait_for_trial_barrier
 from .plots import plot_curves
 from .recipes import recipe_for
 from .state import STATE_NAME, load_state, peek_info, save_state
@@ -365,9 +365,12 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
         if env.world_size > 1:
             raise ValueError("--time-budget needs one process (each would time its own trial); pass --epochs")
         # A resumed run keeps the epoch count its first part chose; only a fresh run times a trial.
-        epochs = saved["fingerprint"]["epochs"] if saved else epochs_for_budget(
-            cfg, len(image_set.class_names), train_x, train_y, val_x, val_y, mean, std, device, autocast,
-            memory_format, state_path, arch_args, teacher)
+        if saved:
+            epochs = saved["fingerprint"]["epochs"]
+            pass_trial_barrier(cfg.arch)  # runs beside it that do time one must not wait for it
+        else:
+            epochs = epochs_for_budget(cfg, len(image_set.class_names), train_x, train_y, val_x, val_y, mean, std,
+                                       device, autocast, memory_format, state_path, arch_args, teacher)
         cfg = dataclasses.replace(cfg, epochs=epochs)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = max(1, round(cfg.warmup_epochs * steps_per_epoch))
