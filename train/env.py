@@ -53,6 +53,15 @@ def setup(device_name: str = "auto") -> RunEnv:
     return RunEnv(device, rank, world_size)
 
 
+def trial_barrier() -> tuple[int, str] | None:
+    """The (parties, folder) of the barrier train.parallel set up for its runs; None for a run on its own."""
+    value = os.environ.get(TRIAL_BARRIER_VARIABLE)
+    if not value:
+        return None
+    parties, _, folder = value.partition(":")
+    return int(parties), folder
+
+
 def mark_arrived(folder: str | Path, name: str) -> None:
     """Counts ``name`` as arrived at the trial barrier in ``folder`` (train.parallel marks runs that ended)."""
     Path(folder, name).touch()
@@ -68,13 +77,13 @@ def wait_for_trial_barrier(name: str, timeout: float = TRIAL_BARRIER_TIMEOUT, po
     timeout); runs that ended are marked by train.parallel, and a restarted run finds itself marked.
     Without the variable (a run on its own) there is nothing to wait for.
     """
-    value = os.environ.get(TRIAL_BARRIER_VARIABLE)
-    if not value:
+    barrier = trial_barrier()
+    if barrier is None:
         return 0.0
-    parties, _, folder = value.partition(":")
+    parties, folder = barrier
     mark_arrived(folder, name)
     started = time.monotonic()
-    while len(os.listdir(folder)) < int(parties):
+    while len(os.listdir(folder)) < parties:
         if time.monotonic() - started > timeout:
             print(f"{name}: timed its trial without the other runs after waiting {timeout:.0f} s for them",
                   flush=True)
@@ -85,9 +94,9 @@ def wait_for_trial_barrier(name: str, timeout: float = TRIAL_BARRIER_TIMEOUT, po
 
 def pass_trial_barrier(name: str) -> None:
     """Counts a run that times no trial (a resumed one keeps its epoch count) as arrived, without waiting."""
-    value = os.environ.get(TRIAL_BARRIER_VARIABLE)
-    if value:
-        mark_arrived(value.partition(":")[2], name)
+    barrier = trial_barrier()
+    if barrier is not None:
+        mark_arrived(barrier[1], name)
 
 
 def teardown(env: RunEnv) -> None:
