@@ -128,6 +128,46 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert all(a >= b for a, b in zip(factors[9:], factors[10:])) and factors[-1] == pytest.approx(1 / 90)
 
 
+def test_schedule_with_swa_decays_to_the_held_rate_of_the_averaged_epochs():
+    factors = [lr_factor(step, 100, 10, hold_steps=30, hold_factor=0.2) for step in range(100)]
+    assert factors[9] == pytest.approx(1.0) and factors[69] == pytest.approx(0.2 + 0.8 / 60)
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
+    assert factors[70:] == [0.2] * 30
+
+
+def test_swa_checkpoint_is_the_mean_of_the_last_epochs_with_batchnorm_statistics_of_its_own(tmp_path, tiny_folder):
+    options = dict(epochs=4, swa_epochs=2, lr=0.1)
+    straight = train(tiny_config(tmp_path / "a", tiny_folder, **options))
+    # The same run in four parts, keeping the weights of epochs 3 and 4 from its saved state.
+    state, epoch_weights = tmp_path / "b" / "run" / STATE_NAME, []
+    for part in range(4):
+        result = train(tiny_config(tmp_path / "b", tiny_folder, **options, resume=part > 0, max_epochs_this_run=1))
+        epoch_weights.append({k[6:]: v for k, v in load_file(state).items() if k.startswith("model.")})
+    assert result["val_accuracy"] == straight["val_accuracy"]  # a resumed run keeps its average
+    assert result["recipe"]["swa_epochs"] == 2 and result["recipe"]["swa_lr"] == pytest.approx(0.02)
+    assert "--swa-epochs 2 --swa-lr 0.02" in result["command"] and result["val_accuracy"] > 0.6
+    stored = load_file(tmp_path / "b" / "out" / "model.safetensors")
+    last = epoch_weights[3]
+    for key, value in stored.items():
+        if "running" in key:  # recomputed for the averaged weights: neither epoch's statistics
+            assert not torch.allclose(value, last[key])
+        elif value.is_floating_point() and "num_batches" not in key:
+            mean = (epoch_weights[2][key] + last[key]) / 2
+            torch.testing.assert_close(value.float(), mean.to(value.dtype).float())
+    log = [json.loads(line) for line in (tmp_path / "b" / "out" / "log.jsonl").read_text().splitlines()]
+    assert [r["averaged_epochs"] for r in log] == [0, 0, 1, 2]
+    assert log[0]["lr"] > 0.02 and log[2]["lr"] == log[3]["lr"] == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(swa_epochs=2, epochs=2), "no room for the warm-up"), (dict(swa_epochs=1, ema_decay=0.9), "choose one"),
+    (dict(swa_lr=0.01), "give --swa-epochs"), (dict(swa_epochs=-1), "must not be negative"),
+])
+def test_bad_swa_settings_fail_before_any_data_is_read(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        train(tiny_config(tmp_path, tmp_path / "no-such-data", **options))
+
+
 def test_augmentations_keep_shape_and_content():
     images = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).reshape(2, 3, 8, 8)
     generator = torch.Generator().manual_seed(0)

@@ -35,6 +35,8 @@ class TrainConfig:
     label_smoothing: float | None = None # share of the target spread evenly over the other classes
     warmup_epochs: float | None = None   # linear warm-up from 0 to lr, in epochs; then linear decay to 0
     ema_decay: float | None = None       # exponential moving average of weights per step; 0 turns it off
+    swa_epochs: int = 0                  # stochastic weight averaging: the checkpoint is the mean of the last N epochs' weights; 0 = off
+    swa_lr: float = 0.0                  # learning rate held through the averaged epochs (with --swa-epochs); 0 = a fifth of --lr
     translate: int | None = None         # random-crop padding in pixels (reflect); 0 turns it off
     cutout: int | None = None            # side of a random square blanked per image, pixels; 0 turns it off
     cutmix: float | None = None          # probability a batch gets CutMix (a box pasted from another image); 0 = off

@@ -39,13 +39,20 @@ NOT_IN_COMMAND = (RESUME_FREE - {"weights_dtype"}) | {"arch", "data", "out", "ru
                                                       "compile", "epochs"}
 # How often (steps) a CUDA run checks the loss for NaN/inf: each check waits for the GPU to catch up.
 FINITE_CHECK_EVERY_CUDA = 20
+# Training images whose BatchNorm statistics score the weight average after each averaged epoch (the
+# checkpoint's own come from every training image): a tenth of an epoch's forward passes.
+SWA_EPOCH_BATCHNORM_IMAGES = 10_000
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
-    """Linear warm-up from 0 to 1, then linear decay to 0 at the last step."""
+def lr_factor(step: int, total_steps: int, warmup_steps: int, hold_steps: int = 0, hold_factor: float = 0.0) -> float:
+    """Linear warm-up from 0 to 1, then linear decay: to 0 at the last step or, with ``hold_steps``, to
+    ``hold_factor``, held through the last ``hold_steps`` steps (the averaged epochs of ``--swa-epochs``)."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    decay_end = total_steps - hold_steps
+    if step >= decay_end:
+        return hold_factor
+    return hold_factor + (1 - hold_factor) * (decay_end - step) / max(1, decay_end - warmup_steps)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -66,6 +73,19 @@ def update_ema(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
         ema_param.lerp_(param.detach(), 1 - decay)
     for ema_buffer, buffer in zip(ema_model.buffers(), model.buffers()):
         ema_buffer.copy_(buffer)
+
+
+def recompute_batchnorm(model: nn.Module, images_uint8, mean, std, cfg: TrainConfig, memory_format,
+                        limit: int | None = None, batch_size: int = 500) -> None:
+    """BatchNorm statistics for averaged weights, which no training step ran with: one pass in training
+    mode over ``limit`` training images (all by default), augmented as in training (torch's ``update_bn``).
+    The images are a fixed random draw: the split is ordered by class, and its first images are two classes."""
+    generator = torch.Generator().manual_seed(cfg.seed + 104_729)
+    pick = torch.randperm(len(images_uint8), generator=generator)[:limit].to(images_uint8.device)
+    batches = (augment_batch(images_uint8[pick[start:start + batch_size]], mean, std, cfg.translate, cfg.cutout,
+                             generator).contiguous(memory_format=memory_format)
+               for start in range(0, len(pick), batch_size))
+    torch.optim.swa_utils.update_bn(batches, model)
 
 
 def forward_backward(model, optimizer, x, y, autocast, label_smoothing, partner=None, own: float = 1.0,
@@ -297,6 +317,19 @@ def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     return bool(recipe_for(cfg.arch).get("cpu_bf16", False)) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+def check_swa(cfg: TrainConfig) -> None:
+    """Refuse weight-averaging settings that cannot run: before any data is read where the epochs are known."""
+    if cfg.swa_epochs < 0 or cfg.swa_lr < 0:
+        raise ValueError(f"--swa-epochs and --swa-lr must not be negative, got {cfg.swa_epochs} and {cfg.swa_lr}")
+    if cfg.swa_lr and not cfg.swa_epochs:
+        raise ValueError("--swa-lr is the learning rate of the averaged epochs: give --swa-epochs too")
+    if cfg.swa_epochs and cfg.ema_decay > 0:
+        raise ValueError("--swa-epochs and --ema-decay both average the weights; choose one")
+    if cfg.swa_epochs and cfg.epochs is not None and cfg.epochs - cfg.swa_epochs < cfg.warmup_epochs:
+        raise ValueError(f"--swa-epochs {cfg.swa_epochs} leaves no room for the warm-up of {cfg.warmup_epochs} "
+                         f"epochs in {cfg.epochs} epochs")
+
+
 def train(config: TrainConfig) -> dict:
     """Train ``config.arch``; returns the exported config (or the partial history when paused)."""
     arch = check_name(config.arch)
@@ -307,6 +340,9 @@ def train(config: TrainConfig) -> dict:
     cfg = dataclasses.replace(config, out=config.out.format(arch=arch), run_dir=config.run_dir.format(arch=arch),
                               init_from=config.init_from.format(arch=arch), teacher=config.teacher.format(arch=arch))
     cfg = cfg.resolved(recipe_for(arch))
+    check_swa(cfg)
+    if cfg.swa_epochs and not cfg.swa_lr:
+        cfg = dataclasses.replace(cfg, swa_lr=round(cfg.lr / 5, 8))
     # One spelling of the settings, so the fingerprint and the reproducing command do not depend on spacing.
     arch_args = parse_arch_args(arch, cfg.arch_args, cfg.image_size, inherited=bool(cfg.init_from))
     cfg = dataclasses.replace(cfg, arch_args=json.dumps(arch_args, sort_keys=True, separators=(",", ":"))
@@ -372,8 +408,13 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
             epochs = epochs_for_budget(cfg, len(image_set.class_names), train_x, train_y, val_x, val_y, mean, std,
                                        device, autocast, memory_format, state_path, arch_args, teacher)
         cfg = dataclasses.replace(cfg, epochs=epochs)
+        check_swa(cfg)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = max(1, round(cfg.warmup_epochs * steps_per_epoch))
+    hold_steps, hold_factor = cfg.swa_epochs * steps_per_epoch, (cfg.swa_lr / cfg.lr if cfg.swa_epochs else 0.0)
+
+    def lr_at(step: int) -> float:
+        return lr_factor(step, total_steps, warmup_steps, hold_steps, hold_factor)
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, num_classes=len(image_set.class_names), **arch_args)
@@ -381,8 +422,10 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
         model.load_state_dict(parent_weights)
     model = model.to(device, memory_format=memory_format)
     ema_model = copy.deepcopy(model).eval() if cfg.ema_decay > 0 else None
+    swa_model = torch.optim.swa_utils.AveragedModel(model) if cfg.swa_epochs else None
+    averaged = ema_model if ema_model is not None else swa_model  # kept in the saved state beside the weights
     optimizer = build_optimizer(model, cfg)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUME_FREE}
     history, start_epoch, train_seconds = [], 0, 0.0
     if cfg.resume and state_path.exists():
@@ -393,12 +436,12 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
             changed = sorted(k for k in fingerprint if before.get(k) != fingerprint[k])
             if changed:
                 raise ValueError(f"cannot resume {state_path}: settings changed since it was saved: {changed}")
-        info = load_state(state_path, model, ema_model, optimizer, device)
+        info = load_state(state_path, model, averaged, optimizer, device)
         history, start_epoch, train_seconds = info["history"], info["epoch"], info["train_seconds"]
         # Put the schedule where an uninterrupted run would be after this many optimizer steps.
         schedule.last_epoch = start_epoch * steps_per_epoch
         for group, base_lr in zip(optimizer.param_groups, schedule.base_lrs):
-            group["lr"] = base_lr * lr_factor(schedule.last_epoch, total_steps, warmup_steps)
+            group["lr"] = base_lr * lr_at(schedule.last_epoch)
         if env.is_main:
             print(f"resuming {cfg.arch} from {state_path} after epoch {start_epoch}")
     elif state_path.exists() and env.is_main:
@@ -451,17 +494,25 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
             if not bar.disable and (step % 10 == 0 or step == steps_per_epoch - 1):
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
                                 img_s=f"{seen * env.world_size / (time.perf_counter() - started):.0f}")
+        if swa_model is not None and epoch >= cfg.epochs - cfg.swa_epochs:
+            swa_model.update_parameters(model)
         epoch_seconds = time.perf_counter() - started
         train_seconds += epoch_seconds
         if env.world_size > 1:
             torch.distributed.barrier()
         if env.is_main:
             eval_model = ema_model if ema_model is not None else model
+            if swa_model is not None and swa_model.n_averaged > 0:
+                recompute_batchnorm(swa_model.module, train_x, mean, std, cfg, memory_format,
+                                    limit=SWA_EPOCH_BATCHNORM_IMAGES)
+                eval_model = swa_model.module
             val_loss, val_acc, _ = evaluate(eval_model, val_x, val_y, mean, std, autocast=autocast,
                                             channels_last=cfg.channels_last)
             record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
                       "val_loss": val_loss, "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"],
                       "seconds": round(epoch_seconds, 2), "images_per_second": round(seen * env.world_size / epoch_seconds, 1)}
+            if swa_model is not None:
+                record["averaged_epochs"] = int(swa_model.n_averaged)  # val_* score their mean's weights
             history.append(record)
             print(f"{cfg.arch} epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.3f} "
                   f"acc {record['train_accuracy']:.4f} | val loss {val_loss:.3f} acc {val_acc:.4f} | "
@@ -469,7 +520,7 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
             info = {"epoch": epoch + 1, "history": history, "train_seconds": train_seconds, "fingerprint": fingerprint}
             if parent:
                 info["parent"] = parent
-            save_state(state_path, model, ema_model, optimizer, info)
+            save_state(state_path, model, averaged, optimizer, info)
             atomic_write_bytes(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
         if env.world_size > 1:
             torch.distributed.barrier()
@@ -478,6 +529,9 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     if not env.is_main:
         return {}
     final_model = ema_model if ema_model is not None else model
+    if swa_model is not None:
+        recompute_batchnorm(swa_model.module, train_x, mean, std, cfg, memory_format)
+        final_model = swa_model.module
     # The figures a checkpoint reports are those of its weights as stored (float16 unless asked otherwise).
     round_parameters(final_model, cfg.weights_dtype)
     val_loss, val_accuracy, _ = evaluate(final_model, val_x, val_y, mean, std, autocast=autocast,
@@ -531,7 +585,8 @@ def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds,
         "torch_version": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
         "recipe": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "optimizer",
-                                                 "label_smoothing", "warmup_epochs", "ema_decay", "translate",
+                                                 "label_smoothing", "warmup_epochs", "ema_decay", "swa_epochs", "swa_lr",
+                                                 "translate",
                                                  "cutout", "cutmix", "seed", "split_seed", "val_fraction",
                                                  "init_from", "teacher", "teacher_weight")},
         "command": reproducing_command(cfg),
