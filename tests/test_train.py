@@ -477,6 +477,23 @@ def test_time_budget_does_not_count_the_first_validations_one_off_cost_every_epo
     assert after_epoch and float(after_epoch.group(1)) < 1.0, after_epoch
 
 
+def test_time_budget_charges_each_epoch_the_batchnorm_pass_of_weight_averaging(tmp_path, tiny_folder, monkeypatch,
+                                                                                capsys):
+    real_recompute, calls = trainer.recompute_batchnorm, []
+
+    def recompute_slow_once(*args, **kwargs):  # the trial's pass is the first
+        calls.append(kwargs.get("limit"))
+        if len(calls) == 1:
+            time.sleep(1.0)
+        return real_recompute(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "recompute_batchnorm", recompute_slow_once)
+    train(tiny_config(tmp_path, tiny_folder, epochs=None, time_budget=20, swa_epochs=1, max_epochs_this_run=1))
+    after_epoch = re.search(r"([0-9.]+) s per epoch to validate and save", capsys.readouterr().out)
+    assert after_epoch and float(after_epoch.group(1)) >= 1.0, after_epoch
+    assert calls[0] == trainer.SWA_EPOCH_BATCHNORM_IMAGES
+
+
 def run_parallel(tmp_path, data, archs, budget, *extra, arch_flags=()):
     from train.parallel import main
 

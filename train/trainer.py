@@ -167,6 +167,8 @@ def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, val_x, va
     evaluate(model, val_x, val_y, mean, std, autocast=autocast, channels_last=channels_last)
     started = time.perf_counter()
     evaluate(model, val_x, val_y, mean, std, autocast=autocast, channels_last=channels_last)
+    if cfg.swa_epochs:  # counted for every epoch, though the first ones average nothing
+        recompute_batchnorm(model, train_x, mean, std, cfg, memory_format, limit=SWA_EPOCH_BATCHNORM_IMAGES)
     trial_state = state_path.with_name("trial_" + state_path.name)
     save_state(trial_state, model, None, optimizer, {"trial": True})
     trial_state.unlink()
@@ -585,10 +587,9 @@ def export(cfg, env, model, image_set, n_val, mean, std, history, train_seconds,
         "torch_version": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
         "recipe": {k: getattr(cfg, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "optimizer",
-                                                 "label_smoothing", "warmup_epochs", "ema_decay", "swa_epochs", "swa_lr",
-                                                 "translate",
-                                                 "cutout", "cutmix", "seed", "split_seed", "val_fraction",
-                                                 "init_from", "teacher", "teacher_weight")},
+                                                 "label_smoothing", "warmup_epochs", "ema_decay", "swa_epochs",
+                                                 "swa_lr", "translate", "cutout", "cutmix", "seed", "split_seed",
+                                                 "val_fraction", "init_from", "teacher", "teacher_weight")},
         "command": reproducing_command(cfg),
     }
     if teachers:
