@@ -39,8 +39,8 @@ NOT_IN_COMMAND = (RESUME_FREE - {"weights_dtype"}) | {"arch", "data", "out", "ru
                                                       "compile", "epochs"}
 # How often (steps) a CUDA run checks the loss for NaN/inf: each check waits for the GPU to catch up.
 FINITE_CHECK_EVERY_CUDA = 20
-# Training images whose BatchNorm statistics score the weight average after each averaged epoch (the
-# checkpoint's own come from every training image): a tenth of an epoch's forward passes.
+# Training images whose BatchNorm statistics score the weight average after each averaged epoch but the
+# last, whose statistics, from every training image, the checkpoint keeps: a tenth of an epoch's forward passes.
 SWA_EPOCH_BATCHNORM_IMAGES = 10_000
 
 
@@ -506,7 +506,7 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
             eval_model = ema_model if ema_model is not None else model
             if swa_model is not None and swa_model.n_averaged > 0:
                 recompute_batchnorm(swa_model.module, train_x, mean, std, cfg, memory_format,
-                                    limit=SWA_EPOCH_BATCHNORM_IMAGES)
+                                    limit=None if epoch + 1 == cfg.epochs else SWA_EPOCH_BATCHNORM_IMAGES)
                 eval_model = swa_model.module
             val_loss, val_acc, _ = evaluate(eval_model, val_x, val_y, mean, std, autocast=autocast,
                                             channels_last=cfg.channels_last)
@@ -531,8 +531,7 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     if not env.is_main:
         return {}
     final_model = ema_model if ema_model is not None else model
-    if swa_model is not None:
-        recompute_batchnorm(swa_model.module, train_x, mean, std, cfg, memory_format)
+    if swa_model is not None:  # with the BatchNorm statistics of the last epoch's pass over every image
         final_model = swa_model.module
     # The figures a checkpoint reports are those of its weights as stored (float16 unless asked otherwise).
     round_parameters(final_model, cfg.weights_dtype)
