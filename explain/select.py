@@ -19,8 +19,9 @@ tests/test_explain.py's first ``--skip`` of the same seeded shuffle):
 - the sanity check (Adebayo et al., 2018): rank correlation between the map and the map of the same
   architecture with random weights, on the first ``--sanity-images`` of those images; at or above 0.5 the
   map shows the image's edges more than the model;
-- milliseconds per image on this machine, one image at a time as the app explains them (time it on an idle
-  machine: a busy one can double it). The app computes the chosen map twice per ``/explain`` (the model's and
+- milliseconds per image on this machine, one image at a time as the app explains them, on channels_last
+  weights (``serve.store.for_serving``; outputs agree to 1e-6) (time it on an idle machine: a busy one can
+  double it). The app computes the chosen map twice per ``/explain`` (the model's and
   its random-weights twin's) on one thread: check ``python bench/http_latency.py`` against its 150 ms too.
 
 The recommendation is the best margin among the settings that pass the sanity check and the time limit,
@@ -43,6 +44,7 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from architectures import CheckpointError, load_pretrained
+from serve.store import for_serving
 from train.augment import normalize
 from train.data import DataError, load_images, split_train_val
 
@@ -174,7 +176,7 @@ def main(argv=None) -> int:
         parser.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}" if unknown
                      else "--images and --sanity-images must be positive, --skip not negative")
     try:
-        model = load_pretrained(args.checkpoint)
+        model = for_serving(load_pretrained(args.checkpoint))  # timed in the layout the app serves
         config = model.config
         images = selection_images(config, args.data, args.cache_dir, args.skip, args.images)
     except (CheckpointError, DataError, ValueError) as error:
