@@ -68,17 +68,17 @@ HOOK_LOCK = threading.Lock()
 # budget); plain Grad-CAM unless another setting leads it by more than one standard error. Re-chosen for the
 # widened checkpoints shipped on 2026-11-26. Occlusion (added 2026-11-27, explain.occlusion; it reads no
 # layer) won by far for basic_convnet, efficientnet and mlpmixer, whose CAMs lost to the centre square or
-# passed by a hair, at 13-16 ms a map (bench/cam_latency.py; 10-21 ms since). /explain computes a map twice (the model's and
-# its random-weights twin's) on one thread: with occlusion, python bench/http_latency.py --clients 0 on a
-# 2-core AMD EPYC gave 85-123 ms for basic_convnet, 108-113 for mlpmixer and 136-140 for efficientnet, within
-# its 150 ms (EfficientNet's was 249 ms before app.tune_malloc's 32 MB mmap threshold). With 12-pixel
-# windows, 16 of them instead of 25 of 8 (2026-11-27, explain.occlusion), occlusion also leads for alexnet
-# (margin +0.149; the CAMs that beat the centre square fail the sanity check), at 19-21 ms a map, and the
-# other three's margins grew or held (README); /explain took 133-138 ms for alexnet. Without the
+# passed by a hair, at 13-16 ms a map (bench/cam_latency.py). /explain computes a map twice (the model's
+# and its random-weights twin's) on one thread: with occlusion, python bench/http_latency.py --clients 0 on
+# a 2-core AMD EPYC gave 85-123 ms for basic_convnet, 108-113 for mlpmixer and 136-140 for efficientnet,
+# within its 150 ms (EfficientNet's was 249 ms before app.tune_malloc's 32 MB mmap threshold). With 16
+# windows of 14 px instead of 25 of 8 (2026-11-27, explain.occlusion) occlusion also leads for alexnet
+# (margin +0.149; the CAMs that beat the centre square fail the sanity check), at 19-21 ms a map (10-21 for
+# the four), the other three still pass, and /explain took 133-138 ms for alexnet (README). Without the
 # random-weights baseline, LayerCAM at the first stage won for resnet, senet and nin by blanking scattered
 # edge pixels that hurt any model; without the sanity condition, shallow LayerCAM wins for basic_convnet
-# (fused from features.4, correlation 0.61) and, before those windows, alexnet (features.2, 0.55). Figures on both image sets in
-# tests/test_explain.py; each one's latency in bench/cam_latency.py.
+# (fused from features.4, correlation 0.61) and, before the larger windows, alexnet (features.2, 0.55).
+# Figures on both image sets in tests/test_explain.py; each one's latency in bench/cam_latency.py.
 _RECOMMENDED: dict[str, tuple[str, str | None]] = {  # the rest: Grad-CAM at the default (deepest) layer
     "basic_convnet": ("occlusion", None),
     "alexnet": ("occlusion", None),

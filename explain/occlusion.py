@@ -21,10 +21,10 @@ these constants set to each (side x per side):
 | 14 px x 4 (16, these) | +0.149 | +0.063 | +0.131 | +0.057 |
 | 16 px x 3 (9) | +0.126 | +0.038 | +0.102 | +0.059 |
 
-16 windows, not 25: AlexNet's 25 blanked copies take about 30 ms a pass on the 2-core CPU, and ``/explain``
-runs two maps (the model's and its random-weights twin's), which put it over its 150 ms. 49 windows of 8 px
-took twice the time of 25 for margins 0.03-0.04 wider. Captum's ``Occlusion`` computes the same map;
-captum 0.8 requires numpy < 2, which the pinned pandas and gradio cannot use.
+16 windows, not 25: AlexNet's 25 blanked copies take about 30 ms a pass on the 2-core CPU, and
+``/explain`` runs two maps (the model's and its random-weights twin's), which put it over its 150 ms.
+49 windows of 8 px took twice the time of 25 for margins 0.03-0.04 wider. Captum's ``Occlusion`` computes
+the same map; captum 0.8 requires numpy < 2, which the pinned pandas and gradio cannot use.
 """
 from __future__ import annotations
 
