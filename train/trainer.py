@@ -167,17 +167,22 @@ def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, val_x, va
     evaluate(model, val_x, val_y, mean, std, autocast=autocast, channels_last=channels_last)
     started = time.perf_counter()
     evaluate(model, val_x, val_y, mean, std, autocast=autocast, channels_last=channels_last)
+    last_pass_seconds = 0.0  # the last epoch's BatchNorm pass covers every image, not the sample: its excess
     if cfg.swa_epochs:  # counted for every epoch, though the first ones average nothing
+        pass_started = time.perf_counter()
         recompute_batchnorm(model, train_x, mean, std, cfg, memory_format, limit=SWA_EPOCH_BATCHNORM_IMAGES)
+        sampled = min(len(train_y), SWA_EPOCH_BATCHNORM_IMAGES)
+        last_pass_seconds = (time.perf_counter() - pass_started) * (len(train_y) - sampled) / sampled
     trial_state = state_path.with_name("trial_" + state_path.name)
     save_state(trial_state, model, None, optimizer, {"trial": True})
     trial_state.unlink()
     after_epoch_seconds = time.perf_counter() - started
     epoch_seconds = (len(train_y) // cfg.batch_size) * cfg.batch_size / images_per_second + after_epoch_seconds
-    epochs = max(1, int(cfg.time_budget * safety / epoch_seconds))
+    epochs = max(1, int((cfg.time_budget * safety - last_pass_seconds) / epoch_seconds))
     together = f" (after {waited:.1f} s waiting for the other runs)" if waited else ""
+    last_pass = f", {last_pass_seconds:.2f} s more for the last BatchNorm pass" if cfg.swa_epochs else ""
     print(f"{cfg.arch}: trial ran {images_per_second:.0f} img/s{together}, {after_epoch_seconds:.2f} s per epoch to "
-          f"validate and save; {epochs} epochs fit {cfg.time_budget:.0f} s", flush=True)
+          f"validate and save{last_pass}; {epochs} epochs fit {cfg.time_budget:.0f} s", flush=True)
     del model, optimizer
     return epochs
 
