@@ -35,8 +35,10 @@ from tqdm import tqdm
 from http_latency import ROOT, Caller, _start_server  # bench/ is on sys.path when this file runs; ROOT too
 from timing import percentiles
 
+sys.path.insert(0, str(ROOT / "tests"))  # the upload corpus the tests use
+
 from architectures import list_models  # noqa: E402
-from serve.corpus import write_corpus  # noqa: E402
+from upload_corpus import write_corpus  # noqa: E402  (tests/ is put on sys.path above)
 
 # Architecture names a client might send by mistake or on purpose; each must be refused by name.
 BAD_NAMES = ["nope", "", "RESNET", "resnet ", "../checkpoints/resnet", "resnet/../senet", "/etc/passwd",

@@ -33,7 +33,7 @@ def overlay(image: Image.Image, heatmap: np.ndarray, opacity: float = 0.5, color
     """The heatmap coloured and blended onto ``image`` at the image's own resolution (RGB).
 
     The model saw the centre square of the upload (shorter side resized, centre-cropped, as
-    ``train.data.to_square_rgb`` does), so the heatmap covers that square; a non-square upload keeps its
+    ``preprocess.to_square_rgb`` does), so the heatmap covers that square; a non-square upload keeps its
     uncovered margins as they are. In uint8 with Pillow and a colour table, not float arrays of the whole
     upload: 1.9 ms instead of 9.2 for a 451 x 300 photo, 14 instead of 39 at 1024 x 768, in the app where
     every buffer over 1 MB is a fresh mapping (app.tune_malloc).

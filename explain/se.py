@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from architectures._blocks import SqueezeExcite
 from architectures.checkpoint import atomic_save_tensors
-from train.augment import normalize
+from preprocess import normalize
 
 from .cam import HOOK_LOCK, check_one_image
 

@@ -1,12 +1,20 @@
-"""The inference layer of the app: decode uploads safely, load checkpoints, predict, compare.
+"""The serving layer of the app: checkpoints loaded and cached, predictions, explanations, the zoo's tables.
 
-No Gradio here: ``app.py`` lays out what these pure functions return, and tests call them directly.
+No Gradio here: ``app.py`` lays out what ``ZooService`` returns, and tests call it directly. Image
+decoding and the model's input live in ``preprocess``, shared with training.
 """
-from .images import MAX_PIXELS, MAX_SIDE, MAX_UPLOAD_BYTES, ImageDecodeError, load_image, model_view, to_tensor
-from .ood import load_thresholds, verdict
-from .predict import CompareRow, Prediction, compare_all, predict, run_model, served_class
+from preprocess import MAX_PIXELS, MAX_SIDE, MAX_UPLOAD_BYTES, ImageDecodeError, load_image, model_view, to_tensor
+
+from .errors import RequestError
+from .ood import verdict
+from .predict import CompareRow, Prediction, compare_all, predict, run_model
+from .service import PREDICTED, RECOMMENDED, Explanation, Panel, ZooService, default_has_se, max_cam_depth
 from .store import LoadedModel, ModelStore, ModelUnavailable, pick_device
+from .uploads import decode, upload_source
+from .zoo import ZOO_HEADERS, architecture_card, architecture_choices, best_architecture, served_accuracy
 
 __all__ = ["ImageDecodeError", "load_image", "model_view", "to_tensor", "MAX_PIXELS", "MAX_SIDE", "MAX_UPLOAD_BYTES",
-           "ModelStore", "ModelUnavailable", "LoadedModel", "pick_device", "Prediction", "CompareRow", "predict",
-           "run_model", "served_class", "compare_all", "load_thresholds", "verdict"]
+           "RequestError", "verdict", "CompareRow", "Prediction", "compare_all", "predict", "run_model",
+           "PREDICTED", "RECOMMENDED", "Explanation", "Panel", "ZooService", "default_has_se", "max_cam_depth",
+           "LoadedModel", "ModelStore", "ModelUnavailable", "pick_device", "decode", "upload_source", "ZOO_HEADERS",
+           "architecture_card", "architecture_choices", "best_architecture", "served_accuracy"]

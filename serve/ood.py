@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from preprocess import normalize, served_probs
+
 THRESHOLDS_PATH = Path(__file__).with_name("ood_thresholds.json")
 KEEP_FRACTION = 0.95  # share of in-distribution validation images that must not be flagged
 
@@ -99,8 +101,6 @@ def synthetic_ood(n_each: int = 100, size: int = 32, seed: int = 0) -> torch.Ten
 @torch.inference_mode()
 def softmax_of(model, images_uint8: torch.Tensor, config: dict, batch_size: int = 500) -> np.ndarray:
     """The probabilities the app serves (its test-time augmentation, ``served_probs``) for uint8 images."""
-    from train.augment import normalize, served_probs
-
     mean, std = torch.tensor(config["mean"]), torch.tensor(config["std"])
     device = next(model.parameters()).device
     out = []

@@ -13,10 +13,8 @@ import torch
 from PIL import Image
 
 from architectures import list_models
+from preprocess import served_probs, to_tensor
 
-from train.augment import served_probs
-
-from .images import to_tensor
 from .ood import verdict
 from .store import LoadedModel, ModelStore, ModelUnavailable
 
@@ -49,20 +47,12 @@ class Prediction:
         return {name: float(p) for name, p in zip(self.class_names, self.probs)}
 
 
-def served_class(model, x: torch.Tensor) -> int:
-    """The class the app predicts for one normalised image: the test-time augmented one, as in
-    ``run_model``. The caller holds the model's lock."""
-    with torch.inference_mode():
-        return int(served_probs(model, x)[0].argmax())
-
-
-def run_model(loaded: LoadedModel, image: Image.Image, k: int = 5, thresholds: dict | None = None) -> Prediction:
+def run_model(loaded: LoadedModel, image: Image.Image, k: int = 5, ood_entry: dict | None = None) -> Prediction:
     """Classify one decoded image with a loaded model; holds the model's lock while it runs.
 
-    The probabilities average shifted and mirrored copies of the image (``train.augment.served_probs``,
-    as the validation figure ``val_accuracy_tta`` is measured).
-
-    ``thresholds`` are the out-of-distribution entries by architecture (``serve.ood.load_thresholds``).
+    The probabilities average shifted and mirrored copies of the image (``preprocess.served_probs``,
+    as the validation figure ``val_accuracy_tta`` is measured). ``ood_entry`` is the checkpoint's
+    out-of-distribution threshold (``ModelStore.ood_entry``); without one the check says it is off.
     """
     config = loaded.config
     start = time.perf_counter()
@@ -74,13 +64,13 @@ def run_model(loaded: LoadedModel, image: Image.Image, k: int = 5, thresholds: d
     order = np.argsort(-probs)[:k]
     top = [(names[i], float(probs[i])) for i in order]
     return Prediction(loaded.name, config.get("display_name", loaded.name), names, probs, top,
-                      verdict(probs, (thresholds or {}).get(loaded.name), loaded.weights_sha256), latency_ms,
+                      verdict(probs, ood_entry, loaded.weights_sha256), latency_ms,
                       x.detach())
 
 
 def predict(store: ModelStore, arch: str, image: Image.Image, k: int = 5) -> Prediction:
     """Top-``k`` prediction of architecture ``arch`` (raises ``ModelUnavailable`` or ``ValueError``)."""
-    return run_model(store.get(arch), image, k, store.ood_thresholds)
+    return run_model(store.get(arch), image, k, store.ood_entry(arch))
 
 
 @dataclass

@@ -76,9 +76,6 @@ class LoadedModel:
     signature: tuple
     # Held while the model runs: Grad-CAM hooks must only ever see their own forward pass.
     lock: threading.Lock = field(default_factory=threading.Lock)
-    # The same architecture with random weights, built on first use (under ``lock``) by whoever needs it: the
-    # app's faithfulness panel compares the map with this model's map (explain.randomised_twin).
-    random_twin: torch.nn.Module | None = None
 
 
 class ModelStore:
@@ -100,6 +97,7 @@ class ModelStore:
         self._hub_failures: dict[str, tuple[float, str]] = {}
         self._failures: dict[str, tuple[tuple | None, str]] = {}
         self._name_locks = {name: threading.Lock() for name in list_models()}
+        self._twins: dict[str, tuple[LoadedModel, torch.nn.Module]] = {}
 
     # -- where a checkpoint lives ----------------------------------------------------------------------
     def local_folder(self, name: str) -> Path:
@@ -224,6 +222,31 @@ class ModelStore:
             loaded = LoadedModel(name, model, model.config, folder, sha, signature)
             self._loaded[name] = loaded
             return loaded
+
+    def random_twin(self, loaded: LoadedModel) -> torch.nn.Module:
+        """``loaded``'s architecture with random weights (``explain.randomised_twin``), built once per loaded
+        checkpoint: the faithfulness panel compares each map with the same method's map from it."""
+        kept = self._twins.get(loaded.name)
+        if kept is not None and kept[0] is loaded:
+            return kept[1]
+        with self._name_locks[loaded.name]:
+            kept = self._twins.get(loaded.name)
+            if kept is None or kept[0] is not loaded:
+                from explain import randomised_twin  # the explanation package is only needed once one is asked for
+
+                kept = (loaded, for_serving(randomised_twin(loaded.model)))
+                self._twins[loaded.name] = kept
+            return kept[1]
+
+    def ood_entry(self, name: str) -> dict | None:
+        """The out-of-distribution threshold calibrated for ``name``'s checkpoint, or None."""
+        return self.ood_thresholds.get(name)
+
+    def recommended_cam(self, name: str) -> tuple[str, str | None]:
+        """(method, layer) that explains ``name``'s checkpoint most faithfully; layer None means the deepest."""
+        from explain import recommended_cam
+
+        return recommended_cam(name)
 
     def status(self) -> dict[str, str]:
         """For each architecture: "loaded", "ready" (files present), "missing" or the error message."""

@@ -1,7 +1,8 @@
-"""The app's own helpers, in process (the HTTP behaviour is in test_app_http.py)."""
+"""What the app lists and picks first, in process (the HTTP behaviour is in test_app_http.py)."""
 from __future__ import annotations
 
-import app
+import serve
+from architectures import list_models
 
 
 def test_the_dropdown_and_the_default_rank_by_the_accuracy_the_app_serves():
@@ -11,10 +12,10 @@ def test_the_dropdown_and_the_default_rank_by_the_accuracy_the_app_serves():
         "senet": {"val_accuracy": 0.905, "val_accuracy_tta": 0.920},
         "vgg": {"val_accuracy": 0.890},  # trained before the TTA figure was recorded
     }
-    assert app.best_architecture(configs) == "senet"
-    labels = {name: label for label, name in app.architecture_choices(configs)}
+    assert serve.best_architecture(configs) == "senet"
+    labels = {name: label for label, name in serve.architecture_choices(configs)}
     assert labels["senet"].endswith("(92.0%)")
     assert labels["resnet"].endswith("(91.5%)")
     assert labels["vgg"].endswith("(89.0%)")
     assert labels["nin"].endswith("(no checkpoint yet)")
-    assert app.best_architecture({}) == app.list_models()[0]
+    assert serve.best_architecture({}) == list_models()[0]

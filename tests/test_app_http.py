@@ -16,7 +16,7 @@ from PIL import Image
 import explain
 from architectures import create_model, list_models
 from conftest import CHECKPOINTS, CIFAR10, random_checkpoint, running_app
-from serve.corpus import write_corpus
+from upload_corpus import write_corpus
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402

@@ -24,7 +24,7 @@ import torch
 import serve
 from conftest import CIFAR10, REPO_ROOT, random_checkpoint, running_app
 from architectures import CheckpointError, create_model, list_models, load_pretrained, save_pretrained
-from serve.corpus import write_corpus
+from upload_corpus import write_corpus
 
 CONFIG = {"class_names": CIFAR10, "image_size": 32, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26],
           "val_accuracy": 0.5, "epochs": 1, "train_seconds": 1.0, "hardware": "test"}

@@ -16,10 +16,9 @@ from PIL import Image
 
 import serve
 from architectures import create_model, list_models, save_pretrained
-from serve.corpus import png_bomb, write_corpus
+from upload_corpus import png_bomb, write_corpus
 from serve.ood import calibrate, verdict
-from train.augment import normalize, served_probs
-from train.data import to_square_rgb
+from preprocess import normalize, served_probs, to_square_rgb
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO_ROOT / "checkpoints"
@@ -145,6 +144,10 @@ def test_missing_path_is_a_clear_error(tmp_path):
 
 # --- preprocessing -------------------------------------------------------------------------------------
 def test_to_tensor_is_the_training_pipeline():
+    from train import augment, data  # training prepares its images with the very same functions
+
+    assert data.to_square_rgb is to_square_rgb and augment.normalize is normalize
+    assert augment.served_probs is served_probs
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (45, 70, 3), dtype=np.uint8))
     expected = normalize(torch.from_numpy(to_square_rgb(image, 32).copy()).permute(2, 0, 1)[None],
@@ -317,7 +320,7 @@ def test_predictions_average_the_tta_views(store):
     assert not np.allclose(prediction.probs, plain, atol=1e-4)
     np.testing.assert_allclose(prediction.probs, served, atol=1e-6)
     with store.get("resnet").lock:
-        assert serve.served_class(model, prediction.x) == prediction.index
+        assert int(served_probs(model, prediction.x)[0].argmax()) == prediction.index
 
 
 def test_ood_verdict_follows_the_threshold():
@@ -455,3 +458,72 @@ def test_hub_failure_is_not_retried_on_every_request(monkeypatch, tmp_path):
         with pytest.raises(serve.ModelUnavailable, match="network is unreachable"):
             store.get("resnet")
     assert len(calls) == 1
+
+
+# --- the service behind the app's events ----------------------------------------------------------------
+def test_a_classify_click_computes_the_served_prediction_once(monkeypatch, store, tmp_path):
+    """A click runs /predict, then /describe, then /explain on one upload: one six-view forward pass in all,
+    and none for a later change of explanation setting. A new upload or architecture computes its own."""
+    import importlib
+
+    predict_module = importlib.import_module("serve.predict")
+    served_passes = []
+    original = predict_module.served_probs
+
+    def counting(model, x):
+        served_passes.append(len(x))
+        return original(model, x)
+
+    monkeypatch.setattr(predict_module, "served_probs", counting)
+    service = serve.ZooService(store)
+    upload = tmp_path / "upload.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(upload)
+    model = store.get("senet").model
+    forward_calls = []
+    handle = model.register_forward_hook(lambda module, inputs, output: forward_calls.append(len(inputs[0])))
+    try:
+        labels = service.predict(str(upload), "senet")
+        note, preview = service.describe(str(upload), "senet")
+        explanation = service.explain(str(upload), "senet")
+    finally:
+        handle.remove()
+    assert served_passes == [1]
+    assert forward_calls.count(6) == 1  # the six test-time augmentation views, once
+    top = max(labels, key=labels.get)
+    assert f"**{top}**" in note and preview.size == (192, 192)
+    assert explanation.overlay.size == (60, 40) and explanation.se_plot is not None
+    assert "class **" + top + "**" in explanation.note  # the map explains the label the top-5 shows
+    service.explain(str(upload), "senet", method="gradcam", layer=1, target="dog", opacity=0.3)
+    assert served_passes == [1]
+    service.predict(str(upload), "resnet")
+    other = tmp_path / "other.png"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(other)
+    service.describe(str(other), "senet")
+    assert served_passes == [1, 1, 1]
+
+
+def test_the_store_owns_one_random_weights_twin_per_loaded_checkpoint(store):
+    loaded = store.get("resnet")
+    twin = store.random_twin(loaded)
+    assert store.random_twin(loaded) is twin and twin is not loaded.model
+    assert type(twin) is type(loaded.model) and not hasattr(loaded, "random_twin")
+    learned, random = next(loaded.model.parameters()), next(twin.parameters())
+    assert learned.shape == random.shape and not torch.equal(learned, random)
+
+
+def test_service_errors_are_for_the_user(store, tmp_path):
+    service = serve.ZooService(store)
+    with pytest.raises(serve.RequestError, match="unknown architecture") as info:
+        service.predict(str(EXAMPLES / "cat_chelsea.jpg"), "../resnet")
+    assert info.value.title == "Unknown architecture"
+    with pytest.raises(serve.RequestError, match="no checkpoint yet"):
+        service.predict(str(EXAMPLES / "cat_chelsea.jpg"), "vgg")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really")
+    with pytest.raises(serve.RequestError, match="Cannot use this upload") as info:
+        service.predict(str(broken), "resnet")
+    assert info.value.title == "Not a usable image"
+    with pytest.raises(serve.RequestError, match="opacity"):
+        service.explain(str(EXAMPLES / "cat_chelsea.jpg"), "resnet", opacity=2)
+    with pytest.raises(serve.RequestError, match="unknown target class"):
+        service.explain(str(EXAMPLES / "cat_chelsea.jpg"), "resnet", target="unicorn")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from preprocess import TTA_COPIES, TTA_VIEWS, normalize, served_probs, translated  # noqa: F401  (shared with serving)
+
 
 def random_translate(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
     """Random crop of the reflect-padded batch: each image shifted by up to ``padding`` pixels."""
@@ -22,36 +24,6 @@ def random_translate(images: torch.Tensor, padding: int, generator: torch.Genera
     batch_index = torch.arange(batch, device=images.device)[:, None, None, None]
     channel_index = torch.arange(images.shape[1], device=images.device)[None, :, None, None]
     return padded[batch_index, channel_index, rows, cols]
-
-
-def translated(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """``x`` moved ``dy`` pixels down and ``dx`` right, the uncovered edge filled by reflection (as
-    ``random_translate`` pads)."""
-    pad = max(abs(dy), abs(dx))
-    if pad == 0:
-        return x
-    height, width = x.shape[-2:]
-    padded = F.pad(x, (pad,) * 4, mode="reflect")
-    return padded[..., pad - dy:pad - dy + height, pad - dx:pad - dx + width]
-
-
-# The test-time augmentation the app serves and ``val_accuracy_tta`` measures (airbench's): the image and
-# the image moved one pixel up-left and one down-right, each also mirrored; (dy, dx, weight), so the
-# unmoved pair weighs as much as the two moved pairs together. Both are augmentations every recipe trains
-# with (``random_flip``, ``random_translate``).
-TTA_VIEWS = ((0, 0, 0.5), (-1, -1, 0.25), (1, 1, 0.25))
-TTA_COPIES = 2 * len(TTA_VIEWS)  # images per input image in ``served_probs``' forward pass
-
-
-def served_probs(model, x: torch.Tensor) -> torch.Tensor:
-    """Class probabilities averaged over ``TTA_VIEWS`` and their mirror images. On the shipped
-    checkpoints this is worth 0.6-2.1 points of validation accuracy over the model alone (0.1-1.2 over the
-    flip alone). One forward pass over six times the batch; float32, on ``x``'s device."""
-    views = [translated(x, dy, dx) for dy, dx, _ in TTA_VIEWS]
-    probs = torch.softmax(model(torch.cat([v for view in views for v in (view, view.flip(3))])).float(), -1)
-    probs = probs.view(len(views), 2, len(x), -1).mean(1)
-    weights = torch.tensor([weight for *_, weight in TTA_VIEWS], device=probs.device)
-    return (probs * weights[:, None, None]).sum(0)
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -93,11 +65,6 @@ def random_cutmix(images: torch.Tensor, labels: torch.Tensor, probability: float
     mixed = images.clone()
     mixed[:, :, top:bottom, left:right] = images[partner, :, top:bottom, left:right]
     return mixed, labels[partner], 1 - (bottom - top) * (right - left) / (height * width)  # exact, after clipping
-
-
-def normalize(images_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 N x 3 x H x W to normalised float32: (x / 255 - mean) / std."""
-    return (images_uint8.float().div_(255) - mean.view(1, 3, 1, 1)).div_(std.view(1, 3, 1, 1))
 
 
 def augment_batch(images_uint8, mean, std, translate, cutout, generator):

@@ -19,6 +19,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from architectures.checkpoint import atomic_save_tensors
+from preprocess import to_square_rgb
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 CACHE_VERSION = "1"
@@ -34,18 +35,6 @@ class ImageSet:
     labels: torch.Tensor       # int64, N
     class_names: list[str]
     source: str                # human-readable description of where the images came from
-
-
-def to_square_rgb(image: Image.Image, size: int) -> np.ndarray:
-    """RGB, shorter side resized to ``size``, centre-cropped: H x W x 3 uint8."""
-    image = image.convert("RGB")
-    if image.size != (size, size):
-        scale = size / min(image.size)
-        width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-        image = image.resize((width, height), Image.Resampling.BICUBIC)
-        left, top = (width - size) // 2, (height - size) // 2
-        image = image.crop((left, top, left + size, top + size))
-    return np.asarray(image, dtype=np.uint8)
 
 
 def _members_from_folder(root: Path):

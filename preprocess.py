@@ -1,13 +1,15 @@
-"""Uploads to model inputs: decode untrusted bytes safely, then make the tensor a checkpoint expects.
+"""Images to model inputs, in one place for training, serving and explaining.
+
+decode (``load_image``) -> square RGB at the checkpoint's size (``to_square_rgb``, ``model_view``) ->
+normalise (``normalize``, ``to_tensor``) -> the test-time augmentation views (``tta_views``, ``served_probs``).
+Training decodes its data set with ``to_square_rgb`` too, so a served image is prepared exactly as the
+training images were.
 
 An upload is untrusted input. ``load_image`` reads at most ``max_bytes``, lets Pillow identify only the
 formats a photo arrives in (never EPS, which would run Ghostscript), refuses images whose header
 announces more than ``max_pixels`` pixels before any pixel is decoded (the decompression-bomb check),
 applies the EXIF orientation, keeps the first frame of an animation and turns every colour mode into
 8-bit RGB. Whatever goes wrong becomes one ``ImageDecodeError`` with a sentence a user can act on.
-
-``to_tensor`` is the training pipeline's own preprocessing (``train.data.to_square_rgb`` then
-``train.augment.normalize``) with the checkpoint's ``image_size``, ``mean`` and ``std``.
 """
 from __future__ import annotations
 
@@ -18,10 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-from train.augment import normalize
-from train.data import to_square_rgb
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # 10 MB: a phone photo is 2-6 MB; the app's upload limit is the same
 MAX_PIXELS = 50_000_000              # 50 megapixels: a 6000 x 4500 photo (27 MP) passes, a bomb does not
@@ -148,6 +148,18 @@ def load_image(source: str | os.PathLike | bytes, max_bytes: int = MAX_UPLOAD_BY
     return image
 
 
+def to_square_rgb(image: Image.Image, size: int) -> np.ndarray:
+    """RGB, shorter side resized to ``size``, centre-cropped: H x W x 3 uint8."""
+    image = image.convert("RGB")
+    if image.size != (size, size):
+        scale = size / min(image.size)
+        width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
+        image = image.resize((width, height), Image.Resampling.BICUBIC)
+        left, top = (width - size) // 2, (height - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image, dtype=np.uint8)
+
+
 def model_view(image: Image.Image, config: dict) -> np.ndarray:
     """What the model sees, before normalisation: ``image_size`` square RGB, uint8 H x W x 3."""
     return to_square_rgb(image, int(config.get("image_size", 32)))
@@ -159,3 +171,42 @@ def to_tensor(image: Image.Image, config: dict, device: torch.device | str = "cp
     mean = torch.tensor(config["mean"], dtype=torch.float32, device=device)
     std = torch.tensor(config["std"], dtype=torch.float32, device=device)
     return normalize(pixels, mean, std)
+
+
+def normalize(images_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 N x 3 x H x W to normalised float32: (x / 255 - mean) / std."""
+    return (images_uint8.float().div_(255) - mean.view(1, 3, 1, 1)).div_(std.view(1, 3, 1, 1))
+
+
+def translated(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` moved ``dy`` pixels down and ``dx`` right, the uncovered edge filled by reflection (as training's
+    random translation pads)."""
+    pad = max(abs(dy), abs(dx))
+    if pad == 0:
+        return x
+    height, width = x.shape[-2:]
+    padded = F.pad(x, (pad,) * 4, mode="reflect")
+    return padded[..., pad - dy:pad - dy + height, pad - dx:pad - dx + width]
+
+
+# The test-time augmentation the app serves and ``val_accuracy_tta`` measures (airbench's): the image and
+# the image moved one pixel up-left and one down-right, each also mirrored; (dy, dx, weight), so the
+# unmoved pair weighs as much as the two moved pairs together. Every recipe trains with flips and
+# translations, so these views are images of the kind the model learned from.
+TTA_VIEWS = ((0, 0, 0.5), (-1, -1, 0.25), (1, 1, 0.25))
+TTA_COPIES = 2 * len(TTA_VIEWS)  # images per input image in ``served_probs``' forward pass
+
+
+def tta_views(x: torch.Tensor) -> torch.Tensor:
+    """The ``TTA_COPIES`` views of a batch, view-major: (6 B) x 3 x H x W, each view then its mirror image."""
+    views = [translated(x, dy, dx) for dy, dx, _ in TTA_VIEWS]
+    return torch.cat([v for view in views for v in (view, view.flip(3))])
+
+
+def served_probs(model, x: torch.Tensor) -> torch.Tensor:
+    """Class probabilities averaged over ``TTA_VIEWS`` and their mirror images, weighted: what the app
+    serves. One forward pass over six times the batch; float32, on ``x``'s device."""
+    probs = torch.softmax(model(tta_views(x)).float(), -1)
+    probs = probs.view(len(TTA_VIEWS), 2, len(x), -1).mean(1)
+    weights = torch.tensor([weight for *_, weight in TTA_VIEWS], device=probs.device)
+    return (probs * weights[:, None, None]).sum(0)

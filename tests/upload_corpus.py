@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .images import MAX_UPLOAD_BYTES
+from preprocess import MAX_UPLOAD_BYTES
 
 
 @dataclass(frozen=True)

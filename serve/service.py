@@ -1,0 +1,319 @@
+"""The work behind every event of the app, as plain functions of an upload and an architecture name.
+
+``ZooService`` holds the model store and what one click shares between its events: a Classify click runs
+/predict, then /describe, then /explain on the same upload, and the served (test-time augmented)
+prediction is computed once, by the first, and reused by the others. Errors a user can fix raise
+``RequestError``; ``app.py`` shows them. No Gradio here.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+import explain
+from architectures import check_name, create_model, list_models, model_class
+from preprocess import model_view
+
+from .errors import RequestError
+from .predict import Prediction, compare_all, run_model
+from .store import LoadedModel, ModelStore, ModelUnavailable
+from .uploads import decode
+from .zoo import ZooTable, architecture_card, checkpoint_picture
+
+PREDICTED = "predicted"      # the explained class: the one the top-5 shows
+RECOMMENDED = "recommended"  # the CAM method: each checkpoint's most faithful one (its config's "cam")
+# Random squares in the faithfulness panel's baseline: four, not the checks' eight, so that the panel's batch
+# (original, map, centre, squares, random weights' map: eight images) stays one small forward pass.
+PANEL_RANDOM_SQUARES = 4
+GALLERY_SIDE = 256  # Compare's overlays are thumbnails: eleven full-size blends would cost more than the models
+PREDICTION_CACHE = 32
+COMPARE_HEADERS = ["architecture", "top-1", "confidence", "latency (ms)", "agrees with majority",
+                   "agreement with the others", "note"]
+FAITHFULNESS_BARS = ["CAM's hottest", "centre square", "random squares", "random weights' map"]
+
+
+@lru_cache(maxsize=None)
+def _default_model_facts(name: str) -> tuple[tuple[str, ...], bool]:
+    """CAM layers and whether it has SE blocks, of ``name`` built once with its default arguments."""
+    model = create_model(name)
+    return tuple(explain.cam_layer_choices(model)), explain.has_se(model)
+
+
+def default_cam_layers(name: str) -> tuple[str, ...]:
+    return _default_model_facts(name)[0]
+
+
+def default_has_se(name: str) -> bool:
+    return _default_model_facts(name)[1]
+
+
+def max_cam_depth() -> int:
+    """The deepest layer index any architecture has (the layer slider's range before one is chosen)."""
+    return max(len(default_cam_layers(name)) for name in list_models())
+
+
+# -- SE profiles and plots, built once per profiles file ---------------------------------------------------
+def _profiles_version(folder) -> tuple[str, int, int] | None:
+    """(folder, mtime, size) of the SE class profiles saved beside a checkpoint; None when there are none."""
+    path = Path(folder) / explain.PROFILES_NAME
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    return str(folder), stat.st_mtime_ns, stat.st_size
+
+
+@lru_cache(maxsize=32)
+def _read_se_profiles(folder: str, mtime_ns: int, size: int):
+    try:
+        return explain.load_se_profiles(folder)
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=32)
+def _class_specificity_plot(folder: str, mtime_ns: int, size: int):
+    profiles = _read_se_profiles(folder, mtime_ns, size)
+    return explain.plot_class_specificity(profiles) if profiles is not None and profiles.get("blocks") else None
+
+
+@lru_cache(maxsize=32)
+def _se_plotter(version: tuple | None, layout: tuple, class_names: tuple) -> explain.SEExcitationPlot:
+    """A checkpoint's SE excitation plot, its fixed parts drawn once, each image's lines per call."""
+    profiles = None if version is None else _read_se_profiles(*version)
+    return explain.SEExcitationPlot(list(layout), profiles, class_names)
+
+
+def _se_plot(loaded: LoadedModel, excitations, predicted: int) -> Image.Image:
+    layout = tuple((block, len(values)) for block, values in excitations)
+    plotter = _se_plotter(_profiles_version(loaded.folder), layout, tuple(loaded.config["class_names"]))
+    return plotter.draw(excitations, predicted)
+
+
+@dataclass
+class Panel:
+    """What depends on the architecture alone."""
+    card: str
+    depth: int                        # CAM layers of the loaded model (the slider's maximum and value)
+    class_specificity: Image.Image | None
+    has_se: bool
+
+
+@dataclass
+class Explanation:
+    overlay: Image.Image
+    se_plot: Image.Image | None
+    faithfulness: pd.DataFrame
+    note: str
+    se_map: Image.Image | None
+
+    def as_tuple(self) -> tuple:
+        return self.overlay, self.se_plot, self.faithfulness, self.note, self.se_map
+
+
+class ZooService:
+    def __init__(self, store: ModelStore):
+        self.store = store
+        self.zoo = ZooTable(store)
+        self._predictions: OrderedDict[tuple, Prediction] = OrderedDict()
+        self._predictions_lock = threading.Lock()
+
+    # -- inputs ----------------------------------------------------------------------------------------
+    def model(self, architecture) -> LoadedModel:
+        try:
+            name = check_name(architecture)
+        except ValueError as error:
+            raise RequestError(str(error), title="Unknown architecture") from None
+        try:
+            return self.store.get(name)
+        except ModelUnavailable as error:
+            raise RequestError(str(error), title="Checkpoint not available") from None
+
+    def served_prediction(self, image, architecture) -> tuple[Image.Image, LoadedModel, Prediction]:
+        """The upload, its model and the prediction the top-5 shows: computed once per upload, architecture
+        and weights, then reused by the click's other events (and by every change of explanation setting)."""
+        pil, source_key = decode(image)
+        loaded = self.model(architecture)
+        key = (source_key, loaded.name, loaded.weights_sha256)
+        with self._predictions_lock:
+            prediction = self._predictions.get(key)
+            if prediction is not None:
+                self._predictions.move_to_end(key)
+        if prediction is None:
+            prediction = run_model(loaded, pil, ood_entry=self.store.ood_entry(loaded.name))
+            with self._predictions_lock:
+                self._predictions[key] = prediction
+                while len(self._predictions) > PREDICTION_CACHE:
+                    self._predictions.popitem(last=False)
+        return pil, loaded, prediction
+
+    # -- Classify --------------------------------------------------------------------------------------
+    def predict(self, image, architecture) -> dict[str, float] | None:
+        """Every class and its probability, for the top-5 label; None when the image was cleared."""
+        if image is None:
+            return None
+        return self.served_prediction(image, architecture)[2].label_dict()
+
+    def describe(self, image, architecture) -> tuple[str, Image.Image | None]:
+        """The out-of-distribution note beside the label, and the model's own view of the image."""
+        if image is None:
+            return "", None
+        pil, loaded, prediction = self.served_prediction(image, architecture)
+        verdict = prediction.ood
+        icon = {True: "⚠️ ", False: "✅ ", None: ""}[verdict["ood"]]
+        note = (f"{icon}**{prediction.label}** at {prediction.confidence:.0%} by {prediction.display_name}. "
+                f"{verdict['message']}")
+        view = Image.fromarray(model_view(pil, loaded.config))
+        # Blown up with nearest-neighbour so its pixels stay visible.
+        return note, view.resize((view.width * 6, view.height * 6), Image.Resampling.NEAREST)
+
+    def panel(self, architecture) -> Panel:
+        try:
+            name = check_name(architecture)
+        except ValueError as error:
+            raise RequestError(str(error), title="Unknown architecture") from None
+        config = self.store.config(name)
+        depth, specificity = len(default_cam_layers(name)), None
+        if config is not None:
+            try:
+                depth = len(explain.cam_layer_choices(self.store.get(name).model))
+            except ModelUnavailable:
+                pass
+            version = _profiles_version(config["_folder"])
+            specificity = None if version is None else _class_specificity_plot(*version)
+        return Panel(architecture_card(self.store, name), depth, specificity, default_has_se(name))
+
+    def explain(self, image, architecture, method=RECOMMENDED, layer=None, target=PREDICTED,
+                opacity=0.5) -> Explanation | None:
+        """The CAM overlay of the served class (or ``target``), its faithfulness figures and the SE attention.
+
+        ``method`` RECOMMENDED takes the checkpoint's most faithful method and layer, chosen by the deletion
+        and sanity checks, and ignores ``layer``; otherwise ``layer`` counts CAM layers from 1 (shallowest),
+        values past the deepest meaning the deepest.
+        """
+        if image is None:
+            return None
+        if method != RECOMMENDED and method not in explain.METHODS:
+            raise RequestError(f"unknown method {method!r}; choose {RECOMMENDED!r} or one of "
+                               f"{', '.join(explain.METHODS)}")
+        try:
+            opacity = float(opacity)
+            depth = int(layer) if layer is not None else None
+        except (TypeError, ValueError, OverflowError):
+            raise RequestError("layer must be a whole number and opacity a number from 0 to 1") from None
+        if not 0 <= opacity <= 1:
+            raise RequestError(f"opacity must be between 0 and 1, got {opacity}")
+        pil, loaded, prediction = self.served_prediction(image, architecture)
+        names = loaded.config["class_names"]
+        if target in (None, "", PREDICTED):
+            explained = prediction.index
+        elif target in names:
+            explained = names.index(target)
+        else:
+            raise RequestError(f"unknown target class {target!r}; choose {PREDICTED!r} or one of {', '.join(names)}")
+        layers = explain.cam_layer_choices(loaded.model)
+        if method == RECOMMENDED:
+            method, layer_name = self.store.recommended_cam(loaded.name)
+            layer_name = layer_name or layers[-1]
+        else:
+            layer_name = layers[min(max(depth or len(layers), 1), len(layers)) - 1]
+        x, twin = prediction.x, self.store.random_twin(loaded)
+        with loaded.lock:
+            heatmap = explain.cam(loaded.model, x, explained, method, layer_name)
+            # The same method's map from random weights: blanking it shows what the map's shape alone costs.
+            random_heatmap = explain.cam(twin, x, explained, method, layer_name)
+            figures = explain.faithfulness(loaded.model, x, heatmap, explained, random_weights_heatmap=random_heatmap,
+                                           n_random=PANEL_RANDOM_SQUARES)
+            excitations, se_map = explain.se_attention(loaded.model, x)
+        picture = explain.overlay(pil, heatmap, opacity)
+        if excitations:
+            se_plot, se_map = _se_plot(loaded, excitations, prediction.index), explain.overlay(pil, se_map, opacity)
+            se_line = (f"SE attention: {len(excitations)} squeeze-and-excitation blocks; the plot shows how much "
+                       "each block turned each channel up (1) or down (0) for this image, and the SE-weighted map "
+                       "where the channels that the last block turned up are active.")
+        else:
+            se_plot = None
+            se_line = (f"{loaded.config.get('display_name', loaded.name)} has no SE blocks, so there is no SE "
+                       "attention to show.")
+        note = _explanation_note(method, layer_name, layers, names[explained], figures) + "\n\n" + se_line
+        frame = pd.DataFrame({"blanked (25% of pixels)": FAITHFULNESS_BARS,
+                              "probability drop": [figures["cam_drop"], figures["centre_drop"],
+                                                   figures["random_square_drop"], figures["random_weights_drop"]]})
+        return Explanation(picture, se_plot, frame, note, se_map)
+
+    # -- Compare ---------------------------------------------------------------------------------------
+    def compare(self, image, progress=None) -> tuple[pd.DataFrame, list, str] | None:
+        """Every architecture on one image: (table, gallery of CAM overlays with captions, summary), each
+        map by its checkpoint's most faithful method."""
+        if image is None:
+            return None
+        pil, _ = decode(image)
+        thumbnail = pil.copy()
+        thumbnail.thumbnail((GALLERY_SIDE, GALLERY_SIDE))
+        rows, majority = compare_all(self.store, pil, progress=progress)
+        table, gallery = [], []
+        for row in rows:
+            if row.error is not None:
+                table.append([model_class(row.arch).display_name, "—", None, None, "—", None,
+                              "no checkpoint yet" if "no checkpoint" in row.error else "checkpoint unusable"])
+                continue
+            loaded = self.store.get(row.arch)
+            method, layer = self.store.recommended_cam(row.arch)
+            start = time.perf_counter()
+            with loaded.lock:
+                heatmap = explain.cam(loaded.model, row.prediction.x, method=method, layer=layer)
+            cam_ms = (time.perf_counter() - start) * 1000
+            gallery.append((explain.overlay(thumbnail, heatmap, 0.5),
+                            f"{row.display_name}: {row.label} {row.confidence:.0%}"))
+            table.append([row.display_name, row.label, round(row.confidence, 3), round(row.latency_ms, 1),
+                          "yes" if row.agrees_with_majority else "no",
+                          None if row.agreement is None else round(row.agreement, 2), f"{method} {cam_ms:.0f} ms"])
+        answered = [row for row in rows if row.error is None]
+        if not answered:
+            raise RequestError("No architecture has a checkpoint yet; train one with `python -m train --arch resnet`.")
+        agree = sum(row.agrees_with_majority for row in answered)
+        summary = f"Majority vote: **{majority}** ({agree} of {len(answered)} architectures agree)."
+        return pd.DataFrame(table, columns=COMPARE_HEADERS), gallery, summary
+
+    # -- Model zoo -------------------------------------------------------------------------------------
+    def zoo_details(self, architecture) -> tuple[Image.Image | None, Image.Image | None, str]:
+        """Training curves, confusion matrix and card of one architecture."""
+        try:
+            name = check_name(architecture)
+        except ValueError as error:
+            raise RequestError(str(error), title="Unknown architecture") from None
+        config = self.store.config(name)
+        card = architecture_card(self.store, name)
+        if config is None:
+            return None, None, card
+        folder = Path(config["_folder"])
+        confusion = checkpoint_picture(folder, "confusion.png")
+        if confusion is None:
+            card += "\n\nNo confusion matrix yet (`python -m tools.finish_checkpoint` writes `confusion.png`)."
+        return checkpoint_picture(folder, "curves.png"), confusion, card
+
+
+def _explanation_note(method: str, layer_name: str, layers: list[str], shown: str, figures: dict) -> str:
+    """What the map is and how its deletion figures compare with the baselines, in words."""
+    ratio = figures.get("ratio_vs_random")
+    ratio_text = (f"{ratio:.1f}x the drop from blanking random squares" if ratio is not None
+                  else "random squares did not lower it at all")
+    if method in explain.LAYER_FREE:
+        where = "the input (no layer): how far the probability falls when each window of it is blanked"
+    else:
+        where = (f"layers `{layer_name}` to `{layers[-1]}` fused" if method in explain.FUSED
+                 and layer_name != layers[-1] else f"layer `{layer_name}`")
+        where += f" ({layers.index(layer_name) + 1} of {len(layers)})"
+    return (f"{method} at {where}, class **{shown}**. Blanking the CAM's hottest quarter of the image lowers that "
+            f"class's probability (for the image as uploaded, without the shifted and mirrored copies the top-5 "
+            f"also averages in) by {figures['cam_drop']:.2f} (from {figures['probability']:.2f}): {ratio_text}. "
+            f"A faithful map beats the centre square ({figures['centre_drop']:.2f}), random squares, and the same "
+            f"method's map from the same network with random weights ({figures['random_weights_drop']:.2f}), "
+            f"whose drop comes from the map's shape alone.")

@@ -1,0 +1,170 @@
+"""What the app says about the architectures and their checkpoints: the dropdown, the card, the zoo table.
+
+Everything comes from the registry (an architecture's own facts) and the checkpoint configs (what its
+weights scored and how they were made); nothing is typed here per architecture.
+"""
+from __future__ import annotations
+
+import json
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from architectures import create_model, list_models, model_class
+from architectures.measure import count_macs
+from preprocess import ImageDecodeError, load_image
+
+from .store import ModelStore, ModelUnavailable
+
+ZOO_HEADERS = ["architecture", "name", "val accuracy", "without TTA", "params (M)", "MMACs", "size (MB)",
+               "latency (ms)", "epochs", "training time (min)", "hardware"]
+
+
+def served_accuracy(config: dict):
+    """Validation accuracy as the app predicts (shifted and mirrored copies averaged); the model-alone
+    figure for a checkpoint that does not record it."""
+    return config.get("val_accuracy_tta", config.get("val_accuracy"))
+
+
+def display_name(name: str) -> str:
+    return model_class(name).display_name or name
+
+
+def architecture_choices(configs: dict[str, dict]) -> list[tuple[str, str]]:
+    """(label, name) of every architecture in the zoo's order, with its served accuracy where trained."""
+    choices = []
+    for name in list_models():
+        if name in configs:
+            choices.append((f"{display_name(name)}  ({served_accuracy(configs[name]) or 0:.1%})", name))
+        else:
+            choices.append((f"{display_name(name)}  (no checkpoint yet)", name))
+    return choices
+
+
+def best_architecture(configs: dict[str, dict]) -> str:
+    """The checkpoint with the highest validation accuracy as served; the zoo's first model when there is none."""
+    if not configs:
+        return list_models()[0]
+    return max(configs, key=lambda name: served_accuracy(configs[name]) or 0.0)
+
+
+def _minutes(seconds) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "?"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
+def ood_description(entry: dict | None) -> str:
+    """The out-of-distribution rule of a checkpoint, for the card."""
+    if not entry:
+        return "not calibrated"
+    if entry.get("score") == "max_prob":
+        return f"confidence below {entry['threshold']:.3g}"
+    return f"entropy above {entry['threshold']:.3g}"
+
+
+def architecture_card(store: ModelStore, name: str) -> str:
+    """Markdown: the architecture's key idea and paper, and what its checkpoint scored and cost."""
+    cls = model_class(name)
+    config = store.config(name)
+    lines = [f"### {display_name(name)}", "", cls.key_idea, ""]
+    if config is None and store.has_local(name):
+        lines.append(f"**Its checkpoint cannot be used** (`{name}/config.json` is invalid); choose it to see why.")
+    elif config is None:
+        lines.append(f"**No checkpoint yet** for `{name}`: it appears here once trained "
+                     f"(`python -m train --arch {name}`).")
+    else:
+        lines += [
+            "| | |", "|---|---|",
+            f"| Parameters | {config.get('params', 0) / 1e6:.2f} M |",
+            f"| Validation accuracy | **{served_accuracy(config) or 0:.2%}** "
+            f"averaged over shifted and mirrored copies, as served; {config.get('val_accuracy', 0):.2%} for "
+            f"the image alone ({config.get('val_split', 'held-out split')}) |",
+            f"| Training | {config.get('epochs', '?')} epochs, {_minutes(config.get('train_seconds'))} on "
+            f"{config.get('hardware', '?')} |",
+            f"| Out-of-distribution flag | {ood_description(store.ood_entry(name))} |",
+        ]
+    if cls.paper:
+        lines += ["", f"Paper: [{cls.paper}]({cls.paper})"]
+    return "\n".join(lines)
+
+
+@lru_cache(maxsize=None)
+def _macs(name: str, arch_args: str, image_size: int) -> float:
+    """Multiply-accumulates of one forward pass of a fresh model (the README table's own count)."""
+    return float(count_macs(create_model(name, **json.loads(arch_args)).eval(), image_size))
+
+
+class ZooTable:
+    """The Model zoo tab's table, and the latency column once measured on this server."""
+
+    def __init__(self, store: ModelStore):
+        self.store = store
+        self.latency_ms: dict[str, float] = {}
+
+    def frame(self, configs: dict[str, dict]) -> pd.DataFrame:
+        rows = []
+        for name, config in configs.items():
+            weights = Path(config["_folder"]) / "model.safetensors"
+            rows.append({
+                "architecture": config.get("display_name", name),
+                "name": name,
+                "val accuracy": served_accuracy(config),
+                "without TTA": config.get("val_accuracy"),
+                "params (M)": round(config.get("params", 0) / 1e6, 3),
+                "MMACs": round(_macs(name, json.dumps(config.get("arch_args", {}), sort_keys=True),
+                                     config.get("image_size", 32)) / 1e6, 1),
+                "size (MB)": round(weights.stat().st_size / 1e6, 2) if weights.is_file() else None,
+                "latency (ms)": self.latency_ms.get(name),
+                "epochs": config.get("epochs"),
+                "training time (min)": round(config.get("train_seconds", 0) / 60, 1),
+                "hardware": config.get("hardware", ""),
+            })
+        frame = pd.DataFrame(rows, columns=ZOO_HEADERS)
+        return frame.sort_values("val accuracy", ascending=False) if rows else frame
+
+    def note(self, configs: dict[str, dict]) -> str:
+        missing = [name for name in list_models() if name not in configs]
+        return (f"{len(configs)} of {len(list_models())} architectures have a checkpoint."
+                + (f" Not yet: {', '.join(missing)}." if missing else "")
+                + f" Latency: median of 20 forward passes of one image on this server's "
+                  f"{self.store.device.type.upper()}, after the button below is pressed. "
+                  "MMACs: multiply-accumulates per image.")
+
+    def measure_latency(self, progress=None) -> None:
+        """Median forward-pass time of every available model on this machine (one image), into the table."""
+        names = self.store.available(fetch=bool(self.store.repo))
+        for i, name in enumerate(names):
+            if progress is not None:
+                progress(i / max(1, len(names)), name)
+            try:
+                loaded = self.store.get(name)
+            except ModelUnavailable:
+                continue  # a broken checkpoint has no latency; its own error shows where it is chosen
+            size = loaded.config.get("image_size", 32)
+            x = torch.zeros(1, 3, size, size, device=self.store.device)
+            times = []
+            with loaded.lock, torch.inference_mode():
+                for repeat in range(25):
+                    start = time.perf_counter()
+                    loaded.model(x)
+                    if self.store.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    if repeat >= 5:  # the first runs warm caches up
+                        times.append((time.perf_counter() - start) * 1000)
+            self.latency_ms[name] = round(float(np.median(times)), 2)
+
+
+def checkpoint_picture(folder: Path, filename: str):
+    """A PNG the training or finishing step wrote beside the weights (curves, confusion), or None."""
+    path = Path(folder) / filename
+    if not path.is_file():
+        return None
+    try:
+        return load_image(path, max_side=1400)
+    except ImageDecodeError:
+        return None
