@@ -65,6 +65,12 @@ EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PREDICTED, RECOMMENDED = serve.PREDICTED, serve.RECOMMENDED
 MAX_DEPTH = serve.max_cam_depth()
+BAR_COLOURS = {"this map: passed": "#1e8e3e", "this map: failed": "#d93025", "baseline": "#9aa0a6"}
+# A small upload (a 32 x 32 CIFAR image) fills the input box instead of showing as a stamp; pixels stay sharp.
+CSS = """
+#classify-image img, #compare-image img { width: 100%; height: 100%; object-fit: contain; }
+#classify-image img, #compare-image img, #cam-overlay img, #se-map img { image-rendering: auto; }
+"""
 
 STORE = serve.ModelStore(os.environ.get("CHECKPOINT_DIR", ROOT / "checkpoints"))
 SERVICE = serve.ZooService(STORE)
@@ -155,6 +161,12 @@ def measure_latency(progress=gr.Progress()):
 zoo_details = shown_as_dialog(SERVICE.zoo_details)
 
 
+def after_start_up():
+    """Once the server answers: import the CAM library, then time every model for the zoo table's latency column."""
+    explain.warm_up()
+    SERVICE.zoo.measure_latency()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Layout.
 def _examples() -> list[str]:
@@ -219,9 +231,10 @@ def build_demo() -> gr.Blocks:
                             overlay = gr.Image(label="Class activation map", height=220, interactive=False,
                                                format="jpeg", elem_id="cam-overlay")
                         faithfulness = gr.BarPlot(x="blanked (25% of pixels)", y="probability drop", height=200,
+                                                  color="bar", color_map=BAR_COLOURS, y_lim=[0, 1],
                                                   label="Faithfulness: probability drop when pixels are blanked",
-                                                  y_lim=[0, 1])
-                        explain_note = gr.Markdown(label="explanation note")
+                                                  elem_id="faithfulness")
+                        explain_note = gr.Markdown(label="explanation note", elem_id="explain-note")
                         se_plot = gr.Image(label="SE excitations of this image", visible=has_se,
                                            format="png", interactive=False, elem_id="se-plot")
                         with gr.Row():
@@ -326,8 +339,9 @@ if __name__ == "__main__":
         # (10,000) would let a busy Space grow by a gigabyte.
         state_session_capacity=int(os.environ.get("STATE_SESSION_CAPACITY", 200)),
         ssr_mode=False,
+        css=CSS,
         theme=gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                              font_mono=["ui-monospace", "monospace"]),
     )
-    threading.Thread(target=explain.warm_up, name="cam-warm-up", daemon=True).start()
+    threading.Thread(target=after_start_up, name="warm-up", daemon=True).start()
     demo.block_thread()

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from PIL import Image
 
 import explain
+from explain.verdict import map_verdict
 from architectures import check_name, create_model, list_models, model_class
 from preprocess import model_view
 
@@ -34,10 +34,20 @@ RECOMMENDED = "recommended"  # the CAM method: each checkpoint's most faithful o
 # (original, map, centre, squares, random weights' map: eight images) stays one small forward pass.
 PANEL_RANDOM_SQUARES = 4
 GALLERY_SIDE = 256  # Compare's overlays are thumbnails: eleven full-size blends would cost more than the models
+MIN_OVERLAY_SIDE = 256  # overlays are drawn at least this large on the shorter side: a 32 x 32 map is a stamp
 PREDICTION_CACHE = 32
 COMPARE_HEADERS = ["architecture", "top-1", "confidence", "latency (ms)", "agrees with majority",
                    "agreement with the others", "note"]
 FAITHFULNESS_BARS = ["CAM's hottest", "centre square", "random squares", "random weights' map"]
+BAR_KINDS = {True: "this map: passed", False: "this map: failed", None: "baseline"}  # the bars' colours
+
+
+def at_least(image: Image.Image, side: int) -> Image.Image:
+    """``image`` scaled up so that its shorter side is at least ``side`` pixels (unchanged if it already is)."""
+    if min(image.size) >= side:
+        return image
+    scale = side / min(image.size)
+    return image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
 
 
 @lru_cache(maxsize=None)
@@ -232,9 +242,10 @@ class ZooService:
             figures = explain.faithfulness(loaded.model, x, heatmap, explained, random_weights_heatmap=random_heatmap,
                                            n_random=PANEL_RANDOM_SQUARES)
             excitations, se_map = explain.se_attention(loaded.model, x)
-        picture = explain.overlay(pil, heatmap, opacity)
+        shown = at_least(pil, MIN_OVERLAY_SIDE)
+        picture = explain.overlay(shown, heatmap, opacity)
         if excitations:
-            se_plot, se_map = _se_plot(loaded, excitations, prediction.index), explain.overlay(pil, se_map, opacity)
+            se_plot, se_map = _se_plot(loaded, excitations, prediction.index), explain.overlay(shown, se_map, opacity)
             se_line = (f"SE attention: {len(excitations)} squeeze-and-excitation blocks; the plot shows how much "
                        "each block turned each channel up (1) or down (0) for this image, and the SE-weighted map "
                        "where the channels that the last block turned up are active.")
@@ -242,10 +253,13 @@ class ZooService:
             se_plot = None
             se_line = (f"{loaded.config.get('display_name', loaded.name)} has no SE blocks, so there is no SE "
                        "attention to show.")
-        note = _explanation_note(method, layer_name, layers, names[explained], figures) + "\n\n" + se_line
+        verdict = map_verdict(figures)
+        note = (verdict.sentence() + "\n\n" + _explanation_note(method, layer_name, layers, names[explained], figures)
+                + "\n\n" + se_line)
         frame = pd.DataFrame({"blanked (25% of pixels)": FAITHFULNESS_BARS,
                               "probability drop": [figures["cam_drop"], figures["centre_drop"],
-                                                   figures["random_square_drop"], figures["random_weights_drop"]]})
+                                                   figures["random_square_drop"], figures["random_weights_drop"]],
+                              "bar": [BAR_KINDS[verdict.passed]] + [BAR_KINDS[None]] * 3})
         return Explanation(picture, se_plot, frame, note, se_map)
 
     # -- Compare ---------------------------------------------------------------------------------------
@@ -266,21 +280,26 @@ class ZooService:
                 continue
             loaded = self.store.get(row.arch)
             method, layer = self.store.recommended_cam(row.arch)
+            x, explained, twin = row.prediction.x, row.prediction.index, self.store.random_twin(loaded)
             start = time.perf_counter()
             with loaded.lock:
-                heatmap = explain.cam(loaded.model, row.prediction.x, method=method, layer=layer)
-            cam_ms = (time.perf_counter() - start) * 1000
+                heatmap = explain.cam(loaded.model, x, explained, method=method, layer=layer)
+                cam_ms = (time.perf_counter() - start) * 1000
+                figures = explain.faithfulness(loaded.model, x, heatmap, explained, n_random=PANEL_RANDOM_SQUARES,
+                                               random_weights_heatmap=explain.cam(twin, x, explained, method, layer))
+            verdict = map_verdict(figures)
             gallery.append((explain.overlay(thumbnail, heatmap, 0.5),
-                            f"{row.display_name}: {row.label} {row.confidence:.0%}"))
+                            f"{'✅' if verdict.passed else '❌'} {row.display_name}: {row.label} "
+                            f"{row.confidence:.0%} ({verdict.short})"))
+            flagged = "; looks like none of the classes" if row.prediction.ood["ood"] else ""
             table.append([row.display_name, row.label, round(row.confidence, 3), round(row.latency_ms, 1),
                           "yes" if row.agrees_with_majority else "no",
-                          None if row.agreement is None else round(row.agreement, 2), f"{method} {cam_ms:.0f} ms"])
+                          None if row.agreement is None else round(row.agreement, 2),
+                          f"{method} {cam_ms:.0f} ms, {verdict.short}{flagged}"])
         answered = [row for row in rows if row.error is None]
         if not answered:
             raise RequestError("No architecture has a checkpoint yet; train one with `python -m train --arch resnet`.")
-        agree = sum(row.agrees_with_majority for row in answered)
-        summary = f"Majority vote: **{majority}** ({agree} of {len(answered)} architectures agree)."
-        return pd.DataFrame(table, columns=COMPARE_HEADERS), gallery, summary
+        return pd.DataFrame(table, columns=COMPARE_HEADERS), gallery, compare_summary(answered, majority)
 
     # -- Model zoo -------------------------------------------------------------------------------------
     def zoo_details(self, architecture) -> tuple[Image.Image | None, Image.Image | None, str]:
@@ -298,6 +317,22 @@ class ZooService:
         if confusion is None:
             card += "\n\nNo confusion matrix yet (`python -m tools.finish_checkpoint` writes `confusion.png`)."
         return checkpoint_picture(folder, "curves.png"), confusion, card
+
+
+def compare_summary(answered: list, majority: str) -> str:
+    """The vote, and first of all whether the image looks like none of the classes to most architectures."""
+    agree = sum(row.agrees_with_majority for row in answered)
+    checked = [row for row in answered if row.prediction.ood["ood"] is not None]
+    flagged = [row for row in checked if row.prediction.ood["ood"]]
+    vote = f"Majority vote: **{majority}** ({agree} of {len(answered)} architectures agree)."
+    if checked and 2 * len(flagged) > len(checked):
+        return (f"⚠️ **This image looks like none of the ten classes** to {len(flagged)} of {len(checked)} "
+                f"architectures (each is less sure than on almost every validation image), so the vote is a "
+                f"guess. {vote}")
+    if flagged:
+        vote += (f" {len(flagged)} of {len(checked)} find it unlike any class: "
+                 f"{', '.join(row.display_name for row in flagged)}.")
+    return vote
 
 
 def _explanation_note(method: str, layer_name: str, layers: list[str], shown: str, figures: dict) -> str:

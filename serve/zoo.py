@@ -59,12 +59,17 @@ def _minutes(seconds) -> str:
 
 
 def ood_description(entry: dict | None) -> str:
-    """The out-of-distribution rule of a checkpoint, for the card."""
+    """The out-of-distribution rule of a checkpoint in a visitor's words, for the card."""
     if not entry:
-        return "not calibrated"
+        return "not calibrated for these weights, so no image is flagged"
+    keep = entry.get("keep_fraction", 0.95)
     if entry.get("score") == "max_prob":
-        return f"confidence below {entry['threshold']:.3g}"
-    return f"entropy above {entry['threshold']:.3g}"
+        rule = f"its top class gets less than {entry['threshold']:.0%} of the probability"
+    else:
+        rule = (f"its probabilities are spread too evenly over the classes (entropy above "
+                f"{entry['threshold']:.2f} nats)")
+    return (f"an upload is flagged as looking like none of the classes when {rule}: that happens to only "
+            f"{1 - keep:.0%} of the validation images")
 
 
 def architecture_card(store: ModelStore, name: str) -> str:
@@ -78,15 +83,15 @@ def architecture_card(store: ModelStore, name: str) -> str:
         lines.append(f"**No checkpoint yet** for `{name}`: it appears here once trained "
                      f"(`python -m train --arch {name}`).")
     else:
+        # A list, not a table: a two-column Markdown table needs a header row and squeezes its first column.
         lines += [
-            "| | |", "|---|---|",
-            f"| Parameters | {config.get('params', 0) / 1e6:.2f} M |",
-            f"| Validation accuracy | **{served_accuracy(config) or 0:.2%}** "
-            f"averaged over shifted and mirrored copies, as served; {config.get('val_accuracy', 0):.2%} for "
-            f"the image alone ({config.get('val_split', 'held-out split')}) |",
-            f"| Training | {config.get('epochs', '?')} epochs, {_minutes(config.get('train_seconds'))} on "
-            f"{config.get('hardware', '?')} |",
-            f"| Out-of-distribution flag | {ood_description(store.ood_entry(name))} |",
+            f"- **Parameters:** {config.get('params', 0) / 1e6:.2f} M",
+            f"- **Validation accuracy:** **{served_accuracy(config) or 0:.2%}** averaged over shifted and mirrored "
+            f"copies, as served; {config.get('val_accuracy', 0):.2%} for the image alone "
+            f"({config.get('val_split', 'held-out split')})",
+            f"- **Training:** {config.get('epochs', '?')} epochs, {_minutes(config.get('train_seconds'))} on "
+            f"{config.get('hardware', '?')}",
+            f"- **Out-of-distribution flag:** {ood_description(store.ood_entry(name))}",
         ]
     if cls.paper:
         lines += ["", f"Paper: [{cls.paper}]({cls.paper})"]
@@ -132,8 +137,10 @@ class ZooTable:
         return (f"{len(configs)} of {len(list_models())} architectures have a checkpoint."
                 + (f" Not yet: {', '.join(missing)}." if missing else "")
                 + f" Latency: median of 20 forward passes of one image on this server's "
-                  f"{self.store.device.type.upper()}, after the button below is pressed. "
-                  "MMACs: multiply-accumulates per image.")
+                  f"{self.store.device.type.upper()}, measured in the background after start-up"
+                  + ("" if all(name in self.latency_ms for name in configs) else " (still being measured: "
+                     "press Reload checkpoints in a few seconds)")
+                  + ". MMACs: multiply-accumulates per image.")
 
     def measure_latency(self, progress=None) -> None:
         """Median forward-pass time of every available model on this machine (one image), into the table."""

@@ -491,7 +491,8 @@ def test_a_classify_click_computes_the_served_prediction_once(monkeypatch, store
     assert forward_calls.count(6) == 1  # the six test-time augmentation views, once
     top = max(labels, key=labels.get)
     assert f"**{top}**" in note and preview.size == (192, 192)
-    assert explanation.overlay.size == (60, 40) and explanation.se_plot is not None
+    assert explanation.overlay.size == (384, 256) and explanation.se_map.size == (384, 256)  # at least 256 px
+    assert explanation.se_plot is not None
     assert "class **" + top + "**" in explanation.note  # the map explains the label the top-5 shows
     service.explain(str(upload), "senet", method="gradcam", layer=1, target="dog", opacity=0.3)
     assert served_passes == [1]
@@ -527,3 +528,47 @@ def test_service_errors_are_for_the_user(store, tmp_path):
         service.explain(str(EXAMPLES / "cat_chelsea.jpg"), "resnet", opacity=2)
     with pytest.raises(serve.RequestError, match="unknown target class"):
         service.explain(str(EXAMPLES / "cat_chelsea.jpg"), "resnet", target="unicorn")
+
+
+def test_every_map_gets_a_verdict_and_a_failure_says_what_it_means():
+    from explain.verdict import FAILURE_MEANING, map_verdict
+
+    passing = map_verdict({"cam_drop": 0.6, "centre_drop": 0.3, "random_square_drop": 0.2, "random_weights_drop": 0.1})
+    assert passing.passed and passing.sentence().startswith("✅ **Trustworthy")
+    assert FAILURE_MEANING not in passing.sentence()
+    # SENet on the cat photo: the centre square costs more than the map's hottest quarter.
+    centre_wins = map_verdict({"cam_drop": 0.32, "centre_drop": 0.59, "random_square_drop": 0.1,
+                               "random_weights_drop": 0.05})
+    assert not centre_wins.passed and "does not beat the centre square (0.32 against 0.59)" in centre_wins.sentence()
+    assert centre_wins.sentence().startswith("❌ **Not trustworthy") and FAILURE_MEANING in centre_wins.sentence()
+    # DenseNet on a dog: no better than the map of a network with random weights.
+    assert not map_verdict({"cam_drop": 0.04, "centre_drop": 0.01, "random_square_drop": 0.01,
+                            "random_weights_drop": 0.05}).passed
+    # Beating random squares needs 1.25 times their drop, not just more.
+    assert not map_verdict({"cam_drop": 0.24, "centre_drop": 0.1, "random_square_drop": 0.2,
+                            "random_weights_drop": 0.0}).passed
+
+
+def test_the_explanation_note_begins_with_its_verdict_and_the_bars_carry_it(store, tmp_path):
+    service = serve.ZooService(store)
+    upload = tmp_path / "small.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(upload)
+    result = service.explain(str(upload), "resnet", method="gradcam")
+    assert result.note.startswith(("✅ **Trustworthy for this image**", "❌ **Not trustworthy for this image**"))
+    passed = result.note.startswith("✅")
+    assert result.faithfulness["bar"].tolist() == [f"this map: {'passed' if passed else 'failed'}"] + ["baseline"] * 3
+    assert min(result.overlay.size) == 256  # a CIFAR-sized upload is drawn large enough to see
+
+
+def test_compare_marks_every_map_and_says_when_the_image_fits_no_class(store):
+    service = serve.ZooService(store)
+    frame, gallery, summary = service.compare(str(EXAMPLES / "cat_chelsea.jpg"))
+    assert len(gallery) == 3
+    for picture, caption in gallery:
+        assert caption.startswith(("✅", "❌")) and caption.endswith(("(map passed)", "(map failed)"))
+    assert summary.startswith("Majority vote")  # this store has no thresholds: nothing is flagged
+    calibrated = serve.ModelStore(store.checkpoint_dir, repo="", device="cpu", ood_thresholds={
+        name: {"score": "max_prob", "threshold": 1.0, "weights_sha256": store.get(name).weights_sha256}
+        for name in ("resnet", "senet", "mlpmixer")})
+    _, _, summary = serve.ZooService(calibrated).compare(str(EXAMPLES / "cat_chelsea.jpg"))
+    assert summary.startswith("⚠️ **This image looks like none of the ten classes** to 3 of 3 architectures")
