@@ -251,7 +251,7 @@ class ZooService:
                        "where the channels that the last block turned up are active.")
         else:
             se_plot = None
-            se_line = (f"{loaded.config.get('display_name', loaded.name)} has no SE blocks, so there is no SE "
+            se_line = (f"{prediction.display_name} has no SE blocks, so there is no SE "
                        "attention to show.")
         verdict = map_verdict(figures)
         note = (verdict.sentence() + "\n\n" + _explanation_note(method, layer_name, layers, names[explained], figures)

@@ -156,8 +156,10 @@ def test_explain_defaults_to_each_architectures_most_faithful_method(client, lay
         method, layer = explain.recommended_cam(name)
         layer = layer or create_model(name).cam_layers[-1]
         _, _, _, note, _ = client.predict(handle_file(photo), name, api_name="/explain")
-        assert note.startswith(f"{method} at "), note
-        assert f"`{layer}`" in note.split(",")[0], note
+        verdict, what = note.split("\n\n")[:2]  # the note begins with the verdict, then says what the map is
+        assert verdict.startswith(("✅ **Trustworthy for this image**", "❌ **Not trustworthy for this image**")), note
+        assert what.startswith(f"{method} at "), note
+        assert f"`{layer}`" in what.split(",")[0], note
 
 
 @pytest.mark.parametrize("method", explain.METHODS)

@@ -1,0 +1,124 @@
+"""Adding an architecture is its file plus one import: a tiny one, registered from a temporary module, passes
+the zoo's generic model, explanation and serving checks with no edit anywhere else.
+
+The module stands in for ``architectures/<name>.py``; importing it is the one import line of
+``architectures/__init__.py``. The checks are the very test functions every registered architecture runs.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import explain
+import serve
+import test_explain
+import test_models
+from architectures import _registry, create_model, list_models, model_class, save_pretrained
+
+NAME = "tiny_extra_net"
+MODULE = textwrap.dedent(f'''
+    """TinyExtraNet: two convolutions and a pooled linear head, the smallest network the zoo accepts."""
+    import torch.nn as nn
+
+    from architectures import register_model
+    from architectures._blocks import ClassifierHead, ConvBNAct, ZooModel, init_weights
+
+
+    @register_model("{NAME}")
+    class TinyExtraNet(ZooModel):
+        display_name = "Tiny extra net"
+        key_idea = "Two convolutions, then global average pooling and one linear layer."
+        paper = "https://example.org/tiny-extra-net"
+        year = 2026
+        recipe = {{"epochs": 1, "batch_size": 64, "lr": 0.05}}
+
+        def __init__(self, num_classes=10, width=8):
+            super().__init__()
+            self.features = nn.Sequential(ConvBNAct(3, width), ConvBNAct(width, 2 * width, stride=2))
+            self.head = ClassifierHead(2 * width, num_classes)
+            self.cam_layers = ("features.0", "features.1")
+            init_weights(self)
+
+        def forward_features(self, x):
+            return self.features(x)
+
+        def forward_head(self, features):
+            return self.head(features)
+''')
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    """The architecture's file, imported: it registers itself. Unregistered afterwards."""
+    folder = tmp_path_factory.mktemp("new_architecture")
+    (folder / "tiny_extra_net.py").write_text(MODULE)
+    sys.path.insert(0, str(folder))
+    try:
+        importlib.import_module("tiny_extra_net")
+        yield NAME
+    finally:
+        _registry._MODELS.pop(NAME, None)
+        sys.modules.pop("tiny_extra_net", None)
+        sys.path.remove(str(folder))
+
+
+def test_it_is_registered_with_its_facts(registered):
+    assert registered in list_models()
+    cls = model_class(registered)
+    assert cls.display_name and cls.key_idea and cls.paper and cls.year == 2026
+
+
+@pytest.mark.parametrize("check", ["test_shapes_finite_and_backward", "test_other_num_classes",
+                                   "test_cam_layers_exist_and_give_spatial_maps", "test_fits_the_size_budget"])
+def test_generic_model_checks(registered, check):
+    getattr(test_models, check)(registered)
+
+
+def test_checkpoint_round_trip(registered, tmp_path):
+    test_models.test_save_load_round_trip_gives_identical_logits(registered, tmp_path)
+
+
+@pytest.mark.parametrize("method", explain.METHODS)
+def test_generic_explanation_checks(registered, method):
+    test_explain.test_cam_is_a_map_in_unit_range(registered, method)
+    if method not in explain.GRADIENT_FREE:
+        test_explain.test_target_class_changes_the_map(registered, method)
+
+
+def test_generic_layer_and_se_checks(registered):
+    test_explain.test_every_layer_choice_works(registered)
+    test_explain.test_no_in_place_activations(registered)
+    test_explain.test_se_excitations_one_vector_per_block(registered)
+
+
+def test_served_like_any_other(registered, tmp_path):
+    """A checkpoint of it in a checkpoint folder: listed, predicted, explained and compared by the service
+    the app runs on, with its card and its place in the zoo table."""
+    model = create_model(registered).eval()
+    save_pretrained(model, tmp_path / "checkpoints" / registered,
+                    {"class_names": CIFAR10, "image_size": 32, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26],
+                     "val_accuracy": 0.5, "val_accuracy_tta": 0.52, "epochs": 1, "train_seconds": 1.0,
+                     "hardware": "test"})
+    store = serve.ModelStore(tmp_path / "checkpoints", repo="", device="cpu", ood_thresholds={})
+    service = serve.ZooService(store)
+    assert store.available() == [registered]
+    assert (f"Tiny extra net  (52.0%)", registered) in serve.architecture_choices(store.configs())
+    upload = tmp_path / "upload.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(upload)
+    probabilities = service.predict(str(upload), registered)
+    assert set(probabilities) == set(CIFAR10) and abs(sum(probabilities.values()) - 1) < 1e-5
+    note, preview = service.describe(str(upload), registered)
+    assert "Tiny extra net" in note and preview is not None
+    explanation = service.explain(str(upload), registered)
+    assert explanation.se_plot is None and "has no SE blocks" in explanation.note
+    assert explanation.note.startswith(("✅", "❌"))
+    frame, gallery, summary = service.compare(str(upload))
+    assert len(gallery) == 1 and "Majority vote" in summary
+    assert "Tiny extra net" in service.zoo_details(registered)[2]
+    assert service.zoo.frame(store.configs())["name"].tolist() == [registered]
