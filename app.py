@@ -471,7 +471,7 @@ COMPARE_HEADERS = ["architecture", "top-1", "confidence", "latency (ms)", "agree
 @lru_cache(maxsize=None)
 def _macs(name: str, arch_args: str, image_size: int) -> float:
     """Multiply-accumulates of one forward pass of a fresh model (the README table's own count)."""
-    from train.zoo_table import count_macs
+    from train.macs import count_macs
 
     return float(count_macs(create_model(name, **json.loads(arch_args)).eval(), image_size))
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from architectures import CheckpointError, create_model, default_args, list_models, load_pretrained, save_pretrained
 from architectures.checkpoint import round_parameters
 from conftest import CHECKPOINTS
-from train.zoo_table import END, GOAL_ACCURACY, START, markdown_table, zoo_rows
+from tools.zoo_table import END, GOAL_ACCURACY, START, markdown_table, zoo_rows
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 REQUIRED = ["arch", "arch_args", "class_names", "image_size", "mean", "std", "val_accuracy", "val_accuracy_tta",
@@ -74,7 +74,7 @@ def test_shipped_checkpoint_reaches_its_goal(name, request):
 
 def test_readme_zoo_table_matches_the_shipped_configs():
     """The README's table and commands are generated from the configs; a retrained checkpoint must be
-    followed by `python -m train.zoo_table --write README.md`."""
+    followed by `python -m tools.zoo_table --write README.md`."""
     readme = (CHECKPOINTS.parent / "README.md").read_text()
     shown = readme[readme.index(START) + len(START):readme.index(END)].strip()
     assert shown == markdown_table(zoo_rows(CHECKPOINTS))

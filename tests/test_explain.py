@@ -22,9 +22,9 @@ from explain.plots import SEExcitationPlot
 from explain.cam import FUSED_BLUR_SIGMA
 from architectures import create_model, list_models, load_pretrained, save_pretrained
 from architectures._blocks import SqueezeExcite
-from explain.profiles import main as profiles_main
 from explain.faithfulness import randomised, randomised_twin
-from explain.select import deletion_figures, map_spearman, validation_order
+from tools.choose_cam import deletion_figures, map_spearman, validation_order
+from tools.se_profiles import main as profiles_main
 from train.augment import normalize
 from train.data import load_images
 
@@ -43,13 +43,13 @@ SE_ARCHS = ("senet", "efficientnet")
 SANITY_MAX_SPEARMAN = 0.5
 # Deletion check of issue 3: blanking the CAM's top 25% must beat "the object is in the middle" and
 # beat a random square of the same area by 1.25 times, over 100 validation images; and beat by 1.25 times
-# the same method's map from random weights (explain.select explains why: a shallow map of scattered edge
+# the same method's map from random weights (tools.choose_cam explains why: a shallow map of scattered edge
 # pixels passed the first two on its shape alone).
 DELETION_IMAGES = 100
 DELETION_FRACTION = 0.25
 DELETION_MIN_RATIO = 1.25
 # The deletion check runs each architecture at explain.recommended_cam(arch), the setting the app shows by
-# default, chosen by `python -m explain.select` on 200 other validation images (the next 200 of this file's
+# default, chosen by `python -m tools.choose_cam` on 200 other validation images (the next 200 of this file's
 # seeded shuffle): see its comment. Figures: CAM drop / centre / random square / random-weights map,
 # selection set | these 100, with the widened checkpoints shipped on 2026-11-26 (googlenet was chosen
 # before the random-weights baseline, whose figure is given here only). At about 90% accuracy the
@@ -114,7 +114,7 @@ needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"no data at {DATA}")
 def validation():
     """DELETION_IMAGES images of the fixed validation split, chosen by a seeded shuffle (all classes)."""
     image_set = load_images(str(DATA), 32, cache_dir=ROOT / "data" / "cache", progress=False)
-    chosen = validation_order(image_set.labels)[:DELETION_IMAGES]  # explain.select chooses on the ones after
+    chosen = validation_order(image_set.labels)[:DELETION_IMAGES]  # tools.choose_cam chooses on the ones after
     return image_set.images[chosen], image_set.labels[chosen]
 
 
@@ -374,9 +374,9 @@ def test_deletion_beats_centre_random_squares_and_random_weights(arch, validatio
 
 
 def test_select_ranks_every_method_at_every_layer(tmp_path, tiny_folder, capsys):
-    """explain.select on a random-weight checkpoint and the tests' own tiny data: one row per setting, best
+    """tools.choose_cam on a random-weight checkpoint and the tests' own tiny data: one row per setting, best
     margin first, and a recommendation only among settings that pass the sanity check and the time limit."""
-    import explain.select as select
+    import tools.choose_cam as select
 
     assert (select.SANITY_MAX_SPEARMAN, select.DELETION_FRACTION, select.DELETION_MIN_RATIO) == (
         SANITY_MAX_SPEARMAN, DELETION_FRACTION, DELETION_MIN_RATIO), "the tool must apply the tests' thresholds"
@@ -406,7 +406,7 @@ def test_select_ranks_every_method_at_every_layer(tmp_path, tiny_folder, capsys)
 
 
 def test_select_keeps_plain_gradcam_unless_another_setting_leads_by_more_than_noise():
-    from explain.select import Setting, choose
+    from tools.choose_cam import Setting, choose
 
     rng = np.random.default_rng(0)
     base = rng.uniform(0.2, 0.6, 200)
@@ -424,7 +424,7 @@ def test_select_keeps_plain_gradcam_unless_another_setting_leads_by_more_than_no
 
 
 def test_select_says_what_is_wrong_with_a_missing_checkpoint(tmp_path, tiny_folder, capsys):
-    import explain.select as select
+    import tools.choose_cam as select
 
     assert select.main(["--checkpoint", str(tmp_path / "nothing"), "--data", str(tiny_folder)]) == 2
     assert "error:" in capsys.readouterr().err
@@ -432,7 +432,7 @@ def test_select_says_what_is_wrong_with_a_missing_checkpoint(tmp_path, tiny_fold
 
 @pytest.mark.parametrize("bad", [["--methods", "gradcam,nosuchcam"], ["--images", "0"], ["--skip", "-1"]])
 def test_select_rejects_bad_options(tmp_path, bad, capsys):
-    import explain.select as select
+    import tools.choose_cam as select
 
     with pytest.raises(SystemExit):
         select.main(["--checkpoint", str(tmp_path), "--data", str(tmp_path), *bad])
@@ -536,7 +536,7 @@ def test_profiles_command_writes_beside_the_checkpoint(tmp_path):
 def test_shipped_se_profiles_load(arch):
     model = trained(arch)
     profiles = explain.load_se_profiles(CHECKPOINTS / arch)
-    assert profiles is not None, (f"run: python -m explain.profiles --checkpoint checkpoints/{arch} "
+    assert profiles is not None, (f"run: python -m tools.se_profiles --checkpoint checkpoints/{arch} "
                                   f"--data ../shared/data/cifar10-jpeg/train.tar.gz")
     excitations = explain.se_excitations(model, random_input())
     assert profiles["blocks"] == [name for name, _ in excitations]

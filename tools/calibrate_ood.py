@@ -1,6 +1,6 @@
 """Choose every trained checkpoint's out-of-distribution threshold on its validation split.
 
-    python -m serve.calibrate [--data ../shared/data/cifar10-jpeg/train.tar.gz] [--arch all]
+    python -m tools.calibrate_ood [--data ../shared/data/cifar10-jpeg/train.tar.gz] [--arch all]
 
 Rebuilds the validation split each checkpoint was scored on (the same ``train.data.split_train_val`` call,
 with the fraction and seed its config records), measures it with ``serve.ood.calibrate`` and writes
@@ -16,8 +16,8 @@ from architectures import check_name, list_models
 from architectures.checkpoint import atomic_write_json
 from train.data import load_images, split_train_val
 
-from .ood import KEEP_FRACTION, THRESHOLDS_PATH, calibrate, load_thresholds
-from .store import ModelStore, ModelUnavailable
+from serve.ood import KEEP_FRACTION, THRESHOLDS_PATH, calibrate, load_thresholds
+from serve.store import ModelStore, ModelUnavailable
 
 
 def main(argv=None) -> None:
@@ -59,7 +59,7 @@ def main(argv=None) -> None:
         print(f"{name}: {entry['score']} threshold {entry['threshold']:.4f}; flags {c['val_flagged']:.1%} of "
               f"validation, {c['synthetic_ood_flagged']:.0%} of synthetic OOD")
     document = {
-        "about": "Out-of-distribution thresholds per checkpoint, written by `python -m serve.calibrate`; "
+        "about": "Out-of-distribution thresholds per checkpoint, written by `python -m tools.calibrate_ood`; "
                  "see serve/ood.py.",
         "rule": f"threshold keeps {KEEP_FRACTION:.0%} of the validation split in distribution; the score "
                 "(max_prob or entropy) is the one that flags more synthetic out-of-distribution images",

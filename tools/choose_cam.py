@@ -1,7 +1,7 @@
 """Choose the CAM setting that explains a checkpoint most faithfully: every method at every CAM layer
 (occlusion, which takes no layer, once).
 
-    python -m explain.select --checkpoint checkpoints/efficientnet --data ../shared/data/cifar10-jpeg/train.tar.gz
+    python -m tools.choose_cam --checkpoint checkpoints/efficientnet --data ../shared/data/cifar10-jpeg/train.tar.gz
 
 Run it again whenever a checkpoint is retrained: which method and depth explain a model best changes with
 its weights. Each setting gets, on ``--images`` validation images that the tests do not use (the ones after
@@ -48,8 +48,8 @@ from serve.store import for_serving
 from train.augment import normalize
 from train.data import DataError, load_images, split_train_val
 
-from .cam import LAYER_FREE, METHODS, cam_batch
-from .faithfulness import deletion_drops, randomised_twin
+from explain.cam import LAYER_FREE, METHODS, cam_batch
+from explain.faithfulness import deletion_drops, randomised_twin
 
 SANITY_MAX_SPEARMAN = 0.5  # as tests/test_explain.py
 DELETION_FRACTION = 0.25
@@ -159,7 +159,7 @@ def choose(eligible: list[Setting], default_layer: str) -> Setting:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m explain.select", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.choose_cam", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder (config.json + model.safetensors)")
     parser.add_argument("--data", required=True, help="the dataset the checkpoint was trained on")

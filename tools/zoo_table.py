@@ -1,4 +1,4 @@
-"""``python -m train.zoo_table [--write README.md]``: the table of shipped checkpoints, from their configs.
+"""``python -m tools.zoo_table [--write README.md]``: the table of shipped checkpoints, from their configs.
 
 Nothing in the table is typed by hand: accuracy, epochs, time and hardware come from each
 ``checkpoints/<arch>/config.json``, parameters and MACs from the model itself, size from the file.
@@ -10,12 +10,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
 from architectures import CheckpointError, list_models, load_pretrained
 from architectures.checkpoint import WEIGHTS_NAME, atomic_write_bytes
-from .config import parse_config
+from train.config import parse_config
+from train.macs import count_macs
 
 # The seed project's accuracy after 10 epochs at 224 px (from its README), for comparison.
 SEED_ACCURACY = {"alexnet": 71.3, "vgg": 75.9, "nin": 71.0, "googlenet": 80.3, "resnet": 74.9, "densenet": 68.3,
@@ -25,13 +23,6 @@ GOAL_ACCURACY = {"basic_convnet": 85.0, "alexnet": 88.0, "vgg": 93.0, "nin": 91.
                  "bn_convnet": 93.0, "resnet": 93.0, "densenet": 93.0, "senet": 93.5, "efficientnet": 90.0,
                  "mlpmixer": 88.0}
 START, END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
-
-
-def count_macs(model: torch.nn.Module, image_size: int) -> int:
-    """Multiply-accumulates of one forward pass on one image (torch.utils.flop_counter counts 2 per MAC)."""
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, 3, image_size, image_size))
-    return counter.get_total_flops() // 2
 
 
 def zoo_rows(checkpoint_dir: Path) -> list[dict]:
@@ -94,7 +85,7 @@ class TableConfig:
 
 
 def main(argv=None) -> int:
-    cfg = parse_config(argv, TableConfig, description=__doc__, prog="python -m train.zoo_table")
+    cfg = parse_config(argv, TableConfig, description=__doc__, prog="python -m tools.zoo_table")
     rows = zoo_rows(Path(cfg.checkpoints))
     table = markdown_table(rows)
     if not cfg.write:

@@ -1,6 +1,6 @@
 """Compute a checkpoint's SE class profiles and store them beside it (``se_profiles.safetensors``).
 
-    python -m explain.profiles --checkpoint checkpoints/senet --data ../shared/data/cifar10-jpeg/train.tar.gz
+    python -m tools.se_profiles --checkpoint checkpoints/senet --data ../shared/data/cifar10-jpeg/train.tar.gz
 
 The profiles are means over the checkpoint's validation split: the same ``split_train_val`` with the
 fraction and seed its recipe recorded, so no training image is used.
@@ -13,9 +13,8 @@ import sys
 import torch
 
 from architectures import load_pretrained
+from explain.se import compute_se_profiles, has_se, save_se_profiles
 from train.data import load_images, split_train_val
-
-from .se import compute_se_profiles, has_se, save_se_profiles
 
 
 def main(argv=None) -> int:
