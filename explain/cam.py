@@ -94,6 +94,16 @@ def recommended_cam(arch_name: str) -> tuple[str, str | None]:
     return _RECOMMENDED.get(arch_name, ("gradcam", None))
 
 
+def recommended_cam_from_config(config: dict) -> tuple[str, str | None]:
+    """(method, layer) recorded in a checkpoint's config.json (``config["cam"]``, written by
+    ``python -m tools.choose_cam`` or ``tools.finish_checkpoint``): the setting chosen on those weights.
+    Plain Grad-CAM at the default layer where none was recorded or its method is unknown."""
+    entry = config.get("cam")
+    if not isinstance(entry, dict) or entry.get("method") not in METHODS:
+        return "gradcam", None
+    return entry["method"], entry.get("layer")
+
+
 def cam_layer_choices(model) -> list[str]:
     """The layers a CAM can be taken at, shallow to deep; the last is the default."""
     return list(model.cam_layers)

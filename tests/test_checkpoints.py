@@ -9,7 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from architectures import CheckpointError, create_model, default_args, list_models, load_pretrained, save_pretrained
-from architectures.checkpoint import round_parameters
+import explain
+from architectures.checkpoint import WEIGHTS_NAME, file_sha256, round_parameters
 from conftest import CHECKPOINTS
 from tools.zoo_table import END, GOAL_ACCURACY, START, markdown_table, zoo_rows
 
@@ -70,6 +71,30 @@ def test_shipped_checkpoint_reaches_its_goal(name, request):
     # The app serves test-time augmented probabilities, so the goal is judged on that figure (issue #5 allows
     # test-time augmentation when the app uses the same); the model-alone figure is in the README beside it.
     assert 100 * config["val_accuracy_tta"] >= GOAL_ACCURACY[name], f"{name}: {config['val_accuracy_tta']}"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_config_records_the_recommended_cam(name):
+    """config.json's ``cam`` is the setting explain.cam's table names (the table it replaces), at a layer the
+    model has, with the command that chose it."""
+    config = json.loads((CHECKPOINTS / name / "config.json").read_text())
+    assert explain.recommended_cam_from_config(config) == explain.recommended_cam(name)
+    method, layer = config["cam"]["method"], config["cam"]["layer"]
+    assert method in explain.METHODS
+    assert layer is None or layer in create_model(name, **config["arch_args"]).cam_layers
+    assert config["cam"]["chosen_by"].startswith(f"python -m tools.choose_cam --checkpoint checkpoints/{name} ")
+
+
+OOD_JSON = CHECKPOINTS.parent / "serve" / "ood_thresholds.json"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_config_records_the_ood_threshold_of_its_weights(name):
+    """config.json's ``ood`` is serve/ood_thresholds.json's entry without its date, measured on these weights."""
+    config = json.loads((CHECKPOINTS / name / "config.json").read_text())
+    entry = json.loads(OOD_JSON.read_text())["models"][name]
+    assert config["ood"] == {key: value for key, value in entry.items() if key != "date"}
+    assert config["ood"]["weights_sha256"] == file_sha256(CHECKPOINTS / name / WEIGHTS_NAME)
 
 
 def test_readme_zoo_table_matches_the_shipped_configs():

@@ -439,6 +439,14 @@ def test_select_rejects_bad_options(tmp_path, bad, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+def test_recommended_cam_from_config_reads_the_cam_field_and_falls_back_to_gradcam():
+    chosen = {"method": "gradcam++-fused", "layer": "blocks.5", "chosen_by": "python -m tools.choose_cam ..."}
+    assert explain.recommended_cam_from_config({"cam": chosen}) == ("gradcam++-fused", "blocks.5")
+    assert explain.recommended_cam_from_config({"cam": {"method": "occlusion", "layer": None}}) == ("occlusion", None)
+    for config in ({}, {"cam": None}, {"cam": {"method": "no-such-cam", "layer": "blocks.5"}}):
+        assert explain.recommended_cam_from_config(config) == ("gradcam", None)
+
+
 def test_faithfulness_of_one_image():
     model = random_model("resnet")
     centre = np.zeros((32, 32), np.float32)
