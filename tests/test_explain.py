@@ -403,6 +403,13 @@ def test_select_ranks_every_method_at_every_layer(tmp_path, tiny_folder, capsys)
         best, plain = f"({eligible[0][0]!r}, {eligible[0][1]!r})", f"('gradcam', {layers[-1]!r})"
         assert best in recommended[0] or (plain in recommended[0] and any("simpler setting is kept" in line
                                                                           for line in lines))
+    # The choice goes into the checkpoint's config.json, where the app reads it; nothing when there is none.
+    cam = load_pretrained(folder).config.get("cam")
+    if eligible:
+        assert f"({cam['method']!r}, {cam['layer']!r})" in recommended[0] and cam["images"] == 8
+        assert cam["chosen_by"].startswith("python -m tools.choose_cam --checkpoint ")
+    else:
+        assert cam is None
 
 
 def test_select_keeps_plain_gradcam_unless_another_setting_leads_by_more_than_noise():

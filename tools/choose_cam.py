@@ -34,9 +34,11 @@ tests/test_explain.py).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,12 +46,14 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from architectures import CheckpointError, load_pretrained
+from architectures.checkpoint import CONFIG_NAME
 from serve.store import for_serving
 from train.augment import normalize
-from train.data import DataError, load_images, split_train_val
+from train.data import DataError, ImageSet, load_images, split_train_val
 
 from explain.cam import LAYER_FREE, METHODS, cam_batch
 from explain.faithfulness import deletion_drops, randomised_twin
+from tools._config import update_config
 
 SANITY_MAX_SPEARMAN = 0.5  # as tests/test_explain.py
 DELETION_FRACTION = 0.25
@@ -94,9 +98,8 @@ def validation_order(labels: torch.Tensor, val_fraction: float = 0.1, split_seed
     return val_idx[torch.randperm(len(val_idx), generator=torch.Generator().manual_seed(0))]
 
 
-def selection_images(checkpoint_config: dict, data: str, cache_dir: str, skip: int, count: int) -> torch.Tensor:
+def selection_images(checkpoint_config: dict, image_set: ImageSet, skip: int, count: int) -> torch.Tensor:
     """Validation images ``skip`` to ``skip + count`` of ``validation_order``."""
-    image_set = load_images(data, checkpoint_config["image_size"], cache_dir=cache_dir, progress=False)
     if image_set.class_names != checkpoint_config["class_names"]:
         raise ValueError(f"the data's classes {image_set.class_names} differ from the checkpoint's")
     recipe = checkpoint_config.get("recipe", {})
@@ -158,6 +161,42 @@ def choose(eligible: list[Setting], default_layer: str) -> Setting:
     return best
 
 
+def select(model, images_uint8: torch.Tensor, methods=METHODS, sanity_images: int = 20, max_ms: float = 30.0,
+           progress: bool = True) -> tuple[list[Setting], Setting | None]:
+    """Measure every method of ``methods`` at every CAM layer of ``model`` (its ``config`` gives mean and std) on
+    ``images_uint8``; returns the settings, best margin first, and the recommended one: the best among those
+    that pass the sanity check within ``max_ms`` per image (``choose``), or None where none does."""
+    config = model.config
+    x = normalize(images_uint8, torch.tensor(config["mean"]), torch.tensor(config["std"]))
+    random_model = randomised_twin(model)
+    # A layer-free method (occlusion) is one setting, listed at the default layer it ignores.
+    grid = [(method, layer) for method in methods
+            for layer in ([model.default_cam_layer] if method in LAYER_FREE else model.cam_layers)]
+    with torch.enable_grad():
+        settings = [measure(model, random_model, x, method, layer, min(sanity_images, len(x)))
+                    for method, layer in tqdm(grid, desc=config["arch"], unit="setting", disable=not progress)]
+    settings.sort(key=lambda s: s.margin, reverse=True)
+    eligible = [s for s in settings if s.spearman < SANITY_MAX_SPEARMAN and s.ms_per_image <= max_ms]
+    return settings, (choose(eligible, model.default_cam_layer) if eligible else None)
+
+
+def print_table(settings: list[Setting]) -> None:
+    print(f"{'method':20s} {'layer':16s} {'CAM':>6s} {'centre':>6s} {'random':>6s} {'r.wts':>7s} {'ratio':>5s} "
+          f"{'margin':>7s} {'spearman':>8s} {'ms/img':>7s}")
+    for setting in settings:
+        print(setting.row())
+
+
+def cam_entry(best: Setting, images: int, chosen_by: str) -> dict:
+    """The ``cam`` field of a checkpoint's config.json: the chosen setting (layer None for a layer-free
+    method) and its figures on the selection images."""
+    return {"method": best.method, "layer": None if best.method in LAYER_FREE else best.layer,
+            "chosen_by": chosen_by, "images": images, "margin": round(best.margin, 4),
+            "cam_drop": round(best.cam, 4), "centre_drop": round(best.centre, 4),
+            "random_square_drop": round(best.random, 4), "random_weights_drop": round(best.random_weights, 4),
+            "spearman": round(best.spearman, 4), "ms_per_image": round(best.ms_per_image, 1)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.choose_cam", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -170,41 +209,42 @@ def main(argv=None) -> int:
     parser.add_argument("--max-ms", type=float, default=30.0, help="time limit per image (issue 3: 30 ms)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to try")
     args = parser.parse_args(argv)
-    methods = [m.strip() for m in args.methods.split(",")]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or args.images < 1 or args.sanity_images < 1 or args.skip < 0:
-        parser.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}" if unknown
-                     else "--images and --sanity-images must be positive, --skip not negative")
+    methods = parse_methods(parser, args.methods)
+    if args.images < 1 or args.sanity_images < 1 or args.skip < 0:
+        parser.error("--images and --sanity-images must be positive, --skip not negative")
     try:
+        if not (Path(args.checkpoint) / CONFIG_NAME).is_file():
+            raise CheckpointError(f"{args.checkpoint} is not a local checkpoint folder: the choice is written "
+                                  f"into its {CONFIG_NAME}")
         model = for_serving(load_pretrained(args.checkpoint))  # timed in the layout the app serves
         config = model.config
-        images = selection_images(config, args.data, args.cache_dir, args.skip, args.images)
+        image_set = load_images(args.data, config["image_size"], cache_dir=args.cache_dir, progress=False)
+        images = selection_images(config, image_set, args.skip, args.images)
     except (CheckpointError, DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    x = normalize(images, torch.tensor(config["mean"]), torch.tensor(config["std"]))
-    random_model = randomised_twin(model)
-    torch.set_grad_enabled(True)
-    # A layer-free method (occlusion) is one setting, listed at the default layer it ignores.
-    grid = [(method, layer) for method in methods
-            for layer in ([model.default_cam_layer] if method in LAYER_FREE else model.cam_layers)]
-    settings = [measure(model, random_model, x, method, layer, min(args.sanity_images, len(x)))
-                for method, layer in tqdm(grid, desc=config["arch"], unit="setting")]
-    settings.sort(key=lambda s: s.margin, reverse=True)
-    print(f"{config['arch']}: {len(x)} validation images (after the first {args.skip} of the tests' shuffle)")
-    print(f"{'method':20s} {'layer':16s} {'CAM':>6s} {'centre':>6s} {'random':>6s} {'r.wts':>7s} {'ratio':>5s} "
-          f"{'margin':>7s} {'spearman':>8s} {'ms/img':>7s}")
-    for setting in settings:
-        print(setting.row())
-    eligible = [s for s in settings if s.spearman < SANITY_MAX_SPEARMAN and s.ms_per_image <= args.max_ms]
-    if not eligible:
+    settings, best = select(model, images, methods, args.sanity_images, args.max_ms)
+    print(f"{config['arch']}: {len(images)} validation images (after the first {args.skip} of the tests' shuffle)")
+    print_table(settings)
+    if best is None:
         print("no setting passes the sanity check within the time limit", file=sys.stderr)
         return 1
-    best = choose(eligible, model.default_cam_layer)
     verdict = "passes" if best.margin > 0 else "fails"
     print(f"recommended: ({best.method!r}, {best.layer!r}): margin {best.margin:+.3f} ({verdict} the deletion check "
           f"on these images), Spearman {best.spearman:.3f}, {best.ms_per_image:.1f} ms per image")
+    chosen_by = shlex.join(["python", "-m", "tools.choose_cam", *(sys.argv[1:] if argv is None else argv)])
+    path = update_config(args.checkpoint, {"cam": cam_entry(best, len(images), chosen_by)})
+    print(f"wrote its \"cam\" into {path}")
     return 0
+
+
+def parse_methods(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """Comma-separated METHODS, or a usage error naming the unknown ones."""
+    methods = [m.strip() for m in text.split(",")]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+    return methods
 
 
 if __name__ == "__main__":
