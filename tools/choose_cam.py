@@ -11,9 +11,7 @@ tests/test_explain.py's first ``--skip`` of the same seeded shuffle):
   map's hottest quarter is blanked, against the central square and random squares of that area;
   and against the map of the same method and layer from randomly initialised weights (``faithfulness.randomised_twin``),
   blanked in the same way. That last baseline catches maps whose drop comes from their shape alone: a
-  shallow layer's map picks scattered pixels along the image's edges, and blanking those hurts any model,
-  as LayerCAM at the widened ResNet's first stage showed (a 0.511 drop, 2.8 times the centre square's,
-  against 0.497 for its random-weights map).
+  shallow layer's map picks scattered pixels along the image's edges, and blanking those hurts any model.
   ``margin`` is the worst of (CAM - centre), (CAM - 1.25 x random square) and (CAM - 1.25 x random-weights
   map): positive passes all three;
 - the sanity check (Adebayo et al., 2018): rank correlation between the map and the map of the same
@@ -27,9 +25,9 @@ tests/test_explain.py's first ``--skip`` of the same seeded shuffle):
 The recommendation is the best margin among the settings that pass the sanity check and the time limit,
 unless plain Grad-CAM at the default layer is within one standard error of it (the difference of their
 per-image CAM drops, paired: both blank the same images against the same baselines). Then Grad-CAM wins:
-the simplest setting, and a lead that small is noise (a setting chosen on a 0.01 lead over 200 images lost
-to the centre square on the tests' 100). Copy it into ``explain.cam._RECOMMENDED`` (and its figures into
-tests/test_explain.py).
+the simplest setting, and a lead that small does not carry over to other images. The choice and its
+figures are written into the checkpoint's config.json as ``"cam"`` (``explain.recommended_cam_from_config``
+reads it); ``tools.finish_checkpoint`` runs the same selection (``select``).
 """
 from __future__ import annotations
 
