@@ -8,7 +8,7 @@ after ``--warmup``) of the model alone and p50 of the prediction the app serves 
 copies in one batch, ``train.augment.served_probs``), and throughput at ``--batch-size`` (images/s over ``--batches`` batches after one
 warm-up batch), under ``torch.inference_mode``, fp32, the layout the app serves (``serve.store.for_serving``:
 channels_last weights, input N x 3 x S x S) on the CPU, and on CUDA as well when
-one is present (unless ``--no-cuda``). Also parameters, MACs per image (``train.zoo_table.count_macs``),
+one is present (unless ``--no-cuda``). Also parameters, MACs per image (``architectures.measure.count_macs``),
 the size of ``model.safetensors`` and the checkpoint's validation accuracy. Prints a markdown table.
 
 ``--candidate ARCH=JSON`` adds an untrained model of other settings (``python -m train --arch-args``'s), saved
@@ -38,7 +38,7 @@ from serve.store import for_serving  # noqa: E402
 from train.augment import served_probs  # noqa: E402
 from train.env import describe_hardware  # noqa: E402
 from train.trainer import parse_arch_args, synchronize  # noqa: E402
-from train.zoo_table import count_macs  # noqa: E402
+from architectures.measure import count_macs  # noqa: E402
 from timing import percentiles  # noqa: E402  (bench/ is on sys.path when this file runs)
 
 

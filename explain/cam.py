@@ -29,7 +29,7 @@ from .occlusion import occlusion_batch
 # deeper CAM layer at once (the library's multi-layer mode: the mean of the per-layer maps, each scaled to
 # [0, 1]), then blurred (Gaussian, FUSED_BLUR_SIGMA pixels) before use. "layercam-fused-tta" also averages
 # over the library's aug_smooth transforms (horizontal flip x input scaled by 0.9, 1, 1.1), run here as one
-# batch of six copies that all explain the original image's target. Latency: see recommended_cam.
+# batch of six copies that all explain the original image's target. Latency: bench/cam_latency.py.
 _ENGINES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM", "eigencam": "EigenCAM",
             "gradcam++-fused": "GradCAMPlusPlus", "layercam-fused-tta": "LayerCAM"}
 # Methods that perturb the input rather than read a layer (explain.occlusion): they take no layer.
@@ -58,27 +58,11 @@ GRADIENT_FREE = ("eigencam",)
 HOOK_LOCK = threading.Lock()
 
 
-# Each architecture's most faithful setting, chosen by ``python -m explain.select`` (rerun it whenever a
-# checkpoint is retrained): on 200 validation images (the 200 after tests/test_explain.py's 100 in the same
-# seeded shuffle), among METHODS at every CAM layer, the one with the best worst-case margin over the deletion
-# check's three baselines (faithfulness.deletion_drops: blank the map's top 25% of pixels; beat the central
-# square of that area, random squares by 1.25x, and the same method's map from random weights by 1.25x),
-# among those that also pass the sanity check (Adebayo et al.: rank correlation with the map of randomised
-# weights below 0.5, on 20 of those images) and take at most 30 ms per image on the 2-core CPU (issue 3's
-# budget); plain Grad-CAM unless another setting leads it by more than one standard error. Re-chosen for the
-# widened checkpoints shipped on 2026-11-26. Occlusion (added 2026-11-27, explain.occlusion; it reads no
-# layer) won by far for basic_convnet, efficientnet and mlpmixer, whose CAMs lost to the centre square or
-# passed by a hair, at 13-16 ms a map (bench/cam_latency.py). /explain computes a map twice (the model's
-# and its random-weights twin's) on one thread: with occlusion, python bench/http_latency.py --clients 0 on
-# a 2-core AMD EPYC gave 85-123 ms for basic_convnet, 108-113 for mlpmixer and 136-140 for efficientnet,
-# within its 150 ms (EfficientNet's was 249 ms before app.tune_malloc's 32 MB mmap threshold). With 16
-# windows of 14 px instead of 25 of 8 (2026-11-27, explain.occlusion) occlusion also leads for alexnet
-# (margin +0.149; the CAMs that beat the centre square fail the sanity check), at 19-21 ms a map (10-21 for
-# the four), the other three still pass, and /explain took 133-138 ms for alexnet (README). Without the
-# random-weights baseline, LayerCAM at the first stage won for resnet, senet and nin by blanking scattered
-# edge pixels that hurt any model; without the sanity condition, shallow LayerCAM wins for basic_convnet
-# (fused from features.4, correlation 0.61) and, before the larger windows, alexnet (features.2, 0.55).
-# Figures on both image sets in tests/test_explain.py; each one's latency in bench/cam_latency.py.
+# Each architecture's most faithful setting, chosen by ``python -m tools.choose_cam`` on validation images the
+# tests do not use: the best worst-case margin over the deletion check's baselines among the settings that
+# pass the sanity check within 30 ms per image, plain Grad-CAM unless another leads by more than noise.
+# Occlusion leads where every CAM loses to the centre square. Being retired: each checkpoint's config.json
+# records the setting chosen on its own weights (``recommended_cam_from_config``).
 _RECOMMENDED: dict[str, tuple[str, str | None]] = {  # the rest: Grad-CAM at the default (deepest) layer
     "basic_convnet": ("occlusion", None),
     "alexnet": ("occlusion", None),
@@ -92,6 +76,16 @@ _RECOMMENDED: dict[str, tuple[str, str | None]] = {  # the rest: Grad-CAM at the
 def recommended_cam(arch_name: str) -> tuple[str, str | None]:
     """(method, layer) that explains ``arch_name`` most faithfully; layer None means the default (deepest)."""
     return _RECOMMENDED.get(arch_name, ("gradcam", None))
+
+
+def recommended_cam_from_config(config: dict) -> tuple[str, str | None]:
+    """(method, layer) recorded in a checkpoint's config.json (``config["cam"]``, written by
+    ``python -m tools.choose_cam`` or ``tools.finish_checkpoint``): the setting chosen on those weights.
+    Plain Grad-CAM at the default layer where none was recorded or its method is unknown."""
+    entry = config.get("cam")
+    if not isinstance(entry, dict) or entry.get("method") not in METHODS:
+        return "gradcam", None
+    return entry["method"], entry.get("layer")
 
 
 def cam_layer_choices(model) -> list[str]:

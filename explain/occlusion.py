@@ -10,21 +10,9 @@ The windows are blanked to 0 after normalisation, the data set's mean colour, as
 Cost: one forward pass of ``len(window_masks)`` blanked copies per image (16 at 32 px: 14-pixel windows,
 6 apart), run in batches of at most ``MAX_BATCH`` copies. The windows' side matters more than their number:
 the check blanks a quarter of the image, and windows near that size rank its pixels better than small ones.
-Margins over the check's baselines (``explain.select``'s), on the selection's 200 images, 2026-11-27, with
-these constants set to each (side x per side):
-
-| windows | alexnet | basic_convnet | efficientnet | mlpmixer |
-|---|---:|---:|---:|---:|
-| 8 px x 5 (25, the first) | -0.003 | +0.107 | +0.077 | +0.051 |
-| 12 px x 5 (25) | +0.122 | +0.081 | +0.145 | +0.075 |
-| 12 px x 4 (16) | +0.105 | +0.089 | +0.111 | +0.077 |
-| 14 px x 4 (16, these) | +0.149 | +0.063 | +0.131 | +0.057 |
-| 16 px x 3 (9) | +0.126 | +0.038 | +0.102 | +0.059 |
-
-16 windows, not 25: AlexNet's 25 blanked copies take about 30 ms a pass on the 2-core CPU, and
-``/explain`` runs two maps (the model's and its random-weights twin's), which put it over its 150 ms.
-49 windows of 8 px took twice the time of 25 for margins 0.03-0.04 wider. Captum's ``Occlusion`` computes
-the same map; captum 0.8 requires numpy < 2, which the pinned pandas and gradio cannot use.
+16 windows rather than 25 keep ``/explain``'s two maps (the model's and its random-weights twin's) within
+its latency target on a 2-core CPU. Captum's ``Occlusion`` computes the same map; captum 0.8 requires
+numpy < 2, which the pinned pandas and gradio cannot use.
 """
 from __future__ import annotations
 

@@ -35,8 +35,7 @@ def overlay(image: Image.Image, heatmap: np.ndarray, opacity: float = 0.5, color
     The model saw the centre square of the upload (shorter side resized, centre-cropped, as
     ``preprocess.to_square_rgb`` does), so the heatmap covers that square; a non-square upload keeps its
     uncovered margins as they are. In uint8 with Pillow and a colour table, not float arrays of the whole
-    upload: 1.9 ms instead of 9.2 for a 451 x 300 photo, 14 instead of 39 at 1024 x 768, in the app where
-    every buffer over 1 MB is a fresh mapping (app.tune_malloc).
+    upload: a few times faster, in the app where every large buffer is a fresh mapping (app.tune_malloc).
     """
     if not 0 <= opacity <= 1:
         raise ValueError(f"opacity must be between 0 and 1, got {opacity}")
@@ -70,9 +69,8 @@ class SEExcitationPlot:
 
     Axes, ticks, legend and the all-class mean are the same for every image, so they are drawn once and
     kept as a bitmap; an image's plot restores that bitmap and draws only its two lines and the title on
-    it (blitting): 12 ms for SENet and 23 for EfficientNet, against ~135 for a full matplotlib draw. The
-    canvas is shared, so drawing takes a lock. ``layout``: (block name, channels) per SE block, as
-    ``se_excitations`` gives.
+    it (blitting), several times faster than a full matplotlib draw. The canvas is shared, so drawing takes
+    a lock. ``layout``: (block name, channels) per SE block, as ``se_excitations`` gives.
     """
 
     def __init__(self, layout: list[tuple[str, int]], profiles: dict | None, class_names: list[str]):

@@ -8,7 +8,7 @@ images the model never trained on) on the in-distribution side: the 5th percenti
 small synthetic out-of-distribution set (noise, smooth gradients, flat colours) at that same threshold;
 the JSON records both rates. Synthetic images are only a proxy for real out-of-distribution photos.
 
-``python -m serve.calibrate`` writes ``serve/ood_thresholds.json`` for every trained checkpoint. Each entry
+``python -m tools.calibrate_ood`` writes ``serve/ood_thresholds.json`` for every trained checkpoint. Each entry
 records the SHA-256 of the weights it was measured on; after retraining, the stale entry is ignored (no
 flag is raised) until the command is run again.
 """
@@ -62,7 +62,7 @@ def verdict(probs: np.ndarray, entry: dict | None, weights_sha256: str | None) -
     if not entry or (weights_sha256 and entry.get("weights_sha256") != weights_sha256):
         reason = "no threshold was calibrated" if not entry else "the threshold was calibrated on other weights"
         return {"ood": None, "score": "max_prob", "value": max_prob, "threshold": None,
-                "message": f"Out-of-distribution check off: {reason} (run `python -m serve.calibrate`)."}
+                "message": f"Out-of-distribution check off: {reason} (run `python -m tools.calibrate_ood`)."}
     kind, threshold = entry["score"], float(entry["threshold"])
     if kind == "max_prob":
         ood = max_prob < threshold

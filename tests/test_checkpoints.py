@@ -9,9 +9,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from architectures import CheckpointError, create_model, default_args, list_models, load_pretrained, save_pretrained
-from architectures.checkpoint import round_parameters
+import explain
+from architectures.checkpoint import WEIGHTS_NAME, file_sha256, round_parameters
 from conftest import CHECKPOINTS
-from train.zoo_table import END, GOAL_ACCURACY, START, markdown_table, zoo_rows
+from tools.zoo_table import END, GOAL_ACCURACY, START, markdown_table, zoo_rows
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 REQUIRED = ["arch", "arch_args", "class_names", "image_size", "mean", "std", "val_accuracy", "val_accuracy_tta",
@@ -72,9 +73,33 @@ def test_shipped_checkpoint_reaches_its_goal(name, request):
     assert 100 * config["val_accuracy_tta"] >= GOAL_ACCURACY[name], f"{name}: {config['val_accuracy_tta']}"
 
 
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_config_records_the_recommended_cam(name):
+    """config.json's ``cam`` is the setting explain.cam's table names (the table it replaces), at a layer the
+    model has, with the command that chose it."""
+    config = json.loads((CHECKPOINTS / name / "config.json").read_text())
+    assert explain.recommended_cam_from_config(config) == explain.recommended_cam(name)
+    method, layer = config["cam"]["method"], config["cam"]["layer"]
+    assert method in explain.METHODS
+    assert layer is None or layer in create_model(name, **config["arch_args"]).cam_layers
+    assert config["cam"]["chosen_by"].startswith(f"python -m tools.choose_cam --checkpoint checkpoints/{name} ")
+
+
+OOD_JSON = CHECKPOINTS.parent / "serve" / "ood_thresholds.json"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_config_records_the_ood_threshold_of_its_weights(name):
+    """config.json's ``ood`` is serve/ood_thresholds.json's entry without its date, measured on these weights."""
+    config = json.loads((CHECKPOINTS / name / "config.json").read_text())
+    entry = json.loads(OOD_JSON.read_text())["models"][name]
+    assert config["ood"] == {key: value for key, value in entry.items() if key != "date"}
+    assert config["ood"]["weights_sha256"] == file_sha256(CHECKPOINTS / name / WEIGHTS_NAME)
+
+
 def test_readme_zoo_table_matches_the_shipped_configs():
     """The README's table and commands are generated from the configs; a retrained checkpoint must be
-    followed by `python -m train.zoo_table --write README.md`."""
+    followed by `python -m tools.zoo_table --write README.md`."""
     readme = (CHECKPOINTS.parent / "README.md").read_text()
     shown = readme[readme.index(START) + len(START):readme.index(END)].strip()
     assert shown == markdown_table(zoo_rows(CHECKPOINTS))

@@ -22,9 +22,9 @@ from explain.plots import SEExcitationPlot
 from explain.cam import FUSED_BLUR_SIGMA
 from architectures import create_model, list_models, load_pretrained, save_pretrained
 from architectures._blocks import SqueezeExcite
-from explain.profiles import main as profiles_main
 from explain.faithfulness import randomised, randomised_twin
-from explain.select import deletion_figures, map_spearman, validation_order
+from tools.choose_cam import deletion_figures, map_spearman, validation_order
+from tools.se_profiles import main as profiles_main
 from train.augment import normalize
 from train.data import load_images
 
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints"
 DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "train.tar.gz"
 ARCHS = list_models()
-SE_ARCHS = ("senet", "efficientnet")
+SE_ARCHS = [name for name in ARCHS if explain.has_se(create_model(name))]
 
 # Sanity check (Adebayo et al., 2018, "Sanity Checks for Saliency Maps"): a map that explains the
 # model must change when the weights are replaced by random ones. Their failing methods (guided
@@ -43,39 +43,17 @@ SE_ARCHS = ("senet", "efficientnet")
 SANITY_MAX_SPEARMAN = 0.5
 # Deletion check of issue 3: blanking the CAM's top 25% must beat "the object is in the middle" and
 # beat a random square of the same area by 1.25 times, over 100 validation images; and beat by 1.25 times
-# the same method's map from random weights (explain.select explains why: a shallow map of scattered edge
+# the same method's map from random weights (tools.choose_cam explains why: a shallow map of scattered edge
 # pixels passed the first two on its shape alone).
 DELETION_IMAGES = 100
 DELETION_FRACTION = 0.25
 DELETION_MIN_RATIO = 1.25
 # The deletion check runs each architecture at explain.recommended_cam(arch), the setting the app shows by
-# default, chosen by `python -m explain.select` on 200 other validation images (the next 200 of this file's
-# seeded shuffle): see its comment. Figures: CAM drop / centre / random square / random-weights map,
-# selection set | these 100, with the widened checkpoints shipped on 2026-11-26 (googlenet was chosen
-# before the random-weights baseline, whose figure is given here only). At about 90% accuracy the
-# centre square is a strong prior.
-#   vgg            Grad-CAM at features.10 (default):    0.281/0.197/0.135/0.106 | 0.266/0.205/0.124/0.071 ****
-#   nin            Grad-CAM at features.7 (default):     0.413/0.316/0.224/0.189 | 0.418/0.310/0.209/0.205
-#   googlenet      Grad-CAM at inceptions.7 (default):   0.331/0.230/0.160/-     | 0.307/0.216/0.144/0.159
-#   bn_convnet     Grad-CAM at features.7 (default):     0.357/0.289/0.196/0.171 | 0.356/0.285/0.188/0.188
-#   resnet         gradcam++-fused at blocks.5:          0.301/0.180/0.132/0.175 | 0.239/0.175/0.116/0.119 **
-#   densenet       gradcam++-fused at final_norm:        0.283/0.203/0.137/0.147 | 0.227/0.199/0.133/0.099 **
-#   senet          Grad-CAM at blocks.8 (default):       0.336/0.209/0.130/0.164 | 0.279/0.173/0.112/0.121
-#   basic_convnet  occlusion:                            0.545/0.465/0.385/0.269 | 0.555/0.522/0.422/0.334 ***
-#   efficientnet   occlusion:                            0.560/0.428/0.344/0.341 | 0.582/0.448/0.338/0.368 ***
-#   mlpmixer       occlusion:                            0.492/0.426/0.348/0.271 | 0.463/0.445/0.340/0.265 ***
-#   alexnet        occlusion:                            0.496/0.347/0.247/0.184 | 0.482/0.350/0.216/0.113 ***
-# *: these 100 with the distilled checkpoints of 2026-11-27 (the selection set's figures are the earlier weights');
-# **: with those of the second distillation stage, 2026-11-27 (fifth GPU loan).
-# ***: occlusion (explain.occlusion) with 14-pixel windows, 2026-11-27; their CAMs failed here (README has
-# the CAMs' figures). With the first, 8-pixel windows alexnet's failed too (0.268 vs centre 0.350 here).
-# ****: both with the widened VGG (width 0.75) of 2026-11-27's sixth GPU loan.
-# Right of the bar: the checkpoints as stored in float16 since 2026-11-27 (at most 0.004 from float32).
-# LayerCAM at the first stage (resnet and senet blocks.2, nin features.0) led the selection before the
-# random-weights baseline: resnet 0.511 against centre 0.180, but 0.497 for random weights' map.
+# default, chosen by `python -m tools.choose_cam` on 200 other validation images (the next 200 of this file's
+# seeded shuffle), so the choice is not judged on the images it was made on. At about 90% accuracy the centre
+# square is a strong prior, hence the baseline. Run with -s to print each architecture's figures.
 # Architectures whose chosen setting does not meet it here, with figures in the reason (not strict: a
-# retrained checkpoint may pass). None since alexnet's occlusion map passed (2026-11-27); until then its best
-# setting, LayerCAM at features.6, lost to the centre square (0.283 vs 0.350 here).
+# retrained checkpoint may pass).
 DELETION_KNOWN_FAILURES: dict[str, str] = {}
 
 
@@ -114,7 +92,7 @@ needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"no data at {DATA}")
 def validation():
     """DELETION_IMAGES images of the fixed validation split, chosen by a seeded shuffle (all classes)."""
     image_set = load_images(str(DATA), 32, cache_dir=ROOT / "data" / "cache", progress=False)
-    chosen = validation_order(image_set.labels)[:DELETION_IMAGES]  # explain.select chooses on the ones after
+    chosen = validation_order(image_set.labels)[:DELETION_IMAGES]  # tools.choose_cam chooses on the ones after
     return image_set.images[chosen], image_set.labels[chosen]
 
 
@@ -374,9 +352,9 @@ def test_deletion_beats_centre_random_squares_and_random_weights(arch, validatio
 
 
 def test_select_ranks_every_method_at_every_layer(tmp_path, tiny_folder, capsys):
-    """explain.select on a random-weight checkpoint and the tests' own tiny data: one row per setting, best
+    """tools.choose_cam on a random-weight checkpoint and the tests' own tiny data: one row per setting, best
     margin first, and a recommendation only among settings that pass the sanity check and the time limit."""
-    import explain.select as select
+    import tools.choose_cam as select
 
     assert (select.SANITY_MAX_SPEARMAN, select.DELETION_FRACTION, select.DELETION_MIN_RATIO) == (
         SANITY_MAX_SPEARMAN, DELETION_FRACTION, DELETION_MIN_RATIO), "the tool must apply the tests' thresholds"
@@ -403,10 +381,17 @@ def test_select_ranks_every_method_at_every_layer(tmp_path, tiny_folder, capsys)
         best, plain = f"({eligible[0][0]!r}, {eligible[0][1]!r})", f"('gradcam', {layers[-1]!r})"
         assert best in recommended[0] or (plain in recommended[0] and any("simpler setting is kept" in line
                                                                           for line in lines))
+    # The choice goes into the checkpoint's config.json, where the app reads it; nothing when there is none.
+    cam = load_pretrained(folder).config.get("cam")
+    if eligible:
+        assert f"({cam['method']!r}, {cam['layer']!r})" in recommended[0] and cam["images"] == 8
+        assert cam["chosen_by"].startswith("python -m tools.choose_cam --checkpoint ")
+    else:
+        assert cam is None
 
 
 def test_select_keeps_plain_gradcam_unless_another_setting_leads_by_more_than_noise():
-    from explain.select import Setting, choose
+    from tools.choose_cam import Setting, choose
 
     rng = np.random.default_rng(0)
     base = rng.uniform(0.2, 0.6, 200)
@@ -424,7 +409,7 @@ def test_select_keeps_plain_gradcam_unless_another_setting_leads_by_more_than_no
 
 
 def test_select_says_what_is_wrong_with_a_missing_checkpoint(tmp_path, tiny_folder, capsys):
-    import explain.select as select
+    import tools.choose_cam as select
 
     assert select.main(["--checkpoint", str(tmp_path / "nothing"), "--data", str(tiny_folder)]) == 2
     assert "error:" in capsys.readouterr().err
@@ -432,11 +417,19 @@ def test_select_says_what_is_wrong_with_a_missing_checkpoint(tmp_path, tiny_fold
 
 @pytest.mark.parametrize("bad", [["--methods", "gradcam,nosuchcam"], ["--images", "0"], ["--skip", "-1"]])
 def test_select_rejects_bad_options(tmp_path, bad, capsys):
-    import explain.select as select
+    import tools.choose_cam as select
 
     with pytest.raises(SystemExit):
         select.main(["--checkpoint", str(tmp_path), "--data", str(tmp_path), *bad])
     assert "error:" in capsys.readouterr().err
+
+
+def test_recommended_cam_from_config_reads_the_cam_field_and_falls_back_to_gradcam():
+    chosen = {"method": "gradcam++-fused", "layer": "blocks.5", "chosen_by": "python -m tools.choose_cam ..."}
+    assert explain.recommended_cam_from_config({"cam": chosen}) == ("gradcam++-fused", "blocks.5")
+    assert explain.recommended_cam_from_config({"cam": {"method": "occlusion", "layer": None}}) == ("occlusion", None)
+    for config in ({}, {"cam": None}, {"cam": {"method": "no-such-cam", "layer": "blocks.5"}}):
+        assert explain.recommended_cam_from_config(config) == ("gradcam", None)
 
 
 def test_faithfulness_of_one_image():
@@ -536,7 +529,7 @@ def test_profiles_command_writes_beside_the_checkpoint(tmp_path):
 def test_shipped_se_profiles_load(arch):
     model = trained(arch)
     profiles = explain.load_se_profiles(CHECKPOINTS / arch)
-    assert profiles is not None, (f"run: python -m explain.profiles --checkpoint checkpoints/{arch} "
+    assert profiles is not None, (f"run: python -m tools.se_profiles --checkpoint checkpoints/{arch} "
                                   f"--data ../shared/data/cifar10-jpeg/train.tar.gz")
     excitations = explain.se_excitations(model, random_input())
     assert profiles["blocks"] == [name for name, _ in excitations]

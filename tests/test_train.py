@@ -337,7 +337,7 @@ def test_training_stores_float16_and_compact_converts_a_float32_checkpoint(tmp_p
     train(tiny_config(tmp_path, tiny_folder, weights_dtype="float32"))
     assert "--weights-dtype float32" in json.loads((out / "config.json").read_text())["command"]
     before = (out / "model.safetensors").stat().st_size
-    compact = [sys.executable, "-m", "train.compact", "--checkpoint", str(out), "--data", str(tiny_folder),
+    compact = [sys.executable, "-m", "tools.compact_checkpoint", "--checkpoint", str(out), "--data", str(tiny_folder),
                "--cache-dir", str(tmp_path / "cache")]
     result = subprocess.run(compact, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

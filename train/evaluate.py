@@ -21,7 +21,7 @@ import torch
 from architectures import CheckpointError, load_pretrained
 from architectures.checkpoint import CONFIG_NAME, atomic_write_json
 from .config import parse_config
-from .data import DataError, load_images, split_train_val
+from .data import DataError, ImageSet, load_images, split_train_val
 from .env import pick_device
 from .plots import plot_confusion
 from .trainer import evaluate
@@ -51,12 +51,13 @@ def run(cfg: EvalConfig) -> dict:
     return result
 
 
-def measure(model, cfg: EvalConfig) -> dict:
+def measure(model, cfg: EvalConfig, image_set: ImageSet | None = None) -> dict:
     """Score a loaded checkpoint (``model.config`` is its config) on ``cfg.data`` and draw its confusion
-    matrix; records nothing."""
+    matrix; records nothing. ``image_set``: ``cfg.data`` already decoded, for a caller that uses it again."""
     config = model.config
     device = next(model.parameters()).device
-    image_set = load_images(cfg.data, config["image_size"], cfg.cache_dir)
+    if image_set is None:
+        image_set = load_images(cfg.data, config["image_size"], cfg.cache_dir)
     if image_set.class_names != config["class_names"]:
         raise DataError(f"the data's classes {image_set.class_names} differ from the checkpoint's "
                         f"{config['class_names']}")

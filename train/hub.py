@@ -1,16 +1,14 @@
-"""``python -m train.hub --checkpoint checkpoints/resnet --repo-id USER/NAME``: upload with a model card.
+"""Upload a checkpoint folder to the Hugging Face Hub with a model card made from its config.
 
-Training calls ``push_to_hub`` itself when given ``--push-to-hub REPO_ID``.
+Training calls ``push_to_hub`` itself when given ``--push-to-hub REPO_ID``; ``python -m tools.push_to_hub``
+uploads an existing folder.
 """
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from architectures import load_config
 from architectures.checkpoint import atomic_write_bytes
-from .config import parse_config
 
 UPLOADED = ["model.safetensors", "config.json", "log.jsonl", "curves.png", "confusion.png", "se_profiles.safetensors",
             "README.md"]
@@ -53,24 +51,3 @@ def push_to_hub(folder, repo_id: str, private: bool = False, revision: str | Non
                                commit_message=f"Upload {config['arch']} checkpoint")
     print(f"pushed {files} to https://huggingface.co/{repo_id} ({commit.oid if hasattr(commit, 'oid') else commit})")
     return repo_id
-
-
-@dataclass
-class PushConfig:
-    checkpoint: str = "checkpoints/resnet"   # local checkpoint folder
-    repo_id: str = ""                        # Hugging Face repo id, USER/NAME
-    private: bool = False                    # create the repository as private
-    revision: str = ""                       # branch to push to; "" = main
-
-
-def main(argv=None) -> int:
-    cfg = parse_config(argv, PushConfig, description=__doc__, prog="python -m train.hub")
-    if not cfg.repo_id:
-        print("error: --repo-id USER/NAME is required", file=sys.stderr)
-        return 2
-    push_to_hub(cfg.checkpoint, cfg.repo_id, cfg.private, cfg.revision or None)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``python -m train.compact --checkpoint checkpoints/vgg --data PATH``: store a checkpoint's parameters in
+"""``python -m tools.compact_checkpoint --checkpoint checkpoints/vgg --data PATH``: store a checkpoint's parameters in
 float16, half the bytes, and record the validation figures of the weights as stored.
 
 Training runs already export float16 (``--weights-dtype``); this converts a checkpoint written in float32.
@@ -14,9 +14,9 @@ from pathlib import Path
 
 from architectures import CheckpointError, load_pretrained, save_pretrained
 from architectures.checkpoint import WEIGHTS_NAME, round_parameters, weight_dtype
-from .config import parse_config
-from .data import DataError
-from .evaluate import EvalConfig, measure, with_accuracy
+from train.config import parse_config
+from train.data import DataError
+from train.evaluate import EvalConfig, measure, with_accuracy
 
 # Keys ``save_pretrained`` derives from the model itself, and the loader's note of where it read from.
 DERIVED_KEYS = {"arch", "arch_args", "params", "weights_dtype", "_folder"}
@@ -52,7 +52,7 @@ def run(cfg: CompactConfig) -> dict:
 
 
 def main(argv=None) -> int:
-    cfg = parse_config(argv, CompactConfig, description=__doc__, prog="python -m train.compact")
+    cfg = parse_config(argv, CompactConfig, description=__doc__, prog="python -m tools.compact_checkpoint")
     try:
         result = run(cfg)
     except (CheckpointError, DataError, ValueError) as error:

@@ -1,7 +1,7 @@
 """Choose the CAM setting that explains a checkpoint most faithfully: every method at every CAM layer
 (occlusion, which takes no layer, once).
 
-    python -m explain.select --checkpoint checkpoints/efficientnet --data ../shared/data/cifar10-jpeg/train.tar.gz
+    python -m tools.choose_cam --checkpoint checkpoints/efficientnet --data ../shared/data/cifar10-jpeg/train.tar.gz
 
 Run it again whenever a checkpoint is retrained: which method and depth explain a model best changes with
 its weights. Each setting gets, on ``--images`` validation images that the tests do not use (the ones after
@@ -11,9 +11,7 @@ tests/test_explain.py's first ``--skip`` of the same seeded shuffle):
   map's hottest quarter is blanked, against the central square and random squares of that area;
   and against the map of the same method and layer from randomly initialised weights (``faithfulness.randomised_twin``),
   blanked in the same way. That last baseline catches maps whose drop comes from their shape alone: a
-  shallow layer's map picks scattered pixels along the image's edges, and blanking those hurts any model,
-  as LayerCAM at the widened ResNet's first stage showed (a 0.511 drop, 2.8 times the centre square's,
-  against 0.497 for its random-weights map).
+  shallow layer's map picks scattered pixels along the image's edges, and blanking those hurts any model.
   ``margin`` is the worst of (CAM - centre), (CAM - 1.25 x random square) and (CAM - 1.25 x random-weights
   map): positive passes all three;
 - the sanity check (Adebayo et al., 2018): rank correlation between the map and the map of the same
@@ -27,16 +25,18 @@ tests/test_explain.py's first ``--skip`` of the same seeded shuffle):
 The recommendation is the best margin among the settings that pass the sanity check and the time limit,
 unless plain Grad-CAM at the default layer is within one standard error of it (the difference of their
 per-image CAM drops, paired: both blank the same images against the same baselines). Then Grad-CAM wins:
-the simplest setting, and a lead that small is noise (a setting chosen on a 0.01 lead over 200 images lost
-to the centre square on the tests' 100). Copy it into ``explain.cam._RECOMMENDED`` (and its figures into
-tests/test_explain.py).
+the simplest setting, and a lead that small does not carry over to other images. The choice and its
+figures are written into the checkpoint's config.json as ``"cam"`` (``explain.recommended_cam_from_config``
+reads it); ``tools.finish_checkpoint`` runs the same selection (``select``).
 """
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,12 +44,14 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from architectures import CheckpointError, load_pretrained
+from architectures.checkpoint import CONFIG_NAME
 from serve.store import for_serving
 from train.augment import normalize
-from train.data import DataError, load_images, split_train_val
+from train.data import DataError, ImageSet, load_images, split_train_val
 
-from .cam import LAYER_FREE, METHODS, cam_batch
-from .faithfulness import deletion_drops, randomised_twin
+from explain.cam import LAYER_FREE, METHODS, cam_batch
+from explain.faithfulness import deletion_drops, randomised_twin
+from tools._config import update_config
 
 SANITY_MAX_SPEARMAN = 0.5  # as tests/test_explain.py
 DELETION_FRACTION = 0.25
@@ -94,9 +96,8 @@ def validation_order(labels: torch.Tensor, val_fraction: float = 0.1, split_seed
     return val_idx[torch.randperm(len(val_idx), generator=torch.Generator().manual_seed(0))]
 
 
-def selection_images(checkpoint_config: dict, data: str, cache_dir: str, skip: int, count: int) -> torch.Tensor:
+def selection_images(checkpoint_config: dict, image_set: ImageSet, skip: int, count: int) -> torch.Tensor:
     """Validation images ``skip`` to ``skip + count`` of ``validation_order``."""
-    image_set = load_images(data, checkpoint_config["image_size"], cache_dir=cache_dir, progress=False)
     if image_set.class_names != checkpoint_config["class_names"]:
         raise ValueError(f"the data's classes {image_set.class_names} differ from the checkpoint's")
     recipe = checkpoint_config.get("recipe", {})
@@ -158,8 +159,44 @@ def choose(eligible: list[Setting], default_layer: str) -> Setting:
     return best
 
 
+def select(model, images_uint8: torch.Tensor, methods=METHODS, sanity_images: int = 20, max_ms: float = 30.0,
+           progress: bool = True) -> tuple[list[Setting], Setting | None]:
+    """Measure every method of ``methods`` at every CAM layer of ``model`` (its ``config`` gives mean and std) on
+    ``images_uint8``; returns the settings, best margin first, and the recommended one: the best among those
+    that pass the sanity check within ``max_ms`` per image (``choose``), or None where none does."""
+    config = model.config
+    x = normalize(images_uint8, torch.tensor(config["mean"]), torch.tensor(config["std"]))
+    random_model = randomised_twin(model)
+    # A layer-free method (occlusion) is one setting, listed at the default layer it ignores.
+    grid = [(method, layer) for method in methods
+            for layer in ([model.default_cam_layer] if method in LAYER_FREE else model.cam_layers)]
+    with torch.enable_grad():
+        settings = [measure(model, random_model, x, method, layer, min(sanity_images, len(x)))
+                    for method, layer in tqdm(grid, desc=config["arch"], unit="setting", disable=not progress)]
+    settings.sort(key=lambda s: s.margin, reverse=True)
+    eligible = [s for s in settings if s.spearman < SANITY_MAX_SPEARMAN and s.ms_per_image <= max_ms]
+    return settings, (choose(eligible, model.default_cam_layer) if eligible else None)
+
+
+def print_table(settings: list[Setting]) -> None:
+    print(f"{'method':20s} {'layer':16s} {'CAM':>6s} {'centre':>6s} {'random':>6s} {'r.wts':>7s} {'ratio':>5s} "
+          f"{'margin':>7s} {'spearman':>8s} {'ms/img':>7s}")
+    for setting in settings:
+        print(setting.row())
+
+
+def cam_entry(best: Setting, images: int, chosen_by: str) -> dict:
+    """The ``cam`` field of a checkpoint's config.json: the chosen setting (layer None for a layer-free
+    method) and its figures on the selection images."""
+    return {"method": best.method, "layer": None if best.method in LAYER_FREE else best.layer,
+            "chosen_by": chosen_by, "images": images, "margin": round(best.margin, 4),
+            "cam_drop": round(best.cam, 4), "centre_drop": round(best.centre, 4),
+            "random_square_drop": round(best.random, 4), "random_weights_drop": round(best.random_weights, 4),
+            "spearman": round(best.spearman, 4), "ms_per_image": round(best.ms_per_image, 1)}
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m explain.select", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tools.choose_cam", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder (config.json + model.safetensors)")
     parser.add_argument("--data", required=True, help="the dataset the checkpoint was trained on")
@@ -170,41 +207,42 @@ def main(argv=None) -> int:
     parser.add_argument("--max-ms", type=float, default=30.0, help="time limit per image (issue 3: 30 ms)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to try")
     args = parser.parse_args(argv)
-    methods = [m.strip() for m in args.methods.split(",")]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or args.images < 1 or args.sanity_images < 1 or args.skip < 0:
-        parser.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}" if unknown
-                     else "--images and --sanity-images must be positive, --skip not negative")
+    methods = parse_methods(parser, args.methods)
+    if args.images < 1 or args.sanity_images < 1 or args.skip < 0:
+        parser.error("--images and --sanity-images must be positive, --skip not negative")
     try:
+        if not (Path(args.checkpoint) / CONFIG_NAME).is_file():
+            raise CheckpointError(f"{args.checkpoint} is not a local checkpoint folder: the choice is written "
+                                  f"into its {CONFIG_NAME}")
         model = for_serving(load_pretrained(args.checkpoint))  # timed in the layout the app serves
         config = model.config
-        images = selection_images(config, args.data, args.cache_dir, args.skip, args.images)
+        image_set = load_images(args.data, config["image_size"], cache_dir=args.cache_dir, progress=False)
+        images = selection_images(config, image_set, args.skip, args.images)
     except (CheckpointError, DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    x = normalize(images, torch.tensor(config["mean"]), torch.tensor(config["std"]))
-    random_model = randomised_twin(model)
-    torch.set_grad_enabled(True)
-    # A layer-free method (occlusion) is one setting, listed at the default layer it ignores.
-    grid = [(method, layer) for method in methods
-            for layer in ([model.default_cam_layer] if method in LAYER_FREE else model.cam_layers)]
-    settings = [measure(model, random_model, x, method, layer, min(args.sanity_images, len(x)))
-                for method, layer in tqdm(grid, desc=config["arch"], unit="setting")]
-    settings.sort(key=lambda s: s.margin, reverse=True)
-    print(f"{config['arch']}: {len(x)} validation images (after the first {args.skip} of the tests' shuffle)")
-    print(f"{'method':20s} {'layer':16s} {'CAM':>6s} {'centre':>6s} {'random':>6s} {'r.wts':>7s} {'ratio':>5s} "
-          f"{'margin':>7s} {'spearman':>8s} {'ms/img':>7s}")
-    for setting in settings:
-        print(setting.row())
-    eligible = [s for s in settings if s.spearman < SANITY_MAX_SPEARMAN and s.ms_per_image <= args.max_ms]
-    if not eligible:
+    settings, best = select(model, images, methods, args.sanity_images, args.max_ms)
+    print(f"{config['arch']}: {len(images)} validation images (after the first {args.skip} of the tests' shuffle)")
+    print_table(settings)
+    if best is None:
         print("no setting passes the sanity check within the time limit", file=sys.stderr)
         return 1
-    best = choose(eligible, model.default_cam_layer)
     verdict = "passes" if best.margin > 0 else "fails"
     print(f"recommended: ({best.method!r}, {best.layer!r}): margin {best.margin:+.3f} ({verdict} the deletion check "
           f"on these images), Spearman {best.spearman:.3f}, {best.ms_per_image:.1f} ms per image")
+    chosen_by = shlex.join(["python", "-m", "tools.choose_cam", *(sys.argv[1:] if argv is None else argv)])
+    path = update_config(args.checkpoint, {"cam": cam_entry(best, len(images), chosen_by)})
+    print(f"wrote its \"cam\" into {path}")
     return 0
+
+
+def parse_methods(parser: argparse.ArgumentParser, text: str) -> list[str]:
+    """Comma-separated METHODS, or a usage error naming the unknown ones."""
+    methods = [m.strip() for m in text.split(",")]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+    return methods
 
 
 if __name__ == "__main__":
