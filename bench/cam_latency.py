@@ -6,7 +6,7 @@ Batch 1, 32 x 32, CPU, default CAM layer, median over ``--calls`` calls after wa
 column is its fastest use: one GradCAM object built once and called again and again (which keeps its
 hooks on the model and the last graph alive; ``explain.cam`` builds, releases and clears per call).
 Trained weights from ``checkpoints/<arch>`` where they exist, random weights otherwise (same cost).
-A last column times the architecture's most faithful setting (``explain.recommended_cam``), which the app
+A last column times the architecture's most faithful setting (``explain.recommended_cam`` of its config), which the app
 uses by default. Prints a markdown table.
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main(argv=None) -> None:
         with GradCAM(model, [layer], reshape_transform=model.cam_reshape) as library:
             theirs = median_ms(lambda: library(x, None), args.calls)
         model.zero_grad(set_to_none=True)
-        method, recommended_layer = explain.recommended_cam(arch)
+        method, recommended_layer = explain.recommended_cam(model.config if trained else {})
         recommended = median_ms(lambda: explain.cam(model, x, method=method, layer=recommended_layer), args.calls)
         setting = method if method in explain.LAYER_FREE else f"{method} at {recommended_layer or model.default_cam_layer}"
         print(f"| {arch} | {'trained' if trained else 'random'} | {model.default_cam_layer} | {ours:.1f} | "

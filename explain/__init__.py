@@ -3,8 +3,8 @@
 - ``cam(model, x, target=None, method="gradcam", layer=None)``: a class activation map, H x W in
   [0, 1]; ``cam_with_prediction`` also returns the class probabilities of the same forward pass;
   ``cam_batch`` does a batch. ``METHODS`` lists the methods, ``cam_layer_choices(model)`` the layers,
-  ``recommended_cam_from_config(config)`` the (method, layer) that explains a checkpoint most faithfully,
-  as its config.json records it (``recommended_cam(arch_name)``: the same, from a table being retired);
+  ``recommended_cam(config)`` the (method, layer) that explains a checkpoint most faithfully, as its
+  config.json records it;
   "occlusion" (``explain.occlusion``) blanks windows of the input instead of reading a layer.
 - ``faithfulness(model, x, heatmap)``: the probability drop when the CAM's top pixels are blanked,
   against blanking the centre or random squares of the same area, or the top pixels of the map from
@@ -17,13 +17,13 @@ Every call hooks the model only while it runs, under ``HOOK_LOCK``; a thread tha
 pass of a model while another explains it should hold that lock too (or use ``cam_with_prediction``).
 """
 from .cam import (FUSED, GRADIENT_FREE, HOOK_LOCK, LAYER_FREE, METHODS, cam, cam_batch, cam_layer_choices, cam_with_prediction,
-                  recommended_cam, recommended_cam_from_config, warm_up)
+                  recommended_cam, warm_up)
 from .faithfulness import deletion_drops, faithfulness, randomised, randomised_twin
 from .plots import SEExcitationPlot, overlay, plot_class_specificity, plot_se_excitations
 from .se import (PROFILES_NAME, class_specificity, compute_se_profiles, has_se, load_se_profiles,
                  save_se_profiles, se_attention, se_excitations, se_weighted_map)
 
-__all__ = ["METHODS", "GRADIENT_FREE", "FUSED", "LAYER_FREE", "recommended_cam", "recommended_cam_from_config", "HOOK_LOCK", "cam", "cam_batch",
+__all__ = ["METHODS", "GRADIENT_FREE", "FUSED", "LAYER_FREE", "recommended_cam", "HOOK_LOCK", "cam", "cam_batch",
            "cam_with_prediction", "cam_layer_choices",
            "warm_up", "faithfulness", "deletion_drops", "randomised", "randomised_twin", "overlay", "SEExcitationPlot", "plot_se_excitations",
            "plot_class_specificity",

@@ -58,30 +58,12 @@ GRADIENT_FREE = ("eigencam",)
 HOOK_LOCK = threading.Lock()
 
 
-# Each architecture's most faithful setting, chosen by ``python -m tools.choose_cam`` on validation images the
-# tests do not use: the best worst-case margin over the deletion check's baselines among the settings that
-# pass the sanity check within 30 ms per image, plain Grad-CAM unless another leads by more than noise.
-# Occlusion leads where every CAM loses to the centre square. Being retired: each checkpoint's config.json
-# records the setting chosen on its own weights (``recommended_cam_from_config``).
-_RECOMMENDED: dict[str, tuple[str, str | None]] = {  # the rest: Grad-CAM at the default (deepest) layer
-    "basic_convnet": ("occlusion", None),
-    "alexnet": ("occlusion", None),
-    "resnet": ("gradcam++-fused", "blocks.5"),
-    "densenet": ("gradcam++-fused", "final_norm"),
-    "efficientnet": ("occlusion", None),
-    "mlpmixer": ("occlusion", None),
-}
-
-
-def recommended_cam(arch_name: str) -> tuple[str, str | None]:
-    """(method, layer) that explains ``arch_name`` most faithfully; layer None means the default (deepest)."""
-    return _RECOMMENDED.get(arch_name, ("gradcam", None))
-
-
-def recommended_cam_from_config(config: dict) -> tuple[str, str | None]:
-    """(method, layer) recorded in a checkpoint's config.json (``config["cam"]``, written by
-    ``python -m tools.choose_cam`` or ``tools.finish_checkpoint``): the setting chosen on those weights.
-    Plain Grad-CAM at the default layer where none was recorded or its method is unknown."""
+def recommended_cam(config: dict) -> tuple[str, str | None]:
+    """(method, layer) that explains a checkpoint most faithfully, as its config.json records it
+    (``config["cam"]``, written by ``python -m tools.choose_cam`` or ``tools.finish_checkpoint``): the best
+    worst-case margin over the deletion check's baselines, on those weights, among the settings that pass
+    the sanity check. Plain Grad-CAM at the default (deepest) layer where none was recorded; a layer of
+    None means the default."""
     entry = config.get("cam")
     if not isinstance(entry, dict) or entry.get("method") not in METHODS:
         return "gradcam", None

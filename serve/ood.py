@@ -6,24 +6,21 @@ entropy of the softmax ("entropy"). The threshold keeps 95% of the validation sp
 images the model never trained on) on the in-distribution side: the 5th percentile of max_prob, or the
 95th of entropy. Which of the two scores a checkpoint uses is chosen by which one flags more images of a
 small synthetic out-of-distribution set (noise, smooth gradients, flat colours) at that same threshold;
-the JSON records both rates. Synthetic images are only a proxy for real out-of-distribution photos.
+the entry records both rates. Synthetic images are only a proxy for real out-of-distribution photos.
 
-``python -m tools.calibrate_ood`` writes ``serve/ood_thresholds.json`` for every trained checkpoint. Each entry
-records the SHA-256 of the weights it was measured on; after retraining, the stale entry is ignored (no
-flag is raised) until the command is run again.
+``python -m tools.calibrate_ood`` (or ``tools.finish_checkpoint``) writes the entry into each checkpoint's
+config.json as ``ood``. It records the SHA-256 of the weights it was measured on; after retraining, the
+stale entry is ignored (no flag is raised) until the command is run again.
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from preprocess import normalize, served_probs
 
-THRESHOLDS_PATH = Path(__file__).with_name("ood_thresholds.json")
 KEEP_FRACTION = 0.95  # share of in-distribution validation images that must not be flagged
 
 
@@ -40,16 +37,6 @@ def score(probs: np.ndarray, kind: str) -> np.ndarray:
     if kind == "entropy":
         return entropy(probs)
     raise ValueError(f"unknown OOD score {kind!r}")
-
-
-def load_thresholds(path: Path = THRESHOLDS_PATH) -> dict:
-    """``{arch: entry}`` from the JSON; {} when it is absent or unreadable."""
-    try:
-        data = json.loads(Path(path).read_text())
-        models = data.get("models", {})
-        return models if isinstance(models, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def verdict(probs: np.ndarray, entry: dict | None, weights_sha256: str | None) -> dict:

@@ -26,7 +26,6 @@ import torch
 from architectures import CheckpointError, check_name, list_models, load_config, load_pretrained
 from architectures.checkpoint import CONFIG_NAME, WEIGHTS_NAME, file_sha256
 
-from .ood import load_thresholds
 
 HUB_RETRY_S = 300  # after a failed Hub download, the same architecture is retried at most every 5 minutes
 HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, "log.jsonl", "curves.png", "confusion.png", "se_profiles.safetensors")
@@ -90,8 +89,8 @@ class ModelStore:
         self.revision = revision if revision is not None else (os.environ.get("CHECKPOINT_REVISION", "").strip()
                                                                or None)
         self.device = device if isinstance(device, torch.device) else pick_device(device)
-        # Out-of-distribution thresholds by architecture (serve/ood_thresholds.json unless given).
-        self.ood_thresholds = ood_thresholds if ood_thresholds is not None else load_thresholds()
+        # Out-of-distribution thresholds by architecture in place of the checkpoints' own (for tests).
+        self.ood_overrides = ood_thresholds
         self._loaded: dict[str, LoadedModel] = {}
         self._hub_folders: dict[str, Path] = {}
         self._hub_failures: dict[str, tuple[float, str]] = {}
@@ -239,14 +238,17 @@ class ModelStore:
             return kept[1]
 
     def ood_entry(self, name: str) -> dict | None:
-        """The out-of-distribution threshold calibrated for ``name``'s checkpoint, or None."""
-        return self.ood_thresholds.get(name)
+        """The out-of-distribution threshold calibrated for ``name``'s checkpoint (its config's ``ood``), or None."""
+        if self.ood_overrides is not None:
+            return self.ood_overrides.get(name)
+        return (self.config(name) or {}).get("ood")
 
     def recommended_cam(self, name: str) -> tuple[str, str | None]:
-        """(method, layer) that explains ``name``'s checkpoint most faithfully; layer None means the deepest."""
+        """(method, layer) that explains ``name``'s checkpoint most faithfully (its config's ``cam``); layer
+        None means the deepest."""
         from explain import recommended_cam
 
-        return recommended_cam(name)
+        return recommended_cam(self.config(name) or {})
 
     def status(self) -> dict[str, str]:
         """For each architecture: "loaded", "ready" (files present), "missing" or the error message."""

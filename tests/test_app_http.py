@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import explain
-from architectures import create_model, list_models
+from architectures import create_model, list_models, load_config
 from conftest import CHECKPOINTS, CIFAR10, random_checkpoint, running_app
 from upload_corpus import write_corpus
 
@@ -153,7 +153,7 @@ def test_explain_defaults_to_each_architectures_most_faithful_method(client, lay
     for name in ("resnet", "googlenet", "densenet"):
         if name not in _servable(layout):
             continue
-        method, layer = explain.recommended_cam(name)
+        method, layer = explain.recommended_cam(load_config(CHECKPOINTS / name))
         layer = layer or create_model(name).cam_layers[-1]
         _, _, _, note, _ = client.predict(handle_file(photo), name, api_name="/explain")
         verdict, what = note.split("\n\n")[:2]  # the note begins with the verdict, then says what the map is

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -75,26 +76,22 @@ def test_shipped_checkpoint_reaches_its_goal(name, request):
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_config_records_the_recommended_cam(name):
-    """config.json's ``cam`` is the setting explain.cam's table names (the table it replaces), at a layer the
-    model has, with the command that chose it."""
+    """config.json's ``cam`` names a method, a layer the model has, and the command that chose it."""
     config = json.loads((CHECKPOINTS / name / "config.json").read_text())
-    assert explain.recommended_cam_from_config(config) == explain.recommended_cam(name)
     method, layer = config["cam"]["method"], config["cam"]["layer"]
+    assert explain.recommended_cam(config) == (method, layer)
     assert method in explain.METHODS
     assert layer is None or layer in create_model(name, **config["arch_args"]).cam_layers
     assert config["cam"]["chosen_by"].startswith(f"python -m tools.choose_cam --checkpoint checkpoints/{name} ")
 
 
-OOD_JSON = CHECKPOINTS.parent / "serve" / "ood_thresholds.json"
-
-
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_config_records_the_ood_threshold_of_its_weights(name):
-    """config.json's ``ood`` is serve/ood_thresholds.json's entry without its date, measured on these weights."""
-    config = json.loads((CHECKPOINTS / name / "config.json").read_text())
-    entry = json.loads(OOD_JSON.read_text())["models"][name]
-    assert config["ood"] == {key: value for key, value in entry.items() if key != "date"}
-    assert config["ood"]["weights_sha256"] == file_sha256(CHECKPOINTS / name / WEIGHTS_NAME)
+    """config.json's ``ood`` is a valid threshold measured on these very weights (a stale one is ignored)."""
+    entry = json.loads((CHECKPOINTS / name / "config.json").read_text())["ood"]
+    assert entry["score"] in ("max_prob", "entropy") and math.isfinite(entry["threshold"])
+    assert entry["val_images"] > 0 and 0 < entry["keep_fraction"] < 1
+    assert entry["weights_sha256"] == file_sha256(CHECKPOINTS / name / WEIGHTS_NAME)
 
 
 def test_readme_zoo_table_matches_the_shipped_configs():

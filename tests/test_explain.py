@@ -20,7 +20,7 @@ from scipy.ndimage import gaussian_filter
 import explain
 from explain.plots import SEExcitationPlot
 from explain.cam import FUSED_BLUR_SIGMA
-from architectures import create_model, list_models, load_pretrained, save_pretrained
+from architectures import create_model, list_models, load_config, load_pretrained, save_pretrained
 from architectures._blocks import SqueezeExcite
 from explain.faithfulness import randomised, randomised_twin
 from tools.choose_cam import deletion_figures, map_spearman, validation_order
@@ -48,7 +48,7 @@ SANITY_MAX_SPEARMAN = 0.5
 DELETION_IMAGES = 100
 DELETION_FRACTION = 0.25
 DELETION_MIN_RATIO = 1.25
-# The deletion check runs each architecture at explain.recommended_cam(arch), the setting the app shows by
+# The deletion check runs each architecture at explain.recommended_cam(its config), the setting the app shows by
 # default, chosen by `python -m tools.choose_cam` on 200 other validation images (the next 200 of this file's
 # seeded shuffle), so the choice is not judged on the images it was made on. At about 90% accuracy the centre
 # square is a strong prior, hence the baseline. Run with -s to print each architecture's figures.
@@ -207,7 +207,9 @@ def test_fused_defaults_to_the_deepest_layer_alone():
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_recommended_setting_is_valid(arch):
-    method, layer = explain.recommended_cam(arch)
+    """The shipped checkpoint's recorded setting (plain Grad-CAM where none is shipped) runs on the architecture."""
+    shipped = CHECKPOINTS / arch / "config.json"
+    method, layer = explain.recommended_cam(load_config(shipped.parent) if shipped.is_file() else {})
     assert method in explain.METHODS
     assert layer is None or layer in explain.cam_layer_choices(random_model(arch))
     heatmap = explain.cam(random_model(arch), random_input(), method=method, layer=layer)
@@ -311,10 +313,10 @@ def test_densenet_gives_gradients():
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("setting", ["gradcam", "recommended"])
 def test_sanity_map_depends_on_learned_weights(arch, validation, setting):
-    """For Grad-CAM at the default layer and for the setting the app shows (explain.recommended_cam): the
+    """For Grad-CAM at the default layer and for the setting the app shows (explain.recommended_cam of its config): the
     fused and smoothed methods must not just draw the input's edges either."""
-    method, layer = ("gradcam", None) if setting == "gradcam" else explain.recommended_cam(arch)
     model = trained(arch)
+    method, layer = ("gradcam", None) if setting == "gradcam" else explain.recommended_cam(model.config)
     random = randomised_twin(model)
     x = normalised(model, validation[0][:20])
     maps, probs = explain.cam_batch(model, x, method=method, layer=layer)
@@ -334,10 +336,10 @@ def test_deletion_beats_centre_random_squares_and_random_weights(arch, validatio
     a random square, and 1.25 times more than blanking the hottest quarter of the same method's map from
     random weights: a map whose drop its shape alone explains (scattered edge pixels) says nothing of the model."""
     model = trained(arch)
-    method, layer = explain.recommended_cam(arch)  # what the app shows by default, too
+    method, layer = explain.recommended_cam(model.config)  # what the app shows by default, too
     if layer is not None and layer not in model.cam_layers:
         pytest.xfail(f"{arch} meets the check only with {method} at {layer}, which is not one of its cam_layers "
-                     f"{model.cam_layers}: see explain.cam._RECOMMENDED")
+                     f"{model.cam_layers}: see its config.json's cam entry")
     x = normalised(model, validation[0])
     drops = deletion_figures(model, randomised_twin(model), x, method, layer)  # blanks DELETION_FRACTION, as the selection did
     cam, centre, random, shape_only = (float(drops[key].mean()) for key in
@@ -424,12 +426,12 @@ def test_select_rejects_bad_options(tmp_path, bad, capsys):
     assert "error:" in capsys.readouterr().err
 
 
-def test_recommended_cam_from_config_reads_the_cam_field_and_falls_back_to_gradcam():
+def test_recommended_cam_reads_the_cam_field_and_falls_back_to_gradcam():
     chosen = {"method": "gradcam++-fused", "layer": "blocks.5", "chosen_by": "python -m tools.choose_cam ..."}
-    assert explain.recommended_cam_from_config({"cam": chosen}) == ("gradcam++-fused", "blocks.5")
-    assert explain.recommended_cam_from_config({"cam": {"method": "occlusion", "layer": None}}) == ("occlusion", None)
+    assert explain.recommended_cam({"cam": chosen}) == ("gradcam++-fused", "blocks.5")
+    assert explain.recommended_cam({"cam": {"method": "occlusion", "layer": None}}) == ("occlusion", None)
     for config in ({}, {"cam": None}, {"cam": {"method": "no-such-cam", "layer": "blocks.5"}}):
-        assert explain.recommended_cam_from_config(config) == ("gradcam", None)
+        assert explain.recommended_cam(config) == ("gradcam", None)
 
 
 def test_faithfulness_of_one_image():

@@ -108,7 +108,7 @@ def test_served_like_any_other(registered, tmp_path):
     store = serve.ModelStore(tmp_path / "checkpoints", repo="", device="cpu", ood_thresholds={})
     service = serve.ZooService(store)
     assert store.available() == [registered]
-    assert (f"Tiny extra net  (52.0%)", registered) in serve.architecture_choices(store.configs())
+    assert ("Tiny extra net  (52.0%)", registered) in serve.architecture_choices(store.configs())
     upload = tmp_path / "upload.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(upload)
     probabilities = service.predict(str(upload), registered)

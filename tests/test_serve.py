@@ -414,9 +414,9 @@ def test_shipped_checkpoint_serves_the_examples(name):
     for path in examples:
         prediction = serve.predict(store, name, serve.load_image(path))
         assert prediction.label in CIFAR10 and 0 < prediction.confidence <= 1
-    entry = store.ood_thresholds.get(name)
-    if entry is not None:  # a threshold measured on other weights is stale: rerun `python -m serve.calibrate`
-        assert entry["weights_sha256"] == store.get(name).weights_sha256, f"{name}: stale OOD threshold"
+    entry = store.ood_entry(name)  # its config's: a threshold measured on other weights is stale
+    assert entry is not None and entry["weights_sha256"] == store.get(name).weights_sha256, f"{name}: stale OOD"
+    assert prediction.ood["ood"] is not None  # the check is on for the shipped weights
 
 
 def test_examples_are_small_and_attributed():
@@ -431,16 +431,12 @@ def test_examples_are_small_and_attributed():
     assert covered == set(CIFAR10)
 
 
-def test_thresholds_file_is_valid_when_present():
-    path = REPO_ROOT / "serve" / "ood_thresholds.json"
-    if not path.is_file():
-        pytest.skip("no thresholds calibrated yet (python -m serve.calibrate)")
-    data = json.loads(path.read_text())
-    for name, entry in data["models"].items():
-        assert name in list_models()
-        assert entry["score"] in ("max_prob", "entropy") and np.isfinite(entry["threshold"])
-        assert len(entry["weights_sha256"]) == 64 and entry["val_images"] > 0
-    assert os.path.samefile(serve.ood.THRESHOLDS_PATH, path)
+def test_the_store_reads_each_checkpoints_own_threshold_unless_overridden(checkpoint_dir, tmp_path):
+    entry = {"score": "max_prob", "threshold": 0.5, "keep_fraction": 0.95, "val_images": 10, "weights_sha256": "x"}
+    write_checkpoint(tmp_path, "resnet", ood=entry)
+    assert serve.ModelStore(tmp_path, repo="", device="cpu").ood_entry("resnet") == entry
+    assert serve.ModelStore(tmp_path, repo="", device="cpu", ood_thresholds={}).ood_entry("resnet") is None
+    assert serve.ModelStore(tmp_path, repo="", device="cpu").ood_entry("senet") is None  # no checkpoint
 
 
 def test_hub_failure_is_not_retried_on_every_request(monkeypatch, tmp_path):

@@ -75,7 +75,7 @@ def test_finish_checkpoint_writes_every_artefact_into_the_folder(tmp_path, tiny_
         assert cam["layer"] is None
     else:
         assert cam["layer"] in model.cam_layers
-    assert explain.recommended_cam_from_config(config) == (cam["method"], cam["layer"])
+    assert explain.recommended_cam(config) == (cam["method"], cam["layer"])
     assert cam["images"] == 8 and cam["spearman"] < 0.5
     assert cam["margin"] == pytest.approx(min(cam["cam_drop"] - cam["centre_drop"],
                                               cam["cam_drop"] - 1.25 * cam["random_square_drop"],

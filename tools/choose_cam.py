@@ -26,7 +26,7 @@ The recommendation is the best margin among the settings that pass the sanity ch
 unless plain Grad-CAM at the default layer is within one standard error of it (the difference of their
 per-image CAM drops, paired: both blank the same images against the same baselines). Then Grad-CAM wins:
 the simplest setting, and a lead that small does not carry over to other images. The choice and its
-figures are written into the checkpoint's config.json as ``"cam"`` (``explain.recommended_cam_from_config``
+figures are written into the checkpoint's config.json as ``"cam"`` (``explain.recommended_cam``
 reads it); ``tools.finish_checkpoint`` runs the same selection (``select``).
 """
 from __future__ import annotations
