@@ -1,0 +1,205 @@
+"""Pictures of the model zoo table that read at a glance: accuracy against size, and accuracy through history.
+
+Both take the zoo table's rows (a list of dicts or a pandas DataFrame with "architecture" (display name),
+"name", "val accuracy" (0-1) and "params (M)") and return an RGB PIL image; rows without an accuracy are
+left out, and a table with none left gives a placeholder image that says so (never ``None``, so an image
+component always has something to show). Drawn on ``matplotlib.figure.Figure`` with the Agg canvas, never
+pyplot: no global state, so concurrent requests cannot draw into each other's plots.
+
+Every point is labelled; labels are placed greedily, each at the first of a ring of offsets around its
+point where it overlaps no label or point placed before and stays inside the axes.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+from PIL import Image
+
+__all__ = ["accuracy_vs_parameters", "evolution", "paper_years"]
+
+SIZE_IN, DPI = (8.0, 5.0), 100  # 800 x 500 px
+POINT = "#1f77b4"
+LOG_SPREAD = 4.0  # a largest/smallest parameter ratio beyond which the x axis is logarithmic
+
+
+def paper_years(names) -> dict[str, int]:
+    """The year of each architecture's paper, from the registry's ``year`` class attribute; names without one
+    (or not registered) are left out."""
+    from architectures import model_class
+    years = {}
+    for name in names:
+        try:
+            year = getattr(model_class(name), "year", None)
+        except ValueError:
+            continue
+        if year is not None:
+            years[name] = int(year)
+    return years
+
+
+def _rows(frame) -> list[dict]:
+    """The rows with a usable accuracy and parameter count, as dicts."""
+    if frame is None:
+        return []
+    records = frame.to_dict("records") if hasattr(frame, "to_dict") else list(frame)
+    rows = []
+    for record in records:
+        try:
+            accuracy, params = float(record["val accuracy"]), float(record["params (M)"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if math.isfinite(accuracy) and math.isfinite(params) and params > 0:
+            rows.append({**record, "val accuracy": accuracy, "params (M)": params})
+    return rows
+
+
+def _to_image(figure: Figure) -> Image.Image:
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
+
+
+def _placeholder(message: str) -> Image.Image:
+    figure = Figure(figsize=SIZE_IN, dpi=DPI)
+    figure.text(0.5, 0.5, message, ha="center", va="center", fontsize=13, color="#555")
+    return _to_image(figure)
+
+
+# Offsets (points) tried for a label, nearest first: right, left, above, below, then the diagonals, further out.
+_OFFSETS = [(dx * r, dy * r) for r in (1, 1.8, 2.8, 4)
+            for dx, dy in ((7, -4), (-7, -4), (0, 9), (0, -15), (7, 8), (-7, 8), (7, -14), (-7, -14))]
+
+
+def _place_labels(figure: Figure, ax, xs, ys, labels, radii, avoid=()) -> list:
+    """Put each label next to its point where it overlaps no earlier label, no point and nothing in ``avoid``
+    (artists such as the legend); returns the boxes (display pixels) of the placed labels, for the tests."""
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    figure.draw_without_rendering()   # runs the layout once; it is then frozen so the boxes stay true
+    figure.set_layout_engine("none")
+    axes_box = ax.get_window_extent(renderer)
+    centres = ax.transData.transform(np.column_stack([xs, ys]))
+    obstacles = [(cx - r, cy - r, cx + r, cy + r) for (cx, cy), r in zip(centres, radii)]
+    obstacles += [tuple(artist.get_window_extent(renderer).extents) for artist in avoid]
+    placed: list[tuple[float, float, float, float]] = []
+    scale = figure.dpi / 72  # pixels per point
+
+    def clear(box):
+        x0, y0, x1, y1 = box
+        if x0 < axes_box.x0 or x1 > axes_box.x1 or y0 < axes_box.y0 or y1 > axes_box.y1:
+            return False
+        return not any(x0 < b[2] and b[0] < x1 and y0 < b[3] and b[1] < y1 for b in placed + obstacles)
+
+    boxes = [None] * len(labels)
+    for i in sorted(range(len(labels)), key=lambda i: (ys[i], xs[i])):
+        probe = ax.text(0, 0, labels[i], fontsize=9)
+        extent = probe.get_window_extent(renderer)
+        probe.remove()
+        w, h = extent.width, extent.height
+        cx, cy = centres[i]
+        candidates = []
+        for dx, dy in _OFFSETS:
+            left = cx + dx * scale if dx > 0 else (cx + dx * scale - w if dx < 0 else cx - w / 2)
+            candidates.append((dx, dy, (left, cy + dy * scale, left + w, cy + dy * scale + h)))
+        # Crowded everywhere: the nearest right-hand spot, overlapping rather than leaving a point unnamed.
+        dx, dy, box = next((c for c in candidates if clear(c[2])), candidates[0])
+        far = abs(dx) > 10 or abs(dy) > 16
+        ax.annotate(labels[i], (xs[i], ys[i]), xytext=((box[0] - cx) / scale, (box[1] - cy) / scale),
+                    textcoords="offset points", fontsize=9, ha="left", va="bottom", color="#222",
+                    arrowprops=dict(arrowstyle="-", color="#999", lw=0.7, shrinkA=0, shrinkB=4) if far else None)
+        placed.append(box)
+        boxes[i] = box
+    return boxes
+
+
+def _log_ticks(ax, low: float, high: float) -> None:
+    ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 500, 1000)
+             if low <= t <= high]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _accuracy_axis(ax, accuracies) -> None:
+    low, high = min(accuracies), max(accuracies)
+    pad = max(1.0, (high - low) * 0.15)
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(True, color="#e5e5e5", linewidth=0.8)
+    ax.set_axisbelow(True)
+
+
+def accuracy_vs_parameters(frame, _boxes: list | None = None) -> Image.Image:
+    """Validation accuracy against parameters, every point labelled with its architecture's display name.
+
+    The x axis is logarithmic when the largest model has more than ``LOG_SPREAD`` times the parameters of
+    the smallest. ``_boxes``, if given a list, receives the label boxes (for tests).
+    """
+    rows = _rows(frame)
+    if not rows:
+        return _placeholder("no trained models to plot yet")
+    xs = [row["params (M)"] for row in rows]
+    ys = [row["val accuracy"] * 100 for row in rows]
+    labels = [str(row.get("architecture") or row.get("name") or "?") for row in rows]
+    figure = Figure(figsize=SIZE_IN, dpi=DPI, layout="constrained")
+    ax = figure.add_subplot()
+    ax.scatter(xs, ys, s=40, color=POINT, edgecolor="white", linewidth=0.8, zorder=3)
+    low, high = min(xs), max(xs)
+    if high / low > LOG_SPREAD:
+        ax.set_xscale("log")
+        ax.set_xlim(low / 1.6, high * 1.6)
+        _log_ticks(ax, low / 1.6, high * 1.6)
+    else:
+        span = max(high - low, 0.2 * high, 0.05)
+        ax.set_xlim(max(0, low - span * 0.35), high + span * 0.35)
+    _accuracy_axis(ax, ys)
+    ax.set_xlabel("parameters (millions)")
+    ax.set_title("Accuracy against size: up and to the left is better", fontsize=12)
+    boxes = _place_labels(figure, ax, xs, ys, labels, [5] * len(xs))
+    if _boxes is not None:
+        _boxes.extend(boxes)
+    return _to_image(figure)
+
+
+def evolution(frame, years: dict[str, int], _boxes: list | None = None) -> Image.Image:
+    """Accuracy by the year of the architecture's paper; a point's area is proportional to its parameters.
+
+    ``years`` maps registry names to years (``paper_years``); rows whose name has no year are left out.
+    """
+    rows = [row for row in _rows(frame) if years.get(row.get("name")) is not None]
+    if not rows:
+        return _placeholder("no trained models with a paper year to plot yet")
+    xs = [float(years[row["name"]]) for row in rows]
+    ys = [row["val accuracy"] * 100 for row in rows]
+    params = [row["params (M)"] for row in rows]
+    labels = [str(row.get("architecture") or row["name"]) for row in rows]
+    per_million = 220 / max(params)  # the largest model gets a marker of 220 points² area
+    sizes = [max(12.0, p * per_million) for p in params]
+    figure = Figure(figsize=SIZE_IN, dpi=DPI, layout="constrained")
+    ax = figure.add_subplot()
+    ax.scatter(xs, ys, s=sizes, color=POINT, alpha=0.75, edgecolor="white", linewidth=0.8, zorder=3)
+    first, last = min(xs), max(xs)
+    span = max(last - first, 4)
+    ax.set_xlim(first - span * 0.12, last + span * 0.22)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.0f}"))
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    _accuracy_axis(ax, ys)
+    ax.set_xlabel("year of the paper")
+    ax.set_title("How CNNs evolved: accuracy by the year of the paper", fontsize=12)
+    # The size legend: three reference models, rounded to readable sizes.
+    nice = [v for v in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
+            if min(params) / 2 <= v <= max(params)]
+    references = nice[-3:] or [float(f"{max(params):.1g}")]
+    for value in references:
+        ax.scatter([], [], s=max(12.0, value * per_million), color=POINT, alpha=0.75, edgecolor="white",
+                   label=f"{value:g} M")
+    legend = ax.legend(title="area:\nparameters", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8,
+                       title_fontsize=8, labelspacing=1.4, borderpad=0.9, frameon=False)
+    radii = [math.sqrt(s) / 2 * DPI / 72 for s in sizes]  # marker size is an area in points²
+    boxes = _place_labels(figure, ax, xs, ys, labels, radii, avoid=[legend])
+    if _boxes is not None:
+        _boxes.extend(boxes)
+    return _to_image(figure)
