@@ -124,7 +124,7 @@ def architecture_panel(architecture):
     panel = SERVICE.panel(architecture)
     spec = gr.update(value=panel.class_specificity, visible=panel.class_specificity is not None)
     has_se = gr.update(visible=panel.has_se)
-    return panel.card, gr.update(maximum=panel.depth, value=panel.depth), spec, has_se, has_se
+    return panel.card, gr.update(maximum=panel.depth, value=panel.depth), spec, has_se, has_se, panel.diagram
 
 
 @shown_as_dialog
@@ -136,26 +136,22 @@ def compare(image, progress=gr.Progress()):
 
 
 def zoo_table(current=None, zoo_current=None):
-    """(table, accuracy plot data, note, dropdown updates) from the checkpoints' config files. The dropdowns
-    keep their choice when it has a checkpoint; otherwise they move to the most accurate."""
+    """(table, accuracy-against-parameters plot, evolution plot, note, dropdown updates) from the checkpoints'
+    config files. The dropdowns keep their choice when it has a checkpoint; otherwise they move to the most
+    accurate."""
     configs = STORE.configs(fetch=bool(STORE.repo))
     frame = SERVICE.zoo.frame(configs)
-    # Accuracy against latency once it is measured on this machine, against parameters until then.
-    measured = len(frame) > 0 and frame["latency (ms)"].notna().all()
-    x = "latency (ms)" if measured else "params (M)"
-    plot = gr.update(value=frame[["architecture", x, "val accuracy"]] if len(frame) else None, x=x,
-                     label=f"Validation accuracy against {'latency' if measured else 'parameters'}")
     best, choices = serve.best_architecture(configs), serve.architecture_choices(configs)
     zoo_choices = [(label, value) for label, value in choices if value in configs] or choices
-    return (frame, plot, SERVICE.zoo.note(configs),
+    return (frame, *SERVICE.zoo.plots(frame), SERVICE.zoo.note(configs),
             gr.update(choices=choices, value=current if current in configs else best),
             gr.update(choices=zoo_choices, value=zoo_current if zoo_current in configs else best))
 
 
 def measure_latency(progress=gr.Progress()):
-    """Time every available model on this machine; the zoo table and the plot, now of accuracy against latency."""
+    """Time every available model on this machine again; the zoo table with its latency column."""
     SERVICE.zoo.measure_latency(progress=lambda fraction, name: progress(fraction, desc=name))
-    return zoo_table()[:2]
+    return zoo_table()[0]
 
 
 zoo_details = shown_as_dialog(SERVICE.zoo_details)
@@ -244,6 +240,8 @@ def build_demo() -> gr.Blocks:
                             se_spec = gr.Image(label="SE class-specificity by depth (validation split)",
                                                visible=False, interactive=False)
                         card = gr.Markdown(serve.architecture_card(STORE, default), label="architecture card")
+                        diagram = gr.Image(label="How it is built (traced from the model)", interactive=False,
+                                           format="png", elem_id="architecture-diagram")
 
             with gr.Tab("Compare", id="compare"):
                 gr.Markdown("Every architecture with a checkpoint on the same image: do they agree, how sure "
@@ -272,19 +270,25 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     latency_run = gr.Button("Measure latency on this machine")
                     refresh = gr.Button("Reload checkpoints")
-                zoo_plot = gr.ScatterPlot(x="params (M)", y="val accuracy", color="architecture",
-                                          label="Validation accuracy against parameters", height=320)
+                with gr.Row():
+                    zoo_plot = gr.Image(label="Validation accuracy against parameters", interactive=False,
+                                        format="png", elem_id="zoo-plot")
+                    evolution = gr.Image(label="How CNNs evolved: accuracy by the year of the paper",
+                                         interactive=False, format="png", elem_id="zoo-evolution")
                 zoo_arch = gr.Dropdown(serve.architecture_choices(configs), value=default, label="Training details of")
                 with gr.Row():
                     curves = gr.Image(label="Training curves", interactive=False)
                     confusion = gr.Image(label="Confusion matrix (validation split)", interactive=False)
-                zoo_card = gr.Markdown(label="architecture card")
+                with gr.Row():
+                    zoo_card = gr.Markdown(label="architecture card")
+                    zoo_diagram = gr.Image(label="How it is built (traced from the model)", interactive=False,
+                                           format="png", elem_id="zoo-diagram")
 
         # Classify: the label first (the /predict API), then the details, then the explanation; the served
         # prediction is computed by the first and reused by the other two (serve.ZooService.served_prediction).
         explain_inputs = [image, architecture, method, layer, target, opacity]
         explain_outputs = [overlay, se_plot, faithfulness, explain_note, se_map]
-        panel_outputs = [card, layer, se_spec, se_plot, se_map]
+        panel_outputs = [card, layer, se_spec, se_plot, se_map, diagram]
         raw = dict(preprocess=False)  # the handlers decode uploads themselves (serve.uploads)
 
         def then_describe_and_explain(event, suffix: str = "", visibility: str = "public"):
@@ -312,14 +316,15 @@ def build_demo() -> gr.Blocks:
         compare_image.change(compare, [compare_image], compare_outputs, api_name="compare_on_change",
                              api_visibility="undocumented", trigger_mode="always_last", **raw)
 
-        zoo_outputs = [zoo_frame, zoo_plot, zoo_note, architecture, zoo_arch]
+        zoo_outputs = [zoo_frame, zoo_plot, evolution, zoo_note, architecture, zoo_arch]
+        details_outputs = [curves, confusion, zoo_card, zoo_diagram]
         refresh.click(zoo_table, [architecture, zoo_arch], zoo_outputs, api_name="zoo")
-        latency_run.click(measure_latency, None, [zoo_frame, zoo_plot], api_name="measure_latency")
-        zoo_arch.change(zoo_details, [zoo_arch], [curves, confusion, zoo_card], api_name="zoo_details")
+        latency_run.click(measure_latency, None, [zoo_frame], api_name="measure_latency")
+        zoo_arch.change(zoo_details, [zoo_arch], details_outputs, api_name="zoo_details")
         # On page load: pick up checkpoints trained since the server started, then fill the panels.
         demo.load(zoo_table, [architecture, zoo_arch], zoo_outputs, api_name="zoo_on_load",
                   api_visibility="undocumented").then(
-            zoo_details, [zoo_arch], [curves, confusion, zoo_card], api_name="zoo_details_on_load",
+            zoo_details, [zoo_arch], details_outputs, api_name="zoo_details_on_load",
             api_visibility="undocumented").then(
             architecture_panel, [architecture], panel_outputs, api_name="architecture_panel_on_load",
             api_visibility="undocumented")

@@ -7,6 +7,7 @@ prediction is computed once, by the first, and reused by the others. Errors a us
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -18,6 +19,7 @@ import pandas as pd
 from PIL import Image
 
 import explain
+from explain.diagram import diagram_for
 from explain.verdict import map_verdict
 from architectures import check_name, create_model, list_models, model_class
 from preprocess import model_view
@@ -114,6 +116,7 @@ class Panel:
     depth: int                        # CAM layers of the loaded model (the slider's maximum and value)
     class_specificity: Image.Image | None
     has_se: bool
+    diagram: Image.Image              # the architecture's block diagram, traced from the model (cached)
 
 
 @dataclass
@@ -198,7 +201,13 @@ class ZooService:
                 pass
             version = _profiles_version(config["_folder"])
             specificity = None if version is None else _class_specificity_plot(*version)
-        return Panel(architecture_card(self.store, name), depth, specificity, default_has_se(name))
+        return Panel(architecture_card(self.store, name), depth, specificity, default_has_se(name), self.diagram(name))
+
+    def diagram(self, name: str) -> Image.Image:
+        """The block diagram of ``name`` as its checkpoint builds it (default settings without one); drawn once."""
+        config = self.store.config(name) or {}
+        return diagram_for(name, json.dumps(config.get("arch_args", {}), sort_keys=True),
+                           len(config.get("class_names", [])) or 10)
 
     def explain(self, image, architecture, method=RECOMMENDED, layer=None, target=PREDICTED,
                 opacity=0.5) -> Explanation | None:
@@ -302,21 +311,21 @@ class ZooService:
         return pd.DataFrame(table, columns=COMPARE_HEADERS), gallery, compare_summary(answered, majority)
 
     # -- Model zoo -------------------------------------------------------------------------------------
-    def zoo_details(self, architecture) -> tuple[Image.Image | None, Image.Image | None, str]:
-        """Training curves, confusion matrix and card of one architecture."""
+    def zoo_details(self, architecture) -> tuple[Image.Image | None, Image.Image | None, str, Image.Image]:
+        """Training curves, confusion matrix, card and block diagram of one architecture."""
         try:
             name = check_name(architecture)
         except ValueError as error:
             raise RequestError(str(error), title="Unknown architecture") from None
         config = self.store.config(name)
-        card = architecture_card(self.store, name)
+        card, diagram = architecture_card(self.store, name), self.diagram(name)
         if config is None:
-            return None, None, card
+            return None, None, card, diagram
         folder = Path(config["_folder"])
         confusion = checkpoint_picture(folder, "confusion.png")
         if confusion is None:
             card += "\n\nNo confusion matrix yet (`python -m tools.finish_checkpoint` writes `confusion.png`)."
-        return checkpoint_picture(folder, "curves.png"), confusion, card
+        return checkpoint_picture(folder, "curves.png"), confusion, card, diagram
 
 
 def compare_summary(answered: list, majority: str) -> str:

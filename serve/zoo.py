@@ -18,6 +18,7 @@ from architectures import create_model, list_models, model_class
 from architectures.measure import count_macs
 from preprocess import ImageDecodeError, load_image
 
+from . import zoo_plots
 from .store import ModelStore, ModelUnavailable
 
 ZOO_HEADERS = ["architecture", "name", "val accuracy", "without TTA", "params (M)", "MMACs", "size (MB)",
@@ -110,6 +111,15 @@ class ZooTable:
     def __init__(self, store: ModelStore):
         self.store = store
         self.latency_ms: dict[str, float] = {}
+        self._plots: dict[tuple, tuple] = {}  # drawn once per set of checkpoints (a page load asks each time)
+
+    def plots(self, frame: pd.DataFrame) -> tuple:
+        """(accuracy against parameters, accuracy by the paper's year), every point labelled."""
+        key = tuple(map(tuple, frame[["name", "architecture", "val accuracy", "params (M)"]].itertuples(index=False)))
+        if key not in self._plots:
+            self._plots = {key: (zoo_plots.accuracy_vs_parameters(frame),
+                                 zoo_plots.evolution(frame, zoo_plots.paper_years(frame["name"])))}
+        return self._plots[key]
 
     def frame(self, configs: dict[str, dict]) -> pd.DataFrame:
         rows = []

@@ -197,10 +197,62 @@ def test_compare_fills_table_and_gallery(page, tmp_path):
         majority = re.search(r"Majority vote: (\w+) \((\d+) of (\d+)", summary.inner_text())
         assert majority and majority[1] in CIFAR10 and majority[3] == str(len(list_models())), summary.inner_text()
 
+        # Every map of the gallery carries its verdict in its caption.
+        sync_api.expect(page.locator("#compare-gallery")).to_contain_text(re.compile(r"\(map (passed|failed)\)"))
+
         thumbnails = page.locator("#compare-gallery img")
         sync_api.expect(thumbnails).to_have_count(len(list_models()))
         for index in (0, len(list_models()) - 1):
             loaded_image(page, thumbnails.nth(index))
+        assert_no_errors(page)
+
+
+def test_a_small_upload_gets_a_large_overlay_and_a_verdict(page, tmp_path):
+    """A CIFAR-sized upload: the overlay is drawn at 256 px or more, and the note opens with the verdict."""
+    small = tmp_path / "small.png"
+    with Image.open(PHOTO) as photo:
+        photo.convert("RGB").resize((32, 32)).save(small)
+    with screenshot(page, tmp_path / "classify_small.png"):
+        page.locator("#classify-image input[type=file]").set_input_files(small)
+        sync_api.expect(page.locator("#cam-overlay img")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+        wait_until_idle(page)
+        overlay = loaded_image(page, page.locator("#cam-overlay img"))
+        assert min(overlay.size) >= 256, overlay.size
+        shown = page.locator("#classify-image img").bounding_box()
+        assert shown and min(shown["width"], shown["height"]) >= 200, shown  # the input is not a stamp either
+        note = page.locator("#explain-note")
+        sync_api.expect(note).to_contain_text(re.compile(r"^\W*(Trustworthy|Not trustworthy) for this image"))
+        sync_api.expect(page.locator("#faithfulness")).to_be_visible()
+        assert_no_errors(page)
+
+
+def test_every_architecture_shows_its_block_diagram(page, tmp_path):
+    diagram = page.locator("#architecture-diagram img")
+    seen = set()
+    with screenshot(page, tmp_path / "diagram.png"):
+        for name in list_models():
+            if not page.locator("#architecture input").input_value().startswith(model_class(name).display_name):
+                pick_architecture(page, name)
+            wait_until_idle(page)
+            picture = loaded_image(page, diagram)
+            assert picture.width >= 600, (name, picture.size)
+            seen.add(picture.tobytes())
+        assert len(seen) == len(list_models())  # one diagram each, drawn from each model
+        assert_no_errors(page)
+
+
+def test_model_zoo_plots_diagram_and_latency_without_a_click(page, tmp_path):
+    page.get_by_role("tab", name="Model zoo").click()
+    with screenshot(page, tmp_path / "zoo_plots.png"):
+        for element in ("#zoo-plot img", "#zoo-evolution img", "#zoo-diagram img"):
+            assert loaded_image(page, page.locator(element)).width >= 600, element
+        table = page.locator("#zoo-table")
+        deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
+        while not all(grid_cells(table, "latency (ms)")):  # measured in the background after start-up
+            assert time.monotonic() < deadline, grid_cells(table, "latency (ms)")
+            page.get_by_role("button", name="Reload checkpoints").click()
+            wait_until_idle(page)
+        assert all(float(text) > 0 for text in grid_cells(table, "latency (ms)"))
         assert_no_errors(page)
 
 
