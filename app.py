@@ -53,6 +53,7 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 32 * 2**20, trim_threshol
 
 tune_malloc()
 
+from serve import zerogpu  # noqa: E402  first: on ZeroGPU it imports `spaces` before anything touches CUDA
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
@@ -94,19 +95,24 @@ def shown_as_dialog(handler):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Handlers: each turns what the service returns into what the components show.
+# Handlers: each turns what the service returns into what the components show. Those that run a model
+# carry zerogpu.gpu(seconds): on ZeroGPU each call borrows a GPU for at most that long (a cold worker first
+# spends a few seconds on CUDA and copying the weights); elsewhere it changes nothing.
+@zerogpu.gpu(duration=10)
 @shown_as_dialog
 def predict(image, architecture):
     """The top classes of ``architecture`` for ``image``: {class name: probability}."""
     return SERVICE.predict(image, architecture)
 
 
+@zerogpu.gpu(duration=10)
 @shown_as_dialog
 def describe(image, architecture):
     """The out-of-distribution note beside the label and the model's 32 x 32 view of the image."""
     return SERVICE.describe(image, architecture)
 
 
+@zerogpu.gpu(duration=15)  # two CAMs (the model's and its random twin's) and the deletion check
 @shown_as_dialog
 def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, target=PREDICTED, opacity=0.5):
     """Overlay, SE excitation plot, faithfulness data, note and SE-weighted map (see ``ZooService.explain``)."""
@@ -127,6 +133,7 @@ def architecture_panel(architecture):
     return panel.card, gr.update(maximum=panel.depth, value=panel.depth), spec, has_se, has_se, panel.diagram
 
 
+@zerogpu.gpu(duration=30)  # eleven models, each with two CAMs and the deletion check
 @shown_as_dialog
 def compare(image, progress=gr.Progress()):
     """Every architecture on one image: (table, gallery of CAM overlays, summary)."""
@@ -148,6 +155,7 @@ def zoo_table(current=None, zoo_current=None):
             gr.update(choices=zoo_choices, value=zoo_current if zoo_current in configs else best))
 
 
+@zerogpu.gpu(duration=30)  # 25 passes of each of eleven models
 def measure_latency(progress=gr.Progress()):
     """Time every available model on this machine again; the zoo table with its latency column."""
     SERVICE.zoo.measure_latency(progress=lambda fraction, name: progress(fraction, desc=name))
@@ -335,6 +343,8 @@ def build_demo() -> gr.Blocks:
 demo = build_demo()
 
 if __name__ == "__main__":
+    if zerogpu.on_zerogpu():
+        zerogpu.preload(STORE)  # every model on (emulated) CUDA before the launch, where ZeroGPU packs them
     demo.launch(
         prevent_thread_lock=True,  # answer first; then import the CAM library while the server waits for clients
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
@@ -348,5 +358,6 @@ if __name__ == "__main__":
         theme=gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                              font_mono=["ui-monospace", "monospace"]),
     )
-    threading.Thread(target=after_start_up, name="warm-up", daemon=True).start()
+    if not zerogpu.on_zerogpu():  # there the preload warmed up, and the GPU exists only inside a handler
+        threading.Thread(target=after_start_up, name="warm-up", daemon=True).start()
     demo.block_thread()

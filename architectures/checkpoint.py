@@ -211,7 +211,9 @@ def load_pretrained(path_or_repo_id, revision: str | None = None, device: str | 
         raise CheckpointError(f"{folder} has no {WEIGHTS_NAME}")
     model = create_model(config["arch"], num_classes=len(config["class_names"]), **config.get("arch_args", {}))
     try:
-        state = load_file(weights_path, device=str(device))
+        # Read on the CPU: load_state_dict copies into the model's CPU tensors anyway, and ZeroGPU's CUDA
+        # emulation at start-up does not catch safetensors' own device copy (serve/zerogpu.py).
+        state = load_file(weights_path)
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{weights_path} is not a readable safetensors file: {error}") from None
     expected = model.state_dict()
