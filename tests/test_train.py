@@ -261,14 +261,15 @@ def test_arch_args_build_another_width_that_the_checkpoint_and_command_carry(tmp
 
 
 def test_a_state_saved_before_a_setting_existed_resumes_with_its_default(tmp_path, tiny_folder):
-    """Runs paused by older code have no arch_args in their fingerprint: they ran with the default."""
+    """Runs paused by older code have no arch_args or cpu_bf16 in their fingerprint: they ran with the default
+    (the recipe's, for cpu_bf16)."""
     straight = train(tiny_config(tmp_path / "a", tiny_folder, epochs=2))
     train(tiny_config(tmp_path / "b", tiny_folder, epochs=2, max_epochs_this_run=1))
     state = tmp_path / "b" / "run" / STATE_NAME
     with safe_open(state, framework="pt") as handle:
         metadata = handle.metadata()
     info = json.loads(metadata["info"])
-    del info["fingerprint"]["arch_args"]
+    del info["fingerprint"]["arch_args"], info["fingerprint"]["cpu_bf16"]
     save_file(load_file(state), state, metadata={**metadata, "info": json.dumps(info)})
     resumed = train(tiny_config(tmp_path / "b", tiny_folder, epochs=2, resume=True))
     assert resumed["val_accuracy"] == straight["val_accuracy"]

@@ -8,7 +8,8 @@ AdamW. Learning rates are per batch of ``batch_size`` images.
 from __future__ import annotations
 
 BASE = dict(epochs=5, batch_size=256, lr=0.2, weight_decay=5e-4, optimizer="sgd", label_smoothing=0.1,
-            warmup_epochs=0.5, ema_decay=0.0, translate=4, cutout=0, cutmix=0.0)
+            warmup_epochs=0.5, ema_decay=0.0, translate=4, cutout=0, cutmix=0.0,
+            cpu_bf16=False)
 
 # Epoch counts fit the first checkpoints' budget: about 8 minutes each on a 2-core CPU (images/s measured
 # per architecture; see bench/). Seven nets have since been widened (the shipped checkpoints, trained on a

@@ -315,13 +315,13 @@ def raise_if_nonfinite(flags: list, arch: str, epoch: int, first_step: int, step
 
 
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast on CUDA when asked; on the CPU only where the recipe says it pays (see recipes.py)."""
+    """bf16 autocast on CUDA when asked; on the CPU only with ``cpu_bf16`` (the recipe's: where it pays)."""
     if not cfg.bf16:
         return False
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     # Without native bf16 instructions (AVX512-BF16/AMX) the CPU emulates it, far slower than fp32.
-    return bool(recipe_for(cfg.arch).get("cpu_bf16", False)) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return bool(cfg.cpu_bf16) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def check_swa(cfg: TrainConfig) -> None:
@@ -437,9 +437,13 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     history, start_epoch, train_seconds = [], 0, 0.0
     if cfg.resume and state_path.exists():
         # Checked before loading (an unreadable state is load_state's to report): changed settings, arch_args
-        # say, may not even fit the saved weights. A state saved before a setting existed ran with its default.
+        # say, may not even fit the saved weights. A state saved before a setting existed ran with its default,
+        # the recipe's for a setting the recipe fills.
         if saved:
-            before = {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **saved["fingerprint"]}
+            recipe = recipe_for(cfg.arch)
+            defaults = {f.name: recipe.get(f.name) if f.default is None else f.default
+                        for f in dataclasses.fields(TrainConfig)}
+            before = {**defaults, **saved["fingerprint"]}
             changed = sorted(k for k in fingerprint if before.get(k) != fingerprint[k])
             if changed:
                 raise ValueError(f"cannot resume {state_path}: settings changed since it was saved: {changed}")
