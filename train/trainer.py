@@ -137,8 +137,8 @@ def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, val_x, va
     The trial trains a fresh copy of the architecture for up to ten seconds (a twentieth of the budget for
     short budgets) after a few warm-up steps, so it measures this machine under its present load, other
     runs sharing the GPU included. It also times what each epoch adds after training (validation, saving
-    the state): on an H100 shared by eleven runs that was a third of a 3-second epoch, and leaving it out
-    overran the budget by as much. ``safety`` leaves room for drift.
+    the state): on a GPU shared by many runs that can be a large share of a short epoch, and leaving it out
+    overruns the budget by as much. ``safety`` leaves room for drift.
     """
     model = create_model(cfg.arch, num_classes=num_classes, **(arch_args or {}))
     model = model.to(device, memory_format=memory_format).train()
@@ -163,9 +163,8 @@ def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, val_x, va
     synchronize(device)
     images_per_second = steps * cfg.batch_size / (time.perf_counter() - started)
     channels_last = memory_format == torch.channels_last
-    # The first pass also pays one-off costs (cuDNN's algorithm search for the evaluation shapes, say): timed as
-    # every epoch's, it cost EfficientNet 14.8 s an epoch on an H100 shared by nine runs, and a third of its
-    # budget went unused. Time the second.
+    # The first pass also pays one-off costs (cuDNN's algorithm search for the evaluation shapes, say): charged
+    # to every epoch, they would leave much of the budget unused. Time the second.
     evaluate(model, val_x, val_y, mean, std, autocast=autocast, channels_last=channels_last)
     started = time.perf_counter()
     evaluate(model, val_x, val_y, mean, std, autocast=autocast, channels_last=channels_last)
