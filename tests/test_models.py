@@ -12,6 +12,7 @@ from architectures import create_model, list_models, load_pretrained, save_pretr
 from architectures._blocks import SqueezeExcite, ZooModel
 from architectures._registry import model_class
 from train.config import TrainConfig
+from train.recipes import recipe_for
 
 MAX_CHECKPOINT_BYTES = 10 * 1000 * 1000
 # Modules of the package that hold shared code, not an architecture.
@@ -52,6 +53,8 @@ def test_every_model_carries_its_facts(name):
     fillable = {f.name for f in dataclasses.fields(TrainConfig) if f.default is None}
     assert isinstance(cls.recipe, dict) and "epochs" in cls.recipe
     assert set(cls.recipe) <= fillable, set(cls.recipe) - fillable
+    resolved = TrainConfig(arch=name).resolved(recipe_for(name))  # over train.recipes.BASE, every field is set
+    assert all(getattr(resolved, key) == value for key, value in cls.recipe.items())
 
 
 def test_duplicate_registration_is_refused():
