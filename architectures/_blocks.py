@@ -75,13 +75,30 @@ class ZooModel(nn.Module):
 
     ``forward_features`` returns the last spatial feature map (B x C x H x W) and ``forward_head`` turns
     it into logits. ``cam_layers`` names the modules Grad-CAM may hook, shallow to deep; the last one is
-    the default. ``key_idea`` and ``paper`` feed the app's architecture card.
+    the default.
+
+    The architecture's own facts travel with its class, so a new model is one file:
+
+    - ``display_name``, ``key_idea``, ``paper`` (a link), ``year`` (of that paper's publication): the app's
+      architecture card and the README.
+    - ``seed_accuracy``: the seed project's validation accuracy, percent, after 10 epochs at 224 px (from its
+      README); None where it had no such model. ``goal_accuracy``: the percent this zoo aims at, near the best
+      public CIFAR-10 results of the family (issue #5).
+    - ``recipe``: the default training recipe, as ``TrainConfig`` field overrides over
+      ``train.recipes.BASE``: the first stage of the shipped checkpoint, so ``python -m train --arch NAME``
+      trains what that stage trained. ``recipe_accuracy``: the validation accuracy (percent, model alone, no
+      test-time augmentation) that one run of the recipe reached; None where no run of it is on record.
     """
 
     cam_layers: tuple[str, ...] = ()
     display_name: str = ""
     key_idea: str = ""
     paper: str = ""
+    year: int | None = None
+    seed_accuracy: float | None = None
+    goal_accuracy: float | None = None
+    recipe: dict = {}  # read, never mutated: train.recipes.recipe_for copies it over BASE
+    recipe_accuracy: float | None = None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

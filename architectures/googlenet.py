@@ -48,8 +48,14 @@ class GoogLeNet(ZooModel):
                 "each layer mixes several receptive fields; 1x1 bottlenecks keep it cheap. It beat VGG with "
                 "a tenth of the parameters.")
     paper = "https://arxiv.org/abs/1409.4842"
+    year = 2015
+    seed_accuracy = 80.3
+    goal_accuracy = 93.0
+    # The shipped checkpoint's first stage (stages[0] of its config.json); later stages fine-tuned it.
+    recipe = {"epochs": 28, "batch_size": 512, "lr": 0.4, "cutout": 8}
+    recipe_accuracy = 88.78  # model alone, validation split, one run: that stage's figure
 
-    # Half GoogLeNet's width: a quarter (the first checkpoints) plateaued near 88% on CIFAR-10.
+    # Half GoogLeNet's width: at a quarter it plateaued well short of its goal on CIFAR-10.
     def __init__(self, num_classes=10, width=0.5, stem_width=64, dropout=0.2):
         super().__init__()
         self.stem = ConvBNAct(3, stem_width, 3)

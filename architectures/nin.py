@@ -29,6 +29,12 @@ class NIN(ZooModel):
                 "one map per class replaces the fully connected classifier, cutting parameters and making "
                 "each final map a class-confidence map.")
     paper = "https://arxiv.org/abs/1312.4400"
+    year = 2014
+    seed_accuracy = 71.0
+    goal_accuracy = 91.0
+    # The shipped checkpoint's only stage.
+    recipe = {"epochs": 79, "batch_size": 512, "lr": 0.2, "cutout": 8}
+    recipe_accuracy = 89.04  # model alone, validation split, one run: the last epoch of its log.jsonl
 
     def __init__(self, num_classes=10, widths=(96, 192, 192), dropout=0.1):
         super().__init__()

@@ -26,6 +26,16 @@ class VGG(PlainConvNet):
                 "see as far as large ones with fewer weights and more non-linearity. Depth, not kernel size, "
                 "buys accuracy.")
     paper = "https://arxiv.org/abs/1409.1556"
+    year = 2015
+    seed_accuracy = 75.9
+    goal_accuracy = 93.0
+    # The shipped checkpoint's first stage without its teachers: that stage also distilled from earlier
+    # checkpoints (--teacher checkpoints/vgg,checkpoints/bn_convnet,checkpoints/resnet,checkpoints/senet),
+    # which a default cannot name since they must exist first. Its --arch-args width_multiplier 0.75 is the
+    # class default. No run of the recipe without teachers is on record, so no accuracy is claimed for it;
+    # the distilled stage's figure is in the checkpoint's config (stages[0]).
+    recipe = {"epochs": 57, "batch_size": 512, "lr": 0.4, "cutout": 8}
+    recipe_accuracy = None
 
     def __init__(self, num_classes=10, variant="vgg9", width_multiplier=0.75, dropout=0.0):
         if variant not in VGG_STAGES:

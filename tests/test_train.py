@@ -261,14 +261,15 @@ def test_arch_args_build_another_width_that_the_checkpoint_and_command_carry(tmp
 
 
 def test_a_state_saved_before_a_setting_existed_resumes_with_its_default(tmp_path, tiny_folder):
-    """Runs paused by older code have no arch_args in their fingerprint: they ran with the default."""
+    """Runs paused by older code have no arch_args or cpu_bf16 in their fingerprint: they ran with the default
+    (the recipe's, for cpu_bf16)."""
     straight = train(tiny_config(tmp_path / "a", tiny_folder, epochs=2))
     train(tiny_config(tmp_path / "b", tiny_folder, epochs=2, max_epochs_this_run=1))
     state = tmp_path / "b" / "run" / STATE_NAME
     with safe_open(state, framework="pt") as handle:
         metadata = handle.metadata()
     info = json.loads(metadata["info"])
-    del info["fingerprint"]["arch_args"]
+    del info["fingerprint"]["arch_args"], info["fingerprint"]["cpu_bf16"]
     save_file(load_file(state), state, metadata={**metadata, "info": json.dumps(info)})
     resumed = train(tiny_config(tmp_path / "b", tiny_folder, epochs=2, resume=True))
     assert resumed["val_accuracy"] == straight["val_accuracy"]
@@ -558,7 +559,7 @@ def test_parallel_retries_a_diverging_run_then_reports_it(tmp_path, tiny_folder)
 
 def test_parallel_scales_learning_rates_and_adds_flags_for_one_architecture():
     from train.parallel import Run, parse_args, train_command
-    from train.recipes import lr_for_batch
+    from train.recipes import lr_for_batch, recipe_for
 
     args = parse_args(["--data", "d", "--time-budget", "60", "--batch-size", "512", "--lr-scale", "0.5",
                        "--arch-flags", "mlpmixer=--cutmix 0.5", "--", "--init-from", "checkpoints/{arch}"])
@@ -570,7 +571,8 @@ def test_parallel_scales_learning_rates_and_adds_flags_for_one_architecture():
     # Without --batch-size, a scaled rate still has to be passed explicitly.
     plain = train_command(parse_args(["--data", "d", "--time-budget", "60", "--lr-scale", "0.4"]),
                           Run("vgg", 0.08, 60), threads=1)
-    assert plain[plain.index("--lr") + 1] == "0.08" and plain[plain.index("--batch-size") + 1] == "256"
+    assert plain[plain.index("--lr") + 1] == "0.08"
+    assert plain[plain.index("--batch-size") + 1] == str(recipe_for("vgg")["batch_size"])  # the recipe's
 
 
 def test_parallel_takes_one_runs_explicit_learning_rate_and_halves_it_on_a_retry():
@@ -733,3 +735,70 @@ def test_teacher_report_scores_each_teacher_and_their_average(tmp_path, tiny_fol
         assert abs(shown - recorded) < 1e-3  # the same split and single view the training run scored
     assert "together" in lines
     assert main(["--teacher", str(tmp_path / "none"), "--data", str(tiny_folder)]) == 2
+
+
+def test_each_recipe_is_its_shipped_checkpoints_first_stage():
+    """Every option the first stage's command gave is the recipe's (or, for --arch-args, the class default),
+    except teachers, which a default cannot name; recipe_accuracy is what that stage reached."""
+    from architectures import default_args, list_models, model_class
+    from train.recipes import recipe_for
+
+    checked = 0
+    for arch in list_models():
+        path = REPO_ROOT / "checkpoints" / arch / "config.json"
+        if not path.is_file():
+            continue
+        config = json.loads(path.read_text())
+        first = (config.get("stages") or [config])[0]
+        stage = parse_config(shlex.split(first["command"])[3:])
+        recipe, cls = recipe_for(arch), model_class(arch)
+        given = {k: v for k, v in vars(stage).items() if k in TrainConfig.__dataclass_fields__ and v is not None
+                 and k in recipe}
+        assert given and all(recipe[k] == v for k, v in given.items()), (arch, given)
+        # What neither the first nor the last stage's command gave was the recipe's of the time, which the
+        # config's recipe block records (that of the last stage).
+        last = parse_config(shlex.split((config.get("stages") or [config])[-1]["command"])[3:])
+        unsaid = {k for k in config["recipe"] if k in recipe and k not in given and getattr(last, k) is None}
+        assert unsaid and all(recipe[k] == config["recipe"][k] for k in unsaid), (arch, unsaid)
+        arch_args = json.loads(stage.arch_args or "{}")
+        assert all(default_args(arch)[k] == v for k, v in arch_args.items()), (arch, arch_args)
+        assert all(default_args(arch)[k] == (tuple(v) if isinstance(v, list) else v)
+                   for k, v in config["arch_args"].items()), (arch, config["arch_args"])
+        if stage.teacher:
+            assert "teacher" not in cls.recipe and cls.recipe_accuracy is None, arch
+        elif config.get("stages"):
+            assert cls.recipe_accuracy == pytest.approx(100 * first["val_accuracy"]), arch
+        else:  # trained in one go: the run's own last validation, as its log recorded it
+            last = json.loads((path.parent / "log.jsonl").read_text().splitlines()[-1])
+            assert cls.recipe_accuracy == pytest.approx(100 * last["val_accuracy"], abs=0.005), arch
+        checked += 1
+    assert checked or not (REPO_ROOT / "checkpoints").is_dir()
+
+
+def test_training_summary_counts_stages_and_names_the_teachers():
+    from train.recipes import training_summary
+
+    teachers = [{"checkpoint": "checkpoints/vgg", "arch": "vgg"}, {"checkpoint": "checkpoints/resnet", "arch": "resnet"}]
+    assert training_summary({"command": "python -m train --arch nin"}) == "1 stage"
+    assert training_summary({"teachers": teachers[:1]}) == "1 stage, distilled from vgg"
+    stages = [{}, {}, {"teachers": teachers[:1]}, {"teachers": teachers}]
+    assert training_summary({"stages": stages}) == "4 stages; stages 3-4 distilled from vgg, resnet"
+    assert training_summary({"stages": [{}, {"teachers": teachers}]}) == "2 stages; stage 2 distilled from vgg, resnet"
+    assert training_summary({"stages": [{"teachers": teachers}, {}, {"teachers": teachers}]}) == \
+        "3 stages; stages 1, 3 distilled from vgg, resnet"
+
+
+def test_recipe_table_lists_every_architecture_with_its_recipe_and_checkpoint(tmp_path):
+    from architectures import list_models
+    from train.recipes import recipe_for, recipe_table
+
+    (tmp_path / "resnet").mkdir()
+    (tmp_path / "resnet" / "config.json").write_text(json.dumps({"stages": [{}, {"teachers": [{"arch": "vgg"}]}]}))
+    rows = {line.split("`")[1]: line for line in recipe_table(tmp_path).splitlines() if line.startswith("| ") and "`" in line}
+    assert list(rows) == list_models()
+    for arch, row in rows.items():
+        recipe = recipe_for(arch)
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[1:5] == [str(recipe["epochs"]), str(recipe["batch_size"]), f"{recipe['lr']:g}", recipe["optimizer"]]
+        assert cells[-1] == ("2 stages; stage 2 distilled from vgg" if arch == "resnet" else "none")
+    assert "`--cutout 8`" in rows["resnet"] and "`--weight-decay 0.05`" in rows["mlpmixer"]

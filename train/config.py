@@ -44,6 +44,7 @@ class TrainConfig:
     teacher_weight: float = 0.5          # share of the target that is the teacher's probabilities (with --teacher)
     device: str = "auto"                 # "auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:1"...
     bf16: bool = True                    # bfloat16 autocast where the device supports it
+    cpu_bf16: bool | None = None         # bf16 autocast on a CPU too (needs AVX512-BF16/AMX); only some nets gain, so the recipe says
     channels_last: bool = True           # NHWC memory layout: faster convolutions on CPUs and tensor cores
     compile: bool = False                # torch.compile the model (pays off on long GPU runs)
     threads: int = 0                     # CPU threads for torch; 0 = torch's default (all cores)

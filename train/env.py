@@ -71,10 +71,10 @@ def wait_for_trial_barrier(name: str, timeout: float = TRIAL_BARRIER_TIMEOUT, po
     """Waits until every run train.parallel started side by side is ready to time its trial; seconds waited.
 
     Runs started together finish loading (data, teachers) at different times, and a trial timed while
-    others are still loading measures a less crowded device than the training that follows: on a shared
-    H100, ResNet's trial ran at 6,418 img/s and its epochs at 4,200, and the deadline stopped it short of
-    its last epoch. Each run marks itself in the barrier's folder and waits for the others (or the
-    timeout); runs that ended are marked by train.parallel, and a restarted run finds itself marked.
+    others are still loading measures a less crowded device than the training that follows: such a trial
+    runs faster than the epochs after it, and the deadline stops the run short of its last epoch. Each run
+    marks itself in the barrier's folder and waits for the others (or the timeout); runs that ended are
+    marked by train.parallel, and a restarted run finds itself marked.
     Without the variable (a run on its own) there is nothing to wait for.
     """
     barrier = trial_barrier()

@@ -12,6 +12,8 @@ import json
 import shlex
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,7 +25,7 @@ from architectures import CheckpointError, check_name, create_model, default_arg
 from architectures.checkpoint import atomic_write_bytes, round_parameters, validate_arch_args
 from .augment import TTA_COPIES, augment_batch, normalize, random_cutmix, served_probs
 from .config import TrainConfig
-from .data import describe_split, load_images, split_train_val
+from .data import ImageSet, describe_split, load_images, split_train_val
 from .distill import Teacher, distillation_targets, split_mismatch
 from .env import RunEnv, describe_hardware, git_commit, pass_trial_barrier, setup, teardown, wait_for_trial_barrier
 from .plots import plot_curves
@@ -135,8 +137,8 @@ def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, val_x, va
     The trial trains a fresh copy of the architecture for up to ten seconds (a twentieth of the budget for
     short budgets) after a few warm-up steps, so it measures this machine under its present load, other
     runs sharing the GPU included. It also times what each epoch adds after training (validation, saving
-    the state): on an H100 shared by eleven runs that was a third of a 3-second epoch, and leaving it out
-    overran the budget by as much. ``safety`` leaves room for drift.
+    the state): on a GPU shared by many runs that can be a large share of a short epoch, and leaving it out
+    overruns the budget by as much. ``safety`` leaves room for drift.
     """
     model = create_model(cfg.arch, num_classes=num_classes, **(arch_args or {}))
     model = model.to(device, memory_format=memory_format).train()
@@ -161,9 +163,8 @@ def epochs_for_budget(cfg: TrainConfig, num_classes, train_x, train_y, val_x, va
     synchronize(device)
     images_per_second = steps * cfg.batch_size / (time.perf_counter() - started)
     channels_last = memory_format == torch.channels_last
-    # The first pass also pays one-off costs (cuDNN's algorithm search for the evaluation shapes, say): timed as
-    # every epoch's, it cost EfficientNet 14.8 s an epoch on an H100 shared by nine runs, and a third of its
-    # budget went unused. Time the second.
+    # The first pass also pays one-off costs (cuDNN's algorithm search for the evaluation shapes, say): charged
+    # to every epoch, they would leave much of the budget unused. Time the second.
     evaluate(model, val_x, val_y, mean, std, autocast=autocast, channels_last=channels_last)
     started = time.perf_counter()
     evaluate(model, val_x, val_y, mean, std, autocast=autocast, channels_last=channels_last)
@@ -315,13 +316,13 @@ def raise_if_nonfinite(flags: list, arch: str, epoch: int, first_step: int, step
 
 
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast on CUDA when asked; on the CPU only where the recipe says it pays (see recipes.py)."""
+    """bf16 autocast on CUDA when asked; on the CPU only with ``cpu_bf16`` (the recipe's: where it pays)."""
     if not cfg.bf16:
         return False
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     # Without native bf16 instructions (AVX512-BF16/AMX) the CPU emulates it, far slower than fp32.
-    return bool(recipe_for(cfg.arch).get("cpu_bf16", False)) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return bool(cfg.cpu_bf16) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def check_swa(cfg: TrainConfig) -> None:
@@ -363,9 +364,61 @@ def train(config: TrainConfig) -> dict:
         teardown(env)
 
 
-def _train(cfg: TrainConfig, env: RunEnv) -> dict:
+@dataclass
+class TrainingData:
+    """One run's images on the training device as uint8, split, with the normalisation they are trained with."""
+
+    image_set: ImageSet
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    local_batch: int      # images per step on this process
+    steps_per_epoch: int
+
+
+@dataclass
+class Precision:
+    """How the run computes: memory layout and bf16 autocast (``autocast`` is disabled without bf16)."""
+
+    memory_format: torch.memory_format
+    bf16: bool
+    autocast: torch.autocast
+
+
+@dataclass
+class Trainee:
+    """The model being trained and what updates it: weight average (EMA or SWA), optimizer, schedule."""
+
+    model: nn.Module
+    ema_model: nn.Module | None
+    swa_model: torch.optim.swa_utils.AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    lr_at: Callable[[int], float]  # the schedule's factor at an optimizer step
+
+    @property
+    def averaged(self) -> nn.Module | None:
+        """The averaged weights the saved state keeps beside the model's."""
+        return self.ema_model if self.ema_model is not None else self.swa_model
+
+
+@dataclass
+class EpochTotals:
+    """What one epoch's training steps add up to on this process."""
+
+    seen: int
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seconds: float
+
+
+def prepare_data(cfg: TrainConfig, env: RunEnv) -> TrainingData:
+    """Decode (or read from the cache) the images, split off the validation images, move both to the device,
+    and take the normalisation statistics of the training split."""
     device = env.device
-    code_version = git_commit()  # the code this run starts with, even if the tree changes while it trains
     image_set = load_images(cfg.data, cfg.image_size, cfg.cache_dir, progress=cfg.progress and env.is_main)
     train_idx, val_idx = split_train_val(image_set.labels, cfg.val_fraction, cfg.split_seed)
     train_x, train_y = image_set.images[train_idx].to(device), image_set.labels[train_idx].to(device)
@@ -376,46 +429,67 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
     del pixels
     if cfg.batch_size % env.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {env.world_size} processes")
-    local_batch = cfg.batch_size // env.world_size
     steps_per_epoch = len(train_y) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"the training split has {len(train_y)} images, fewer than one batch of {cfg.batch_size}")
+    return TrainingData(image_set, train_x, train_y, val_x, val_y, mean, std, cfg.batch_size // env.world_size,
+                        steps_per_epoch)
+
+
+def choose_precision(cfg: TrainConfig, device: torch.device) -> Precision:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels once
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     bf16 = use_bf16(cfg, device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-    run_dir = Path(cfg.run_dir)
-    state_path = run_dir / STATE_NAME
-    saved = peek_info(state_path) if cfg.resume and state_path.exists() else None
-    # A further stage (--init-from) starts from the parent's weights and keeps its normalisation; a resumed
-    # one finds what it kept of the parent in its saved state (the parent's folder may be overwritten by now).
-    parent_weights, parent = None, None
-    if cfg.init_from:
-        if saved and "parent" in saved:
-            parent = saved["parent"]
-        else:
-            parent_weights, parent = read_parent(cfg, image_set)
-        mean, std = torch.tensor(parent["mean"], device=device), torch.tensor(parent["std"], device=device)
-    arch_args = stage_arch_args(cfg.arch, json.loads(cfg.arch_args or "{}"), parent)
-    teacher = None
-    if cfg.teacher:
-        if not 0 < cfg.teacher_weight <= 1:
-            raise ValueError(f"--teacher-weight must be in (0, 1], got {cfg.teacher_weight}")
-        teacher = Teacher(cfg.teacher, image_set, cfg.image_size, cfg.split_seed, cfg.val_fraction, mean, std,
-                          device, memory_format)
-    if cfg.time_budget:
-        if env.world_size > 1:
-            raise ValueError("--time-budget needs one process (each would time its own trial); pass --epochs")
-        # A resumed run keeps the epoch count its first part chose; only a fresh run times a trial.
-        if saved:
-            epochs = saved["fingerprint"]["epochs"]
-            pass_trial_barrier(cfg.arch)  # runs beside it that do time one must not wait for it
-        else:
-            epochs = epochs_for_budget(cfg, len(image_set.class_names), train_x, train_y, val_x, val_y, mean, std,
-                                       device, autocast, memory_format, state_path, arch_args, teacher)
-        cfg = dataclasses.replace(cfg, epochs=epochs)
-        check_swa(cfg)
+    return Precision(memory_format, bf16, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16))
+
+
+def load_parent(cfg: TrainConfig, image_set, saved: dict | None) -> tuple[dict | None, dict | None]:
+    """A further stage's (``--init-from``) parent: its weights (None when resuming) and what the stage keeps of it.
+
+    A resumed stage finds what it kept of the parent in its saved state (the parent's folder may be
+    overwritten by now) and its weights in the state too.
+    """
+    if not cfg.init_from:
+        return None, None
+    if saved and "parent" in saved:
+        return None, saved["parent"]
+    return read_parent(cfg, image_set)
+
+
+def load_teacher(cfg: TrainConfig, data: TrainingData, device, memory_format) -> Teacher | None:
+    if not cfg.teacher:
+        return None
+    if not 0 < cfg.teacher_weight <= 1:
+        raise ValueError(f"--teacher-weight must be in (0, 1], got {cfg.teacher_weight}")
+    return Teacher(cfg.teacher, data.image_set, cfg.image_size, cfg.split_seed, cfg.val_fraction, data.mean,
+                   data.std, device, memory_format)
+
+
+def settle_epochs(cfg: TrainConfig, env: RunEnv, saved: dict | None, data: TrainingData, precision: Precision,
+                  state_path: Path, arch_args: dict, teacher: Teacher | None) -> TrainConfig:
+    """``cfg`` with the epochs ``--time-budget`` fits: timed by a trial on a fresh run, kept from the saved state
+    on a resumed one. Without a budget, ``cfg`` as it is."""
+    if not cfg.time_budget:
+        return cfg
+    if env.world_size > 1:
+        raise ValueError("--time-budget needs one process (each would time its own trial); pass --epochs")
+    if saved:
+        epochs = saved["fingerprint"]["epochs"]
+        pass_trial_barrier(cfg.arch)  # runs beside it that do time one must not wait for it
+    else:
+        epochs = epochs_for_budget(cfg, len(data.image_set.class_names), data.train_x, data.train_y, data.val_x,
+                                   data.val_y, data.mean, data.std, env.device, precision.autocast,
+                                   precision.memory_format, state_path, arch_args, teacher)
+    cfg = dataclasses.replace(cfg, epochs=epochs)
+    check_swa(cfg)
+    return cfg
+
+
+def build_trainee(cfg: TrainConfig, num_classes: int, arch_args: dict, parent_weights: dict | None,
+                  steps_per_epoch: int, device, memory_format) -> Trainee:
+    """The model (from the parent's weights for a further stage), its weight average, optimizer and schedule:
+    warm-up, then linear decay to zero or, with ``--swa-epochs``, to the rate held through the averaged epochs."""
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = max(1, round(cfg.warmup_epochs * steps_per_epoch))
     hold_steps, hold_factor = cfg.swa_epochs * steps_per_epoch, (cfg.swa_lr / cfg.lr if cfg.swa_epochs else 0.0)
@@ -424,129 +498,196 @@ def _train(cfg: TrainConfig, env: RunEnv) -> dict:
         return lr_factor(step, total_steps, warmup_steps, hold_steps, hold_factor)
 
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, num_classes=len(image_set.class_names), **arch_args)
+    model = create_model(cfg.arch, num_classes=num_classes, **arch_args)
     if parent_weights is not None:
         model.load_state_dict(parent_weights)
     model = model.to(device, memory_format=memory_format)
     ema_model = copy.deepcopy(model).eval() if cfg.ema_decay > 0 else None
     swa_model = torch.optim.swa_utils.AveragedModel(model) if cfg.swa_epochs else None
-    averaged = ema_model if ema_model is not None else swa_model  # kept in the saved state beside the weights
     optimizer = build_optimizer(model, cfg)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUME_FREE}
-    history, start_epoch, train_seconds = [], 0, 0.0
-    if cfg.resume and state_path.exists():
-        # Checked before loading (an unreadable state is load_state's to report): changed settings, arch_args
-        # say, may not even fit the saved weights. A state saved before a setting existed ran with its default.
-        if saved:
-            before = {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **saved["fingerprint"]}
-            changed = sorted(k for k in fingerprint if before.get(k) != fingerprint[k])
-            if changed:
-                raise ValueError(f"cannot resume {state_path}: settings changed since it was saved: {changed}")
-        info = load_state(state_path, model, averaged, optimizer, device)
-        history, start_epoch, train_seconds = info["history"], info["epoch"], info["train_seconds"]
-        # Put the schedule where an uninterrupted run would be after this many optimizer steps.
-        schedule.last_epoch = start_epoch * steps_per_epoch
-        for group, base_lr in zip(optimizer.param_groups, schedule.base_lrs):
-            group["lr"] = base_lr * lr_at(schedule.last_epoch)
-        if env.is_main:
-            print(f"resuming {cfg.arch} from {state_path} after epoch {start_epoch}")
-    elif state_path.exists() and env.is_main:
-        print(f"note: {state_path} exists; starting afresh (pass --resume to continue it)")
+    return Trainee(model, ema_model, swa_model, optimizer, schedule, lr_at)
 
-    train_model = model
+
+def run_fingerprint(cfg: TrainConfig) -> dict:
+    """The settings a resumed run must share with the state it resumes."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUME_FREE}
+
+
+def resume_from_state(cfg: TrainConfig, env: RunEnv, state_path: Path, saved: dict | None, trainee: Trainee,
+                      fingerprint: dict, steps_per_epoch: int) -> tuple[list[dict], int, float]:
+    """With ``--resume`` and a saved state: load it into ``trainee`` and put the schedule where an uninterrupted
+    run would be. Returns (history, epochs done, training seconds so far): nothing done for a fresh run."""
+    if not (cfg.resume and state_path.exists()):
+        if state_path.exists() and env.is_main:
+            print(f"note: {state_path} exists; starting afresh (pass --resume to continue it)")
+        return [], 0, 0.0
+    # Checked before loading (an unreadable state is load_state's to report): changed settings, arch_args
+    # say, may not even fit the saved weights. A state saved before a setting existed ran with its default,
+    # the recipe's for a setting the recipe fills.
+    if saved:
+        recipe = recipe_for(cfg.arch)
+        defaults = {f.name: recipe.get(f.name) if f.default is None else f.default
+                    for f in dataclasses.fields(TrainConfig)}
+        before = {**defaults, **saved["fingerprint"]}
+        changed = sorted(k for k in fingerprint if before.get(k) != fingerprint[k])
+        if changed:
+            raise ValueError(f"cannot resume {state_path}: settings changed since it was saved: {changed}")
+    info = load_state(state_path, trainee.model, trainee.averaged, trainee.optimizer, env.device)
+    start_epoch = info["epoch"]
+    schedule = trainee.schedule
+    # Put the schedule where an uninterrupted run would be after this many optimizer steps.
+    schedule.last_epoch = start_epoch * steps_per_epoch
+    for group, base_lr in zip(trainee.optimizer.param_groups, schedule.base_lrs):
+        group["lr"] = base_lr * trainee.lr_at(schedule.last_epoch)
+    if env.is_main:
+        print(f"resuming {cfg.arch} from {state_path} after epoch {start_epoch}")
+    return info["history"], start_epoch, info["train_seconds"]
+
+
+def train_epoch(cfg: TrainConfig, env: RunEnv, epoch: int, step_fn, trainee: Trainee, data: TrainingData,
+                teacher: Teacher | None, precision: Precision) -> EpochTotals:
+    """One pass over the training split: augment, forward, backward, update, per batch; then, in the averaged
+    epochs of ``--swa-epochs``, add the weights to their average."""
+    device, model, memory_format = env.device, trainee.model, precision.memory_format
+    # Every random draw of the epoch derives from (seed, epoch): a resumed run repeats it exactly.
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout
+    order = torch.randperm(len(data.train_y), generator=generator).to(device)
+    model.train()
+    started = time.perf_counter()
+    seen, loss_sum, correct = 0, torch.zeros((), device=device), torch.zeros((), device=device)
+    # On a CPU every op has finished when it returns, so checking each step costs nothing; on a GPU
+    # each check is a wait, so flags are gathered and read every few steps.
+    nonfinite, check_every = [], 1 if device.type == "cpu" else FINITE_CHECK_EVERY_CUDA
+    steps_per_epoch, local_batch = data.steps_per_epoch, data.local_batch
+    bar = tqdm(range(steps_per_epoch), desc=f"{cfg.arch} {epoch + 1}/{cfg.epochs}", unit="step",
+               disable=not (cfg.progress and env.is_main), leave=False)
+    for step in bar:
+        batch = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        # Everyone draws augmentation for the whole batch (same generator state on every process), then
+        # keeps its own slice.
+        x = augment_batch(data.train_x[batch], data.mean, data.std, cfg.translate, cfg.cutout, generator)
+        x, partner, own = random_cutmix(x, data.train_y[batch], cfg.cutmix, generator)
+        mine = slice(env.rank * local_batch, (env.rank + 1) * local_batch)
+        x, y, partner = x[mine].contiguous(memory_format=memory_format), data.train_y[batch][mine], partner[mine]
+        targets = distillation_targets(teacher, x, y, partner, own, cfg.teacher_weight, precision.autocast)
+        loss, logits = forward_backward(step_fn, trainee.optimizer, x, y, precision.autocast, cfg.label_smoothing,
+                                        partner, own, targets)
+        nonfinite.append(~torch.isfinite(loss.detach()))
+        if len(nonfinite) == check_every or step == steps_per_epoch - 1:
+            raise_if_nonfinite(nonfinite, cfg.arch, epoch, step + 1 - len(nonfinite), steps_per_epoch)
+        trainee.optimizer.step()
+        trainee.schedule.step()
+        if trainee.ema_model is not None:
+            update_ema(trainee.ema_model, model, cfg.ema_decay)
+        seen += len(y)
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        if not bar.disable and (step % 10 == 0 or step == steps_per_epoch - 1):
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
+                            img_s=f"{seen * env.world_size / (time.perf_counter() - started):.0f}")
+    if trainee.swa_model is not None and epoch >= cfg.epochs - cfg.swa_epochs:
+        trainee.swa_model.update_parameters(model)
+    return EpochTotals(seen, loss_sum, correct, time.perf_counter() - started)
+
+
+def validate_epoch(cfg: TrainConfig, env: RunEnv, epoch: int, trainee: Trainee, data: TrainingData,
+                   precision: Precision, totals: EpochTotals) -> dict:
+    """Score the weights the checkpoint would keep after this epoch (the average's, with EMA or SWA) on the
+    validation split, print the epoch's line and return its log record."""
+    eval_model = trainee.ema_model if trainee.ema_model is not None else trainee.model
+    swa_model = trainee.swa_model
+    if swa_model is not None and swa_model.n_averaged > 0:
+        recompute_batchnorm(swa_model.module, data.train_x, data.mean, data.std, cfg, precision.memory_format,
+                            limit=None if epoch + 1 == cfg.epochs else SWA_EPOCH_BATCHNORM_IMAGES)
+        eval_model = swa_model.module
+    val_loss, val_acc, _ = evaluate(eval_model, data.val_x, data.val_y, data.mean, data.std,
+                                    autocast=precision.autocast, channels_last=cfg.channels_last)
+    seen = totals.seen
+    record = {"epoch": epoch + 1, "train_loss": totals.loss_sum.item() / seen,
+              "train_accuracy": totals.correct.item() / seen, "val_loss": val_loss, "val_accuracy": val_acc,
+              "lr": trainee.optimizer.param_groups[0]["lr"], "seconds": round(totals.seconds, 2),
+              "images_per_second": round(seen * env.world_size / totals.seconds, 1)}
+    if swa_model is not None:
+        record["averaged_epochs"] = int(swa_model.n_averaged)  # val_* score their mean's weights
+    print(f"{cfg.arch} epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.3f} "
+          f"acc {record['train_accuracy']:.4f} | val loss {val_loss:.3f} acc {val_acc:.4f} | "
+          f"{record['images_per_second']:.0f} img/s", flush=True)
+    return record
+
+
+def save_progress(state_path: Path, trainee: Trainee, epochs_done: int, history: list[dict], train_seconds: float,
+                  fingerprint: dict, parent: dict | None) -> None:
+    """The resumable state after a finished epoch, and the log so far beside it."""
+    info = {"epoch": epochs_done, "history": history, "train_seconds": train_seconds, "fingerprint": fingerprint}
+    if parent:
+        info["parent"] = parent
+    save_state(state_path, trainee.model, trainee.averaged, trainee.optimizer, info)
+    atomic_write_bytes(state_path.parent / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
+
+
+def final_scores(cfg: TrainConfig, trainee: Trainee, data: TrainingData, precision: Precision) -> tuple[nn.Module, dict]:
+    """The weights the checkpoint keeps (the average's, with EMA or SWA), rounded as they will be stored, and
+    their validation scores, alone and with the app's test-time augmentation."""
+    final_model = trainee.ema_model if trainee.ema_model is not None else trainee.model
+    if trainee.swa_model is not None:  # with the BatchNorm statistics of the last epoch's pass over every image
+        final_model = trainee.swa_model.module
+    # The figures a checkpoint reports are those of its weights as stored (float16 unless asked otherwise).
+    round_parameters(final_model, cfg.weights_dtype)
+    val_loss, val_accuracy, _ = evaluate(final_model, data.val_x, data.val_y, data.mean, data.std,
+                                         autocast=precision.autocast, channels_last=cfg.channels_last)
+    _, tta_accuracy, _ = evaluate(final_model, data.val_x, data.val_y, data.mean, data.std,
+                                  autocast=precision.autocast, channels_last=cfg.channels_last, tta=True)
+    return final_model, {"val_accuracy": val_accuracy, "val_loss": val_loss, "val_accuracy_tta": tta_accuracy}
+
+
+def _train(cfg: TrainConfig, env: RunEnv) -> dict:
+    code_version = git_commit()  # the code this run starts with, even if the tree changes while it trains
+    data = prepare_data(cfg, env)
+    precision = choose_precision(cfg, env.device)
+    state_path = Path(cfg.run_dir) / STATE_NAME
+    saved = peek_info(state_path) if cfg.resume and state_path.exists() else None
+    # A further stage (--init-from) starts from the parent's weights and keeps its normalisation.
+    parent_weights, parent = load_parent(cfg, data.image_set, saved)
+    if parent:
+        data = dataclasses.replace(data, mean=torch.tensor(parent["mean"], device=env.device),
+                                   std=torch.tensor(parent["std"], device=env.device))
+    arch_args = stage_arch_args(cfg.arch, json.loads(cfg.arch_args or "{}"), parent)
+    teacher = load_teacher(cfg, data, env.device, precision.memory_format)
+    cfg = settle_epochs(cfg, env, saved, data, precision, state_path, arch_args, teacher)
+    trainee = build_trainee(cfg, len(data.image_set.class_names), arch_args, parent_weights, data.steps_per_epoch,
+                            env.device, precision.memory_format)
+    fingerprint = run_fingerprint(cfg)
+    history, start_epoch, train_seconds = resume_from_state(cfg, env, state_path, saved, trainee, fingerprint,
+                                                            data.steps_per_epoch)
+
+    train_model = trainee.model
     if env.world_size > 1:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        train_model = nn.parallel.DistributedDataParallel(trainee.model, device_ids=[env.device]
+                                                          if env.device.type == "cuda" else None)
     step_fn = torch.compile(train_model) if cfg.compile else train_model
 
-    epochs_this_run = 0
-    for epoch in range(start_epoch, cfg.epochs):
+    for epochs_this_run, epoch in enumerate(range(start_epoch, cfg.epochs)):
         if cfg.max_epochs_this_run and epochs_this_run >= cfg.max_epochs_this_run:
             if env.is_main:
                 print(f"paused after epoch {epoch}; continue with --resume")
             return {"paused_at_epoch": epoch, "history": history}
-        # Every random draw of the epoch derives from (seed, epoch): a resumed run repeats it exactly.
-        generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # dropout
-        order = torch.randperm(len(train_y), generator=generator).to(device)
-        model.train()
-        started = time.perf_counter()
-        seen, loss_sum, correct = 0, torch.zeros((), device=device), torch.zeros((), device=device)
-        # On a CPU every op has finished when it returns, so checking each step costs nothing; on a GPU
-        # each check is a wait, so flags are gathered and read every few steps.
-        nonfinite, check_every = [], 1 if device.type == "cpu" else FINITE_CHECK_EVERY_CUDA
-        bar = tqdm(range(steps_per_epoch), desc=f"{cfg.arch} {epoch + 1}/{cfg.epochs}", unit="step",
-                   disable=not (cfg.progress and env.is_main), leave=False)
-        for step in bar:
-            batch = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            # Everyone draws augmentation for the whole batch (same generator state on every process), then
-            # keeps its own slice.
-            x = augment_batch(train_x[batch], mean, std, cfg.translate, cfg.cutout, generator)
-            x, partner, own = random_cutmix(x, train_y[batch], cfg.cutmix, generator)
-            mine = slice(env.rank * local_batch, (env.rank + 1) * local_batch)
-            x, y, partner = x[mine].contiguous(memory_format=memory_format), train_y[batch][mine], partner[mine]
-            targets = distillation_targets(teacher, x, y, partner, own, cfg.teacher_weight, autocast)
-            loss, logits = forward_backward(step_fn, optimizer, x, y, autocast, cfg.label_smoothing, partner, own,
-                                            targets)
-            nonfinite.append(~torch.isfinite(loss.detach()))
-            if len(nonfinite) == check_every or step == steps_per_epoch - 1:
-                raise_if_nonfinite(nonfinite, cfg.arch, epoch, step + 1 - len(nonfinite), steps_per_epoch)
-            optimizer.step()
-            schedule.step()
-            if ema_model is not None:
-                update_ema(ema_model, model, cfg.ema_decay)
-            seen += len(y)
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            if not bar.disable and (step % 10 == 0 or step == steps_per_epoch - 1):
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
-                                img_s=f"{seen * env.world_size / (time.perf_counter() - started):.0f}")
-        if swa_model is not None and epoch >= cfg.epochs - cfg.swa_epochs:
-            swa_model.update_parameters(model)
-        epoch_seconds = time.perf_counter() - started
-        train_seconds += epoch_seconds
+        totals = train_epoch(cfg, env, epoch, step_fn, trainee, data, teacher, precision)
+        train_seconds += totals.seconds
         if env.world_size > 1:
             torch.distributed.barrier()
         if env.is_main:
-            eval_model = ema_model if ema_model is not None else model
-            if swa_model is not None and swa_model.n_averaged > 0:
-                recompute_batchnorm(swa_model.module, train_x, mean, std, cfg, memory_format,
-                                    limit=None if epoch + 1 == cfg.epochs else SWA_EPOCH_BATCHNORM_IMAGES)
-                eval_model = swa_model.module
-            val_loss, val_acc, _ = evaluate(eval_model, val_x, val_y, mean, std, autocast=autocast,
-                                            channels_last=cfg.channels_last)
-            record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
-                      "val_loss": val_loss, "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"],
-                      "seconds": round(epoch_seconds, 2), "images_per_second": round(seen * env.world_size / epoch_seconds, 1)}
-            if swa_model is not None:
-                record["averaged_epochs"] = int(swa_model.n_averaged)  # val_* score their mean's weights
-            history.append(record)
-            print(f"{cfg.arch} epoch {epoch + 1}/{cfg.epochs}: train loss {record['train_loss']:.3f} "
-                  f"acc {record['train_accuracy']:.4f} | val loss {val_loss:.3f} acc {val_acc:.4f} | "
-                  f"{record['images_per_second']:.0f} img/s", flush=True)
-            info = {"epoch": epoch + 1, "history": history, "train_seconds": train_seconds, "fingerprint": fingerprint}
-            if parent:
-                info["parent"] = parent
-            save_state(state_path, model, averaged, optimizer, info)
-            atomic_write_bytes(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
+            history.append(validate_epoch(cfg, env, epoch, trainee, data, precision, totals))
+            save_progress(state_path, trainee, epoch + 1, history, train_seconds, fingerprint, parent)
         if env.world_size > 1:
             torch.distributed.barrier()
-        epochs_this_run += 1
 
     if not env.is_main:
         return {}
-    final_model = ema_model if ema_model is not None else model
-    if swa_model is not None:  # with the BatchNorm statistics of the last epoch's pass over every image
-        final_model = swa_model.module
-    # The figures a checkpoint reports are those of its weights as stored (float16 unless asked otherwise).
-    round_parameters(final_model, cfg.weights_dtype)
-    val_loss, val_accuracy, _ = evaluate(final_model, val_x, val_y, mean, std, autocast=autocast,
-                                         channels_last=cfg.channels_last)
-    _, tta_accuracy, _ = evaluate(final_model, val_x, val_y, mean, std, autocast=autocast,
-                                  channels_last=cfg.channels_last, tta=True)
-    scores = {"val_accuracy": val_accuracy, "val_loss": val_loss, "val_accuracy_tta": tta_accuracy}
-    return export(cfg, env, final_model, image_set, len(val_idx), mean, std, history, train_seconds, bf16, code_version,
-                  parent, scores, teacher.record if teacher else None)
+    final_model, scores = final_scores(cfg, trainee, data, precision)
+    return export(cfg, env, final_model, data.image_set, len(data.val_y), data.mean, data.std, history,
+                  train_seconds, precision.bf16, code_version, parent, scores, teacher.record if teacher else None)
 
 
 def with_earlier_stages(config: dict, history: list[dict], parent: dict | None) -> tuple[dict, list[dict]]:
