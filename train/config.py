@@ -10,7 +10,7 @@ import dataclasses
 import inspect
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass
