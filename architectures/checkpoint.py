@@ -262,3 +262,39 @@ def save_pretrained(model, folder, config: dict, weights_dtype: str = "float32")
             Path(tmp).unlink(missing_ok=True)
         raise
     return folder
+
+
+def _stage_range(numbers: list[int]) -> str:
+    """``[3, 4, 5]`` as "stages 3-5", ``[2]`` as "stage 2", ``[1, 3]`` as "stages 1, 3"."""
+    if len(numbers) == 1:
+        return f"stage {numbers[0]}"
+    if numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"stages {numbers[0]}-{numbers[-1]}"
+    return "stages " + ", ".join(map(str, numbers))
+
+
+def training_summary(config: dict) -> str:
+    """How a checkpoint was made, from its ``config.json``: its number of training stages and which of them
+    distilled from teachers (and from which architectures), e.g. "4 stages; stages 3-4 distilled from vgg,
+    resnet". A checkpoint trained in one go has no ``stages``: it is its own one stage."""
+    stages = config.get("stages") or [config]
+    distilled = [number for number, stage in enumerate(stages, 1) if stage.get("teachers")]
+    teachers: list[str] = []
+    for number in distilled:
+        for teacher in stages[number - 1]["teachers"]:
+            name = teacher.get("arch") or str(teacher.get("checkpoint", "?"))
+            if name not in teachers:
+                teachers.append(name)
+    if len(stages) == 1:
+        return "1 stage" + (f", distilled from {', '.join(teachers)}" if distilled else "")
+    summary = f"{len(stages)} stages"
+    if distilled:
+        summary += f"; {_stage_range(distilled)} distilled from {', '.join(teachers)}"
+    return summary
+
+
+def hardware_summary(config: dict) -> str:
+    """The machines a checkpoint's stages ran on, each named once, without how many runs shared them."""
+    stages = str(config.get("hardware") or "?").split(" + ")
+    return "; ".join(sorted({re.sub(r" \(\d+ epochs\)$|, shared by \d+ concurrent runs", "", stage).strip()
+                             for stage in stages}))

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from architectures.checkpoint import atomic_write_json  # noqa: E402
-from train.augment import normalize, random_flip, random_translate, served_probs  # noqa: E402
+from preprocess import normalize, served_probs  # noqa: E402
+from train.augment import random_flip, random_translate  # noqa: E402
 from train.data import load_images, split_train_val  # noqa: E402
 from train.env import describe_hardware, pick_device  # noqa: E402
 

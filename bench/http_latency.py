@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,41 +31,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from timing import cpu_seconds, percentiles, wait_until_idle  # noqa: E402  (bench/ is on sys.path when this file runs)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tools.app_http import AppDidNotStart, free_port, read_events, wait_until_answering  # noqa: E402
 
 
 def _start_server() -> tuple[subprocess.Popen, str, float]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port)}
     start = time.monotonic()
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
-    while True:
-        if process.poll() is not None:
-            raise SystemExit(f"app.py exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return process, url, time.monotonic() - start
-        except httpx.HTTPError:
-            time.sleep(0.1)
-
-
-def _read_events(text: str) -> list[tuple[str, str]]:
-    """(event, data) pairs of a server-sent event stream."""
-    events, kind = [], None
-    for line in text.splitlines():
-        if line.startswith("event:"):
-            kind = line[6:].strip()
-        elif line.startswith("data:") and kind is not None:
-            events.append((kind, line[5:].strip()))
-            kind = None
-    return events
+    try:
+        wait_until_answering(process, url, timeout_s=600, poll_s=0.1)
+    except AppDidNotStart as error:
+        raise SystemExit(str(error)) from None
+    return process, url, time.monotonic() - start
 
 
 class Caller:
@@ -103,7 +82,7 @@ class Caller:
         if started.status_code != 200:
             return "http", f"call {started.status_code}: {started.text[:200]}"
         stream = client.get(f"{self.url}gradio_api/call/{api}/{started.json()['event_id']}")
-        for kind, body in _read_events(stream.text):
+        for kind, body in read_events(stream.text):
             if kind == "complete":
                 return "complete", body
             if kind == "error":

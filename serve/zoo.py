@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from architectures import create_model, list_models, model_class
+from architectures.checkpoint import hardware_summary, training_summary
 from architectures.measure import count_macs
 from preprocess import ImageDecodeError, load_image
 
@@ -90,8 +91,8 @@ def architecture_card(store: ModelStore, name: str) -> str:
             f"- **Validation accuracy:** **{served_accuracy(config) or 0:.2%}** averaged over shifted and mirrored "
             f"copies, as served; {config.get('val_accuracy', 0):.2%} for the image alone "
             f"({config.get('val_split', 'held-out split')})",
-            f"- **Training:** {config.get('epochs', '?')} epochs, {_minutes(config.get('train_seconds'))} on "
-            f"{config.get('hardware', '?')}",
+            f"- **Training:** {config.get('epochs', '?')} epochs, {_minutes(config.get('train_seconds'))}; "
+            f"{training_summary(config)}; on {hardware_summary(config)}",
             f"- **Out-of-distribution flag:** {ood_description(store.ood_entry(name))}",
         ]
     if cls.paper:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+from tools.app_http import AppDidNotStart, free_port, wait_until_answering  # noqa: F401  (free_port: for the tests too)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test must never reach the network
 
@@ -39,12 +38,6 @@ def make_image_folder(root: Path, classes=("red", "green", "blue"), per_class=40
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("tiny") / "images")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def random_checkpoint(folder: Path, name: str, seed: int = 0, **overrides) -> Path:
@@ -75,21 +68,12 @@ def running_app(checkpoint_dir: Path, workdir: Path, timeout_s: float = APP_STAR
     process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
-    start = time.monotonic()
     try:
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"app.py exited with {process.returncode}:\n{log.read()[-3000:]}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - start > timeout_s:
-                pytest.fail(f"app.py did not answer within {timeout_s} s")
-            time.sleep(0.5)
-        print(f"app.py answered after {time.monotonic() - start:.1f} s")
+        try:
+            print(f"app.py answered after {wait_until_answering(process, url, timeout_s, poll_s=0.5):.1f} s")
+        except AppDidNotStart as error:
+            log.seek(0)
+            pytest.fail(f"{error}:\n{log.read()[-3000:]}")
         yield {"url": url, "process": process, "log": log}
     finally:
         if process.poll() is None:

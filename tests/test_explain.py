@@ -25,7 +25,7 @@ from architectures._blocks import SqueezeExcite
 from explain.faithfulness import randomised, randomised_twin
 from tools.choose_cam import deletion_figures, map_spearman, validation_order
 from tools.se_profiles import main as profiles_main
-from train.augment import normalize
+from preprocess import normalize
 from train.data import load_images
 
 ROOT = Path(__file__).resolve().parents[1]

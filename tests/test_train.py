@@ -776,7 +776,7 @@ def test_each_recipe_is_its_shipped_checkpoints_first_stage():
 
 
 def test_training_summary_counts_stages_and_names_the_teachers():
-    from train.recipes import training_summary
+    from architectures.checkpoint import training_summary
 
     teachers = [{"checkpoint": "checkpoints/vgg", "arch": "vgg"}, {"checkpoint": "checkpoints/resnet", "arch": "resnet"}]
     assert training_summary({"command": "python -m train --arch nin"}) == "1 stage"
@@ -802,3 +802,12 @@ def test_recipe_table_lists_every_architecture_with_its_recipe_and_checkpoint(tm
         assert cells[1:5] == [str(recipe["epochs"]), str(recipe["batch_size"]), f"{recipe['lr']:g}", recipe["optimizer"]]
         assert cells[-1] == ("2 stages; stage 2 distilled from vgg" if arch == "resnet" else "none")
     assert "`--cutout 8`" in rows["resnet"] and "`--weight-decay 0.05`" in rows["mlpmixer"]
+
+
+def test_hardware_summary_names_each_machine_once():
+    from architectures.checkpoint import hardware_summary
+
+    config = {"hardware": "NVIDIA H100 80GB HBM3, shared by 8 concurrent runs (74 epochs) + Intel(R) Xeon(R) "
+                          "Processor, 2 threads (CPU) (15 epochs) + NVIDIA H100 80GB HBM3, shared by 3 concurrent runs"}
+    assert hardware_summary(config) == "Intel(R) Xeon(R) Processor, 2 threads (CPU); NVIDIA H100 80GB HBM3"
+    assert hardware_summary({}) == "?"

@@ -28,7 +28,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, FORBIDDEN_FOLDERS, filter_repo_objects
+
+from tools.app_http import AppDidNotStart, free_port, read_events, wait_until_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -206,24 +207,6 @@ def _by_folder(paths: list[str]) -> list[str]:
     return [f"{top} {n}" if n > 1 else top for top, n in counts.items()]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _events(text: str) -> list[tuple[str, str]]:
-    """(event, data) pairs of a server-sent event stream."""
-    events, kind = [], None
-    for line in text.splitlines():
-        if line.startswith("event:"):
-            kind = line[6:].strip()
-        elif line.startswith("data:") and kind is not None:
-            events.append((kind, line[5:].strip()))
-            kind = None
-    return events
-
-
 def _predict(url: str, image: Path, architecture: str, defaults: list) -> str:
     """The label /predict gives ``image`` with ``architecture``, over plain HTTP (upload, call, event stream)."""
     import httpx
@@ -235,7 +218,7 @@ def _predict(url: str, image: Path, architecture: str, defaults: list) -> str:
         started = client.post(f"{url}gradio_api/call/predict", json={"data": inputs})
         started.raise_for_status()
         stream = client.get(f"{url}gradio_api/call/predict/{started.json()['event_id']}")
-    for kind, body in _events(stream.text):
+    for kind, body in read_events(stream.text):
         if kind == "complete":
             label = json.loads(body)[0].get("label")
             if not isinstance(label, str):
@@ -259,7 +242,7 @@ def start(plan: Plan, timeout_s: float = 120, keep: bool = False) -> dict:
         shutil.copyfile(plan.root / path, space / path)  # the content, as the upload sends it
     env = {name: value for name, value in os.environ.items()
            if name not in ("CHECKPOINT_DIR", "CHECKPOINT_REPO", "CHECKPOINT_REVISION", "PYTHONPATH")}
-    port = _free_port()
+    port = free_port()
     env.update({"SYSTEM": "spaces", "GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(port),
                 "HF_HUB_OFFLINE": "1",  # nothing here may reach the network; a Space could, the app must not need to
                 "GRADIO_TEMP_DIR": str(base / "gradio_tmp")})
@@ -270,17 +253,10 @@ def start(plan: Plan, timeout_s: float = 120, keep: bool = False) -> dict:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=space, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"app.py exited with {process.returncode} before answering:\n{_tail(log_path)}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - began > timeout_s:
-                raise RuntimeError(f"app.py did not answer within {timeout_s:.0f} s:\n{_tail(log_path)}")
-            time.sleep(0.2)
+        try:
+            wait_until_answering(process, url, timeout_s)
+        except AppDidNotStart as error:
+            raise RuntimeError(f"{error}:\n{_tail(log_path)}") from None
         startup_s = time.monotonic() - began
         info = httpx.get(f"{url}gradio_api/info", timeout=30).json()["named_endpoints"]
         if "/predict" not in info:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from architectures import CheckpointError, list_models, load_pretrained, model_class
-from architectures.checkpoint import WEIGHTS_NAME, atomic_write_bytes
+from architectures.checkpoint import WEIGHTS_NAME, atomic_write_bytes, hardware_summary
 from train.config import parse_config
 from architectures.measure import count_macs
 from train.recipes import recipe_table
@@ -39,7 +39,7 @@ def zoo_rows(checkpoint_dir: Path) -> list[dict]:
             "seed": model_class(arch).seed_accuracy, "goal": model_class(arch).goal_accuracy, "params": config["params"],
             "macs": count_macs(model, config["image_size"]),
             "size_mb": (folder / WEIGHTS_NAME).stat().st_size / 1e6, "epochs": config.get("epochs"),
-            "minutes": config.get("train_seconds", 0) / 60, "hardware": config.get("hardware", "?"),
+            "minutes": config.get("train_seconds", 0) / 60, "machines": hardware_summary(config),
             "curves": f"{checkpoint_dir.name}/{arch}/curves.png", "command": config.get("command"),
         })
     return rows
@@ -57,10 +57,7 @@ def markdown_table(rows: list[dict]) -> str:
                      f"{r['params'] / 1e6:.2f} M | {r['macs'] / 1e6:.0f} M | {r['size_mb']:.1f} MB | {r['epochs']} | "
                      f"{r['minutes']:.1f} min | [png]({r['curves']}) |")
     total = sum(r["size_mb"] for r in rows)
-    # The machines the stages ran on, without how many runs shared them (each config's stages say).
-    machines = sorted({re.sub(r" \(\d+ epochs\)$|, shared by \d+ concurrent runs", "", stage).strip()
-                       for r in rows for stage in r["hardware"].split(" + ")})
-    hardware = "; ".join(machines)
+    hardware = "; ".join(sorted({machine for r in rows for machine in r["machines"].split("; ")}))
     lines.append(f"{len(rows)} checkpoints, {total:.1f} MB in all. Hardware: {hardware or '-'}. "
                  "Validation accuracy is on the fixed 5,000-image split held out of the training images "
                  "(500 per class): as the app serves it (each image's probabilities averaged over copies shifted "

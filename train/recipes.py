@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from architectures import list_models, model_class
-from architectures.checkpoint import CONFIG_NAME
+from architectures.checkpoint import CONFIG_NAME, training_summary
 
 # What a recipe leaves unsaid, and all that an architecture without a recipe of its own trains with.
 BASE = dict(epochs=5, batch_size=256, lr=0.2, weight_decay=5e-4, optimizer="sgd", label_smoothing=0.1,
@@ -34,35 +34,6 @@ def lr_for_batch(arch: str, batch_size: int) -> float:
 def recipe_for(arch: str) -> dict:
     """The recipe of registered architecture ``arch``: ``BASE`` overlaid with its class's ``recipe``."""
     return {**BASE, **getattr(model_class(arch), "recipe", {})}
-
-
-def _stage_range(numbers: list[int]) -> str:
-    """``[3, 4, 5]`` as "stages 3-5", ``[2]`` as "stage 2", ``[1, 3]`` as "stages 1, 3"."""
-    if len(numbers) == 1:
-        return f"stage {numbers[0]}"
-    if numbers == list(range(numbers[0], numbers[-1] + 1)):
-        return f"stages {numbers[0]}-{numbers[-1]}"
-    return "stages " + ", ".join(map(str, numbers))
-
-
-def training_summary(config: dict) -> str:
-    """How a checkpoint was made, from its ``config.json``: its number of training stages and which of them
-    distilled from teachers (and from which architectures), e.g. "4 stages; stages 3-4 distilled from vgg,
-    resnet". A checkpoint trained in one go has no ``stages``: it is its own one stage."""
-    stages = config.get("stages") or [config]
-    distilled = [number for number, stage in enumerate(stages, 1) if stage.get("teachers")]
-    teachers: list[str] = []
-    for number in distilled:
-        for teacher in stages[number - 1]["teachers"]:
-            name = teacher.get("arch") or str(teacher.get("checkpoint", "?"))
-            if name not in teachers:
-                teachers.append(name)
-    if len(stages) == 1:
-        return "1 stage" + (f", distilled from {', '.join(teachers)}" if distilled else "")
-    summary = f"{len(stages)} stages"
-    if distilled:
-        summary += f"; {_stage_range(distilled)} distilled from {', '.join(teachers)}"
-    return summary
 
 
 def _flag(key: str, value) -> str:
