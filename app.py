@@ -67,11 +67,8 @@ CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 PREDICTED, RECOMMENDED = serve.PREDICTED, serve.RECOMMENDED
 MAX_DEPTH = serve.max_cam_depth()
 BAR_COLOURS = {"this map: passed": "#1e8e3e", "this map: failed": "#d93025", "baseline": "#9aa0a6"}
-# A small upload (a 32 x 32 CIFAR image) fills the input box instead of showing as a stamp; pixels stay sharp.
-CSS = """
-#classify-image img, #compare-image img { width: 100%; height: 100%; object-fit: contain; }
-#classify-image img, #compare-image img, #cam-overlay img, #se-map img { image-rendering: auto; }
-"""
+# A small upload (a 32 x 32 CIFAR image) fills the input box instead of showing as a stamp.
+CSS = "#classify-image img, #compare-image img { width: 100%; height: 100%; object-fit: contain; }"
 
 STORE = serve.ModelStore(os.environ.get("CHECKPOINT_DIR", ROOT / "checkpoints"))
 SERVICE = serve.ZooService(STORE)
@@ -235,7 +232,7 @@ def build_demo() -> gr.Blocks:
                             overlay = gr.Image(label="Class activation map", height=220, interactive=False,
                                                format="jpeg", elem_id="cam-overlay")
                         faithfulness = gr.BarPlot(x="blanked (25% of pixels)", y="probability drop", height=200,
-                                                  color="bar", color_map=BAR_COLOURS, y_lim=[0, 1],
+                                                  color="bar", color_map=BAR_COLOURS, color_title="", y_lim=[0, 1],
                                                   label="Faithfulness: probability drop when pixels are blanked",
                                                   elem_id="faithfulness")
                         explain_note = gr.Markdown(label="explanation note", elem_id="explain-note")
