@@ -231,7 +231,7 @@ def build_demo() -> gr.Blocks:
                             # Encoding is part of every answer: JPEG takes ~1 ms here, WebP (the default) ~20 ms.
                             overlay = gr.Image(label="Class activation map", height=220, interactive=False,
                                                format="jpeg", elem_id="cam-overlay")
-                        faithfulness = gr.BarPlot(x="blanked (25% of pixels)", y="probability drop", height=200,
+                        faithfulness = gr.BarPlot(x="blanked (25% of pixels)", y="probability drop", height=240,
                                                   color="bar", color_map=BAR_COLOURS, color_title="", y_lim=[0, 1],
                                                   label="Faithfulness: probability drop when pixels are blanked",
                                                   elem_id="faithfulness")

@@ -346,18 +346,23 @@ def compare_summary(answered: list, majority: str) -> str:
 
 def _explanation_note(method: str, layer_name: str, layers: list[str], shown: str, figures: dict) -> str:
     """What the map is and how its deletion figures compare with the baselines, in words."""
-    ratio = figures.get("ratio_vs_random")
-    ratio_text = (f"{ratio:.1f}x the drop from blanking random squares" if ratio is not None
-                  else "random squares did not lower it at all")
+    drop, ratio = figures["cam_drop"], figures.get("ratio_vs_random")
+    if drop < 0:  # blanking what the map points at made the class more likely
+        change = f"raises that class's probability by {-drop:.2f} instead of lowering it"
+    else:
+        change = f"lowers that class's probability by {drop:.2f}"
+    if drop > 0:
+        change += (f": {ratio:.1f}x the drop from blanking random squares" if ratio is not None
+                   else ", while random squares did not lower it at all")
     if method in explain.LAYER_FREE:
         where = "the input (no layer): how far the probability falls when each window of it is blanked"
     else:
         where = (f"layers `{layer_name}` to `{layers[-1]}` fused" if method in explain.FUSED
                  and layer_name != layers[-1] else f"layer `{layer_name}`")
         where += f" ({layers.index(layer_name) + 1} of {len(layers)})"
-    return (f"{method} at {where}, class **{shown}**. Blanking the CAM's hottest quarter of the image lowers that "
-            f"class's probability (for the image as uploaded, without the shifted and mirrored copies the top-5 "
-            f"also averages in) by {figures['cam_drop']:.2f} (from {figures['probability']:.2f}): {ratio_text}. "
+    return (f"{method} at {where}, class **{shown}**. Blanking the CAM's hottest quarter of the image (as uploaded, "
+            f"without the shifted and mirrored copies the top-5 also averages in; probability "
+            f"{figures['probability']:.2f}) {change}. "
             f"A faithful map beats the centre square ({figures['centre_drop']:.2f}), random squares, and the same "
             f"method's map from the same network with random weights ({figures['random_weights_drop']:.2f}), "
             f"whose drop comes from the map's shape alone.")
