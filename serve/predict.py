@@ -12,11 +12,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from architectures import list_models, model_class
+from architectures import list_models
 from preprocess import served_probs, to_tensor
 
 from .ood import verdict
 from .store import LoadedModel, ModelStore, ModelUnavailable
+from .zoo import display_name
 
 
 @dataclass
@@ -63,8 +64,7 @@ def run_model(loaded: LoadedModel, image: Image.Image, k: int = 5, ood_entry: di
     names = config["class_names"]
     order = np.argsort(-probs)[:k]
     top = [(names[i], float(probs[i])) for i in order]
-    display_name = config.get("display_name") or model_class(loaded.name).display_name or loaded.name
-    return Prediction(loaded.name, display_name, names, probs, top,
+    return Prediction(loaded.name, display_name(loaded.name), names, probs, top,
                       verdict(probs, ood_entry, loaded.weights_sha256), latency_ms,
                       x.detach())
 

@@ -21,14 +21,14 @@ from PIL import Image
 import explain
 from explain.diagram import diagram_for
 from explain.verdict import map_verdict
-from architectures import check_name, create_model, list_models, model_class
+from architectures import check_name, create_model, list_models
 from preprocess import model_view
 
 from .errors import RequestError
 from .predict import Prediction, compare_all, run_model
 from .store import LoadedModel, ModelStore, ModelUnavailable
 from .uploads import decode
-from .zoo import ZooTable, architecture_card, checkpoint_picture
+from .zoo import ZooTable, architecture_card, checkpoint_picture, display_name
 
 PREDICTED = "predicted"      # the explained class: the one the top-5 shows
 RECOMMENDED = "recommended"  # the CAM method: each checkpoint's most faithful one (its config's "cam")
@@ -284,7 +284,7 @@ class ZooService:
         table, gallery = [], []
         for row in rows:
             if row.error is not None:
-                table.append([model_class(row.arch).display_name, "—", None, None, "—", None,
+                table.append([display_name(row.arch), "—", None, None, "—", None,
                               "no checkpoint yet" if "no checkpoint" in row.error else "checkpoint unusable"])
                 continue
             loaded = self.store.get(row.arch)

@@ -33,6 +33,7 @@ def served_accuracy(config: dict):
 
 
 def display_name(name: str) -> str:
+    """The architecture's name for people (the registry's), whatever its checkpoint's config says."""
     return model_class(name).display_name or name
 
 
@@ -127,7 +128,7 @@ class ZooTable:
         for name, config in configs.items():
             weights = Path(config["_folder"]) / "model.safetensors"
             rows.append({
-                "architecture": config.get("display_name", name),
+                "architecture": display_name(name),
                 "name": name,
                 "val accuracy": served_accuracy(config),
                 "without TTA": config.get("val_accuracy"),

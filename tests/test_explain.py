@@ -26,7 +26,7 @@ from explain.faithfulness import randomised, randomised_twin
 from tools.choose_cam import deletion_figures, map_spearman, validation_order
 from tools.se_profiles import main as profiles_main
 from preprocess import normalize
-from train.data import load_images
+from train.data import checkpoint_split, load_images
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = ROOT / "checkpoints"
@@ -92,7 +92,9 @@ needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"no data at {DATA}")
 def validation():
     """DELETION_IMAGES images of the fixed validation split, chosen by a seeded shuffle (all classes)."""
     image_set = load_images(str(DATA), 32, cache_dir=ROOT / "data" / "cache", progress=False)
-    chosen = validation_order(image_set.labels)[:DELETION_IMAGES]  # tools.choose_cam chooses on the ones after
+    # Every shipped checkpoint records the same split (10%, seed 0): train.data.checkpoint_split of any of them.
+    _, val_idx = checkpoint_split(load_config(CHECKPOINTS / "resnet"), image_set)
+    chosen = validation_order(val_idx)[:DELETION_IMAGES]  # tools.choose_cam chooses on the ones after
     return image_set.images[chosen], image_set.labels[chosen]
 
 

@@ -18,17 +18,14 @@ from architectures.checkpoint import WEIGHTS_NAME, file_sha256
 from serve.ood import calibrate
 from serve.store import for_serving
 from tools._config import update_config
-from train.data import DataError, ImageSet, load_images, split_train_val
+from train.data import DataError, ImageSet, checkpoint_split, load_images
 
 
 def ood_entry(model, image_set: ImageSet, weights_sha256: str) -> dict:
     """``serve.ood.calibrate`` on the validation split of ``image_set`` that ``model.config`` records, with
     the weights' SHA-256 and the split's description."""
-    config, recipe = model.config, model.config.get("recipe", {})
-    if image_set.class_names != config["class_names"]:
-        raise DataError(f"the data's classes {image_set.class_names} differ from the checkpoint's "
-                        f"{config['class_names']}")
-    _, val_idx = split_train_val(image_set.labels, recipe.get("val_fraction", 0.1), recipe.get("split_seed", 0))
+    config = model.config
+    _, val_idx = checkpoint_split(config, image_set)
     entry = calibrate(model, config, image_set.images[val_idx], image_set.labels[val_idx])
     entry.update(weights_sha256=weights_sha256, val_split=config.get("val_split", ""))
     return entry

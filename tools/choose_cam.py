@@ -47,7 +47,7 @@ from architectures import CheckpointError, load_pretrained
 from architectures.checkpoint import CONFIG_NAME
 from serve.store import for_serving
 from train.augment import normalize
-from train.data import DataError, ImageSet, load_images, split_train_val
+from train.data import DataError, ImageSet, checkpoint_split, load_images
 
 from explain.cam import LAYER_FREE, METHODS, cam_batch
 from explain.faithfulness import deletion_drops, randomised_twin
@@ -89,19 +89,16 @@ def map_spearman(maps: np.ndarray, other_maps: np.ndarray) -> float:
     return float(np.mean(rhos))
 
 
-def validation_order(labels: torch.Tensor, val_fraction: float = 0.1, split_seed: int = 0) -> torch.Tensor:
-    """The validation split's indices in one seeded shuffle: tests/test_explain.py checks its first images and
-    this tool chooses on the ones after them, so the two never share an image."""
-    _, val_idx = split_train_val(labels, val_fraction, split_seed)
+def validation_order(val_idx: torch.Tensor) -> torch.Tensor:
+    """The validation split's indices (``train.data.checkpoint_split``) in one seeded shuffle:
+    tests/test_explain.py checks its first images and this tool chooses on the ones after them, so the two
+    never share an image."""
     return val_idx[torch.randperm(len(val_idx), generator=torch.Generator().manual_seed(0))]
 
 
 def selection_images(checkpoint_config: dict, image_set: ImageSet, skip: int, count: int) -> torch.Tensor:
     """Validation images ``skip`` to ``skip + count`` of ``validation_order``."""
-    if image_set.class_names != checkpoint_config["class_names"]:
-        raise ValueError(f"the data's classes {image_set.class_names} differ from the checkpoint's")
-    recipe = checkpoint_config.get("recipe", {})
-    order = validation_order(image_set.labels, recipe.get("val_fraction", 0.1), recipe.get("split_seed", 0))
+    order = validation_order(checkpoint_split(checkpoint_config, image_set)[1])
     if skip + count > len(order):
         raise ValueError(f"the validation split has {len(order)} images; --skip {skip} + --images {count} is more")
     return image_set.images[order[skip:skip + count]]

@@ -15,17 +15,14 @@ import torch
 
 from architectures import load_pretrained
 from explain.se import compute_se_profiles, has_se, save_se_profiles
-from train.data import DataError, ImageSet, load_images, split_train_val
+from train.data import DataError, ImageSet, checkpoint_split, load_images
 
 
 def write_se_profiles(model, image_set: ImageSet, folder) -> tuple[Path, dict]:
     """Profiles of ``model`` (an SE model; ``model.config`` its config) over its validation split of
     ``image_set``, saved into ``folder``: (path, profiles)."""
     config = model.config
-    if image_set.class_names != config["class_names"]:
-        raise DataError(f"the data has classes {image_set.class_names}, the checkpoint {config['class_names']}")
-    recipe = config.get("recipe", {})
-    _, val_idx = split_train_val(image_set.labels, recipe.get("val_fraction", 0.1), recipe.get("split_seed", 0))
+    _, val_idx = checkpoint_split(config, image_set)
     profiles = compute_se_profiles(model, image_set.images[val_idx], image_set.labels[val_idx],
                                    torch.tensor(config["mean"]), torch.tensor(config["std"]), config["class_names"])
     return save_se_profiles(profiles, folder), profiles

@@ -158,6 +158,16 @@ def split_train_val(labels: torch.Tensor, val_fraction: float, seed: int) -> tup
     return torch.cat(train_parts).sort().values, torch.cat(val_parts).sort().values
 
 
+def checkpoint_split(config: dict, image_set: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) indices of ``image_set`` as the checkpoint ``config`` describes was split: the
+    fraction and seed its recipe records. ``DataError`` when the data's classes are not the checkpoint's."""
+    if image_set.class_names != config["class_names"]:
+        raise DataError(f"the data's classes {image_set.class_names} differ from the checkpoint's "
+                        f"{config['class_names']}")
+    recipe = config.get("recipe", {})
+    return split_train_val(image_set.labels, recipe.get("val_fraction", 0.1), recipe.get("split_seed", 0))
+
+
 def describe_split(image_set: ImageSet, val_fraction: float, seed: int, n_val: int) -> str:
     return (f"{n_val} images: {val_fraction:.0%} of each class of {image_set.source}, chosen by "
             f"train.data.split_train_val with split seed {seed}; never trained on")

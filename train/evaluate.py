@@ -21,7 +21,7 @@ import torch
 from architectures import CheckpointError, load_pretrained
 from architectures.checkpoint import CONFIG_NAME, atomic_write_json
 from .config import parse_config
-from .data import DataError, ImageSet, load_images, split_train_val
+from .data import DataError, ImageSet, checkpoint_split, load_images
 from .env import pick_device
 from .plots import plot_confusion
 from .trainer import evaluate
@@ -58,12 +58,9 @@ def measure(model, cfg: EvalConfig, image_set: ImageSet | None = None) -> dict:
     device = next(model.parameters()).device
     if image_set is None:
         image_set = load_images(cfg.data, config["image_size"], cfg.cache_dir)
-    if image_set.class_names != config["class_names"]:
-        raise DataError(f"the data's classes {image_set.class_names} differ from the checkpoint's "
-                        f"{config['class_names']}")
+    _, val_index = checkpoint_split(config, image_set)
     if cfg.split == "val":
-        recipe = config.get("recipe", {})
-        _, index = split_train_val(image_set.labels, recipe.get("val_fraction", 0.1), recipe.get("split_seed", 0))
+        index = val_index
     elif cfg.split == "all":
         index = torch.arange(len(image_set.labels))
     else:
