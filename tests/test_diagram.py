@@ -127,4 +127,5 @@ def test_zoo_plots_of_an_empty_table_are_placeholders():
 def test_paper_years_skips_architectures_without_one():
     years = paper_years(list_models() + ["not_a_model"])
     assert "not_a_model" not in years
-    assert all(isinstance(year, int) for year in years.values())
+    assert set(years) == set(list_models())  # every architecture of the zoo names its paper's year
+    assert all(isinstance(year, int) and 1980 <= year <= 2030 for year in years.values())
