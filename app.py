@@ -66,7 +66,6 @@ EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PREDICTED, RECOMMENDED = serve.PREDICTED, serve.RECOMMENDED
 MAX_DEPTH = serve.max_cam_depth()
-BAR_COLOURS = {"this map: passed": "#1e8e3e", "this map: failed": "#d93025", "baseline": "#9aa0a6"}
 # A small upload (a 32 x 32 CIFAR image) fills the input box instead of showing as a stamp.
 CSS = "#classify-image img, #compare-image img { width: 100%; height: 100%; object-fit: contain; }"
 
@@ -231,8 +230,8 @@ def build_demo() -> gr.Blocks:
                             # Encoding is part of every answer: JPEG takes ~1 ms here, WebP (the default) ~20 ms.
                             overlay = gr.Image(label="Class activation map", height=220, interactive=False,
                                                format="jpeg", elem_id="cam-overlay")
-                        faithfulness = gr.BarPlot(x="blanked (25% of pixels)", y="probability drop", height=240,
-                                                  color="bar", color_map=BAR_COLOURS, color_title="", y_lim=[0, 1],
+                        faithfulness = gr.BarPlot(x=serve.service.FAITHFULNESS_X, y=serve.service.FAITHFULNESS_Y, height=240,
+                                                  color="bar", color_map=serve.service.BAR_COLOURS, color_title="", y_lim=[0, 1],
                                                   label="Faithfulness: probability drop when pixels are blanked",
                                                   elem_id="faithfulness")
                         explain_note = gr.Markdown(label="explanation note", elem_id="explain-note")

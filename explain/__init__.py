@@ -6,9 +6,10 @@
   ``recommended_cam(config)`` the (method, layer) that explains a checkpoint most faithfully, as its
   config.json records it;
   "occlusion" (``explain.occlusion``) blanks windows of the input instead of reading a layer.
-- ``faithfulness(model, x, heatmap)``: the probability drop when the CAM's top pixels are blanked,
-  against blanking the centre or random squares of the same area, or the top pixels of the map from
-  ``randomised_twin(model)``, the same architecture with random weights.
+- ``faithfulness(model, x, heatmap)``: the deletion curves (the probability drop as more and more of the
+  map's hottest pixels are blanked) of the map, of the centre prior, of random maps as smooth as it, and
+  of the map from ``randomised_twin(model)``, the same architecture with random weights;
+  ``map_verdict(figures)`` turns them into one of four outcomes (``explain.verdict``).
 - ``se_excitations``, ``se_weighted_map`` (both at once: ``se_attention``), SE class profiles (``compute_se_profiles``,
   ``save_se_profiles``, ``load_se_profiles``) and their plots, for SENet and EfficientNet.
 - ``overlay(image, heatmap)``: a heatmap blended onto the original upload.
@@ -18,14 +19,15 @@ pass of a model while another explains it should hold that lock too (or use ``ca
 """
 from .cam import (FUSED, GRADIENT_FREE, HOOK_LOCK, LAYER_FREE, METHODS, cam, cam_batch, cam_layer_choices, cam_with_prediction,
                   recommended_cam, warm_up)
-from .faithfulness import deletion_drops, faithfulness, randomised, randomised_twin
+from .faithfulness import deletion_curves, faithfulness, randomised, randomised_twin
+from .verdict import MapVerdict, Outcome, map_verdict
 from .plots import SEExcitationPlot, overlay, plot_class_specificity, plot_se_excitations
 from .se import (PROFILES_NAME, class_specificity, compute_se_profiles, has_se, load_se_profiles,
                  save_se_profiles, se_attention, se_excitations, se_weighted_map)
 
 __all__ = ["METHODS", "GRADIENT_FREE", "FUSED", "LAYER_FREE", "recommended_cam", "HOOK_LOCK", "cam", "cam_batch",
            "cam_with_prediction", "cam_layer_choices",
-           "warm_up", "faithfulness", "deletion_drops", "randomised", "randomised_twin", "overlay", "SEExcitationPlot", "plot_se_excitations",
+           "warm_up", "faithfulness", "deletion_curves", "map_verdict", "MapVerdict", "Outcome", "randomised", "randomised_twin", "overlay", "SEExcitationPlot", "plot_se_excitations",
            "plot_class_specificity",
            "se_attention", "se_excitations", "se_weighted_map", "has_se", "compute_se_profiles", "save_se_profiles",
            "load_se_profiles", "class_specificity", "PROFILES_NAME"]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .occlusion import occlusion_batch
+from .perturbation import INPUT_METHODS
 
 # Name -> pytorch-grad-cam class name. EigenCAM needs no gradients (and no target): the first principal
 # component of the layer's activations, a class-agnostic reference for the gradient-based three.
@@ -30,10 +31,16 @@ from .occlusion import occlusion_batch
 # [0, 1]), then blurred (Gaussian, FUSED_BLUR_SIGMA pixels) before use. "layercam-fused-tta" also averages
 # over the library's aug_smooth transforms (horizontal flip x input scaled by 0.9, 1, 1.1), run here as one
 # batch of six copies that all explain the original image's target. Latency: bench/cam_latency.py.
+# HiResCAM multiplies gradients and activations element-wise instead of averaging the gradients; Score-CAM
+# weighs each channel by what masking the input with it does to the class score (gradient-free; one forward
+# pass per channel, so 0.4-1.2 s a map). Not Ablation-CAM: the library's ablation layer indexes DenseNet's and
+# MLP-Mixer's layers out of range, and it costs 1-7 s a map.
 _ENGINES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM", "eigencam": "EigenCAM",
+            "hirescam": "HiResCAM", "scorecam": "ScoreCAM",
             "gradcam++-fused": "GradCAMPlusPlus", "layercam-fused-tta": "LayerCAM"}
-# Methods that perturb the input rather than read a layer (explain.occlusion): they take no layer.
-LAYER_FREE = ("occlusion",)
+# Methods that work on the input rather than read a layer (explain.occlusion, explain.perturbation): no layer.
+_INPUT_METHODS = {"occlusion": occlusion_batch, **INPUT_METHODS}
+LAYER_FREE = tuple(_INPUT_METHODS)
 METHODS = tuple(_ENGINES) + LAYER_FREE
 FUSED = ("gradcam++-fused", "layercam-fused-tta")
 _TTA = ("layercam-fused-tta",)
@@ -51,11 +58,13 @@ def _library():
 def warm_up() -> None:
     """Import the CAM library now (the app calls this in a background thread after start-up)."""
     _library()
-GRADIENT_FREE = ("eigencam",)
+GRADIENT_FREE = ("eigencam",)  # ignores the target, too
+_NO_BACKWARD = GRADIENT_FREE + ("scorecam",)
 
 # Hooks live on the model while a call runs; two threads explaining the same model at once would read
 # each other's activations, so calls into this package take turns (the app serves one model per request).
-HOOK_LOCK = threading.Lock()
+# Re-entrant: the "chosen" method computes other methods' maps while it holds it.
+HOOK_LOCK = threading.RLock()
 
 
 def recommended_cam(config: dict) -> tuple[str, str | None]:
@@ -151,11 +160,11 @@ def cam_batch(model, x: torch.Tensor, targets=None, method: str = "gradcam", lay
     batch, targets = len(x), _class_indices(model, targets, len(x))
     if method in LAYER_FREE:
         with HOOK_LOCK:  # no hooks of its own, but its forward passes would run another caller's
-            return occlusion_batch(model, x, targets)
+            return _INPUT_METHODS[method](model, x, targets)
     names = list(model.cam_layers)
     modules = [model.get_submodule(name) for name in (names[names.index(layer):] if method in FUSED else [layer])]
     copies = len(_FLIPS) * len(_SCALES) if method in _TTA else 1
-    uses_gradients = method not in GRADIENT_FREE
+    uses_gradients = method not in _NO_BACKWARD
     with HOOK_LOCK, torch.set_grad_enabled(uses_gradients), ExitStack() as cleanup:
         cleanup.callback(model.zero_grad, set_to_none=True)  # backward fills the head's .grad
         if targets is None and copies > 1:  # every copy explains the original image's predicted class

@@ -1,17 +1,21 @@
-"""Is the explanation faithful? Blank what it points at and see whether the model's confidence falls.
+"""Is the explanation faithful? Blank what it points at, more and more of it, and see whether the model's
+confidence falls faster than when other pixels are blanked.
 
-The deletion test of Petsiuk et al. (RISE, 2018), at one fraction, against two trivial explanations:
-the central square ("the object is in the middle") and squares at random positions, both of the same
-area as the blanked CAM pixels; and against the same method's map from random weights
-(``randomised_twin``), whose drop is what the map's shape alone (scattered edge pixels, say) would cost
-any model. Scattered random pixels are not used as the baseline: they destroy texture everywhere and
-would flatter no explanation. Blanking sets pixels to the dataset mean, i.e. 0
-after normalisation. The library's metrics (ROAD, CamMultImageConfidenceChange) perturb differently
-(soft masks, noisy imputation) and have no such baselines, hence this small module.
+The deletion curve of Petsiuk et al. (RISE, 2018): the target's probability drop when the map's hottest
+5%, 15%, 30% and 50% of pixels are blanked (``DELETION_FRACTIONS``), averaged into one score. The same curve
+is measured, in the same batched forward pass, for three references that know nothing about the model:
+
+- **random maps of the same smoothness**: phase-randomised copies of the map itself (its Fourier amplitudes
+  kept, its phases drawn at random: the surrogate-data method of Theiler et al., 1992), so a blobby map is
+  compared with random blobs of its own size and a speckled one with random speckle;
+- **the centre prior**: pixels ranked by their distance to the centre ("the object is in the middle");
+- **the random-weights map**: the same method's map from the same architecture with random weights
+  (``randomised_twin``), whose drop is what the map's shape and the image's edges alone would cost.
+
+Blanking sets pixels to the dataset mean, i.e. 0 after normalisation. ``explain.verdict.map_verdict`` turns
+one image's curves into a verdict.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
@@ -19,72 +23,92 @@ import torch
 from architectures import create_model
 from .cam import HOOK_LOCK, check_one_image
 
+DELETION_FRACTIONS = (0.05, 0.15, 0.3, 0.5)  # of the pixels blanked, in the map's order
+N_RANDOM_MAPS = 4                            # phase-randomised copies per map
 
-def _squares(height: int, width: int, side: int, tops: torch.Tensor, lefts: torch.Tensor) -> torch.Tensor:
-    """Boolean masks, tops.shape x H x W, of side x side squares with the given top-left corners."""
-    ys = torch.arange(height, device=tops.device).view(-1, 1)
-    xs = torch.arange(width, device=tops.device).view(1, -1)
-    tops, lefts = tops[..., None, None], lefts[..., None, None]
-    return (ys >= tops) & (ys < tops + side) & (xs >= lefts) & (xs < lefts + side)
+
+def top_pixels(maps: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Boolean masks (same shape as ``maps``, ... x H x W) of each map's hottest ``fraction`` of pixels."""
+    *lead, height, width = maps.shape
+    flat = maps.reshape(-1, height * width)
+    k = max(1, round(fraction * height * width))
+    return torch.zeros_like(flat, dtype=torch.bool).scatter_(1, flat.topk(k, dim=1).indices, True).view(
+        *lead, height, width)
+
+
+def phase_randomised(maps: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+    """``count`` random maps per map (B x count x H x W) with the map's Fourier amplitudes and random phases:
+    as smooth as the map, unrelated to the image. Seeded; the phases come from real white noise, so the
+    result is real."""
+    batch, height, width = maps.shape
+    noise = torch.randn(batch, count, height, width, generator=torch.Generator().manual_seed(seed))
+    amplitude = torch.fft.fft2(maps - maps.mean((1, 2), keepdim=True)).abs()[:, None]
+    phases = torch.fft.fft2(noise)
+    return torch.fft.ifft2(amplitude * phases / phases.abs().clamp_min(1e-12)).real
+
+
+def centre_prior(height: int, width: int) -> torch.Tensor:
+    """H x W, hottest at the centre and falling with the distance from it: its top pixels form a disc."""
+    ys = torch.arange(height, dtype=torch.float32) - (height - 1) / 2
+    xs = torch.arange(width, dtype=torch.float32) - (width - 1) / 2
+    return -(ys[:, None] ** 2 + xs[None] ** 2)
 
 
 @torch.no_grad()
-def deletion_drops(model, x: torch.Tensor, heatmaps, targets=None, fraction: float = 0.25, n_random: int = 8,
-                   seed: int = 0, random_weights_heatmaps=None) -> dict[str, np.ndarray]:
-    """Per image of a batch: how much the target's probability drops when pixels are blanked.
-
-    Blanked: the top ``fraction`` of pixels by heatmap ("cam_drop"), the central square of that area
-    ("centre_drop"), ``n_random`` squares of that area at seeded random positions (their mean drop,
-    "random_square_drop"). ``targets=None`` means each image's predicted class. All variants go through
-    the model in one batched forward pass. Also returns "target" and "probability" (before blanking).
-    ``random_weights_heatmaps`` (the same method's maps of the same images and classes from
-    ``randomised_twin(model)``) adds "random_weights_drop", the drop when their top ``fraction`` is blanked
-    instead, in the same forward pass.
+def deletion_curves(model, x: torch.Tensor, heatmaps, targets=None, random_weights_heatmaps=None,
+                    fractions=DELETION_FRACTIONS, n_random: int = N_RANDOM_MAPS, seed: int = 0) -> dict[str, np.ndarray]:
+    """Per image of a batch, the target's probability drop at each of ``fractions`` (the last axis), when
+    the pixels blanked are the hottest of: the map ("map", B x F), the centre prior ("centre", B x F),
+    ``n_random`` phase-randomised copies of the map ("random", B x R x F) and, given
+    ``random_weights_heatmaps`` (the same method's maps from ``randomised_twin(model)``), those maps
+    ("random_weights", B x F). Also "target" and "probability" (before blanking). ``targets=None`` means
+    each image's predicted class. One forward pass for everything; seeded by ``seed``.
     """
-    if not 0 < fraction < 1:
-        raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
     batch, _, height, width = x.shape
-    k = round(fraction * height * width)
-    side = min(height, width, round(math.sqrt(k)))
-
-    def top_pixels(maps) -> torch.Tensor:
-        """batch x 1 x H x W: each map's k hottest pixels. Built on the CPU, where the maps are."""
-        maps = torch.as_tensor(np.asarray(maps, dtype=np.float32)).reshape(batch, -1)
-        if maps.shape[1] != height * width:
-            raise ValueError(f"heatmaps must be {batch} x {height} x {width} like the images")
-        return torch.zeros(batch, height * width, dtype=torch.bool).scatter_(
-            1, maps.topk(k, dim=1).indices, True).view(batch, 1, height, width)
-
-    centre = _squares(height, width, side, torch.tensor((height - side) // 2), torch.tensor((width - side) // 2))
-    generator = torch.Generator().manual_seed(seed)
-    tops = torch.randint(0, height - side + 1, (batch, n_random), generator=generator)
-    lefts = torch.randint(0, width - side + 1, (batch, n_random), generator=generator)
-    random_squares = _squares(height, width, side, tops, lefts)
-
-    # Per image: original, CAM-blanked, centre-blanked, the random squares, then the random-weights map's.
-    references = [] if random_weights_heatmaps is None else [top_pixels(random_weights_heatmaps)]
-    masks = torch.cat([torch.zeros(batch, 1, height, width, dtype=torch.bool),
-                       top_pixels(heatmaps),
-                       centre.expand(batch, 1, height, width),
-                       random_squares, *references], 1).to(x.device)
-    variants = x[:, None].masked_fill(masks[:, :, None], 0.0).flatten(0, 1)
+    maps = torch.as_tensor(np.asarray(heatmaps, dtype=np.float32))
+    if maps.shape != (batch, height, width):
+        raise ValueError(f"heatmaps must be {batch} x {height} x {width} like the images, got {tuple(maps.shape)}")
+    if not fractions or not all(0 < f < 1 for f in fractions):
+        raise ValueError(f"fractions must lie between 0 and 1, got {fractions}")
+    orderings = [maps[:, None], centre_prior(height, width).expand(batch, 1, height, width)]
+    if random_weights_heatmaps is not None:
+        orderings.append(torch.as_tensor(np.asarray(random_weights_heatmaps, dtype=np.float32)).view(
+            batch, 1, height, width))
+    orderings.append(phase_randomised(maps, n_random, seed))
+    orderings = torch.cat(orderings, 1)                                      # B x M x H x W
+    masks = torch.stack([top_pixels(orderings, f) for f in fractions], 2)    # B x M x F x H x W
+    variants = torch.cat([x, x[:, None, None].masked_fill(masks[:, :, :, None].to(x.device), 0.0).flatten(0, 2)])
     with HOOK_LOCK:  # a CAM's hooks, registered by another thread, must not see this forward pass
-        probs = torch.softmax(model(variants).float(), 1).view(batch, masks.shape[1], -1)
+        probs = torch.softmax(model(variants).float(), 1)
+    original, blanked = probs[:batch], probs[batch:].view(batch, orderings.shape[1], len(fractions), -1)
     if targets is None:
-        targets = probs[:, 0].argmax(1)
-    targets = torch.as_tensor(targets, device=probs.device).long().view(batch, 1, 1)
-    p = probs.gather(2, targets.expand(batch, masks.shape[1], 1))[:, :, 0]
-    drops = (p[:, :1] - p).cpu().numpy()
-    result = {
-        "cam_drop": drops[:, 1],
-        "centre_drop": drops[:, 2],
-        "random_square_drop": drops[:, 3:3 + n_random].mean(1),
-        "target": targets.view(-1).cpu().numpy(),
-        "probability": p[:, 0].cpu().numpy(),
-    }
-    if references:
-        result["random_weights_drop"] = drops[:, -1]
+        targets = original.argmax(1)
+    targets = torch.as_tensor(np.asarray(targets), device=probs.device).long().view(batch)
+    before = original.gather(1, targets[:, None])[:, 0]
+    after = blanked.gather(3, targets.view(batch, 1, 1, 1).expand(*blanked.shape[:3], 1))[..., 0]
+    drops = (before[:, None, None] - after).cpu().numpy()
+    result = {"map": drops[:, 0], "centre": drops[:, 1], "random": drops[:, -n_random:],
+              "target": targets.cpu().numpy(), "probability": before.cpu().numpy()}
+    if random_weights_heatmaps is not None:
+        result["random_weights"] = drops[:, 2]
     return result
+
+
+@torch.no_grad()
+def deletion_scores(model, x: torch.Tensor, candidate_maps, targets, fractions=DELETION_FRACTIONS) -> np.ndarray:
+    """B x C: each of C candidate maps' mean probability drop over ``fractions`` (the deletion curve's score,
+    no baselines), for the per-image choice of ``explain.perturbation.chosen_batch``. One forward pass."""
+    maps = torch.as_tensor(np.asarray(candidate_maps, dtype=np.float32))          # B x C x H x W
+    batch, count = maps.shape[:2]
+    masks = torch.stack([top_pixels(maps, f) for f in fractions], 2)              # B x C x F x H x W
+    variants = torch.cat([x, x[:, None, None].masked_fill(masks[:, :, :, None].to(x.device), 0.0).flatten(0, 2)])
+    with HOOK_LOCK:
+        probs = torch.softmax(model(variants).float(), 1)
+    targets = torch.as_tensor(np.asarray(targets), device=probs.device).long().view(batch)
+    before = probs[:batch].gather(1, targets[:, None])                            # B x 1
+    after = probs[batch:].view(batch, count * len(fractions), -1).gather(
+        2, targets.view(batch, 1, 1).expand(batch, count * len(fractions), 1))[..., 0]
+    return (before - after).view(batch, count, len(fractions)).mean(2).cpu().numpy()
 
 
 def randomised(model):
@@ -114,22 +138,13 @@ def randomised_twin(model):
 
 
 def faithfulness(model, x: torch.Tensor, heatmap: np.ndarray, target: int | None = None,
-                 fraction: float = 0.25, random_weights_heatmap: np.ndarray | None = None, n_random: int = 8) -> dict:
-    """One image's deletion figures, as plain floats for the app.
-
-    Keys: "cam_drop", "centre_drop", "random_square_drop" (probability drops of the target class, the
-    predicted one when ``target`` is None), "ratio_vs_random" (cam_drop / random_square_drop; None where
-    blanking random squares did not lower the probability), "target", "probability"; with
-    ``random_weights_heatmap`` (the same method's map of the same class from ``randomised_twin(model)``)
-    also "random_weights_drop", the drop when that map's top pixels are blanked instead. ``n_random``: how
-    many random squares the baseline averages (the app shows four, to keep within its latency goal).
-    """
+                 random_weights_heatmap: np.ndarray | None = None, n_random: int = N_RANDOM_MAPS) -> dict:
+    """One image's deletion curves (``deletion_curves`` for a batch of one, its first axis dropped), the
+    input of ``explain.verdict.map_verdict``."""
     check_one_image(x)
     reference = None if random_weights_heatmap is None else np.asarray(random_weights_heatmap)[None]
-    drops = deletion_drops(model, x, np.asarray(heatmap)[None], None if target is None else [target], fraction,
-                           n_random, random_weights_heatmaps=reference)
-    result = {key: float(value[0]) for key, value in drops.items()}
-    result["target"] = int(result["target"])
-    random_drop = result["random_square_drop"]
-    result["ratio_vs_random"] = result["cam_drop"] / random_drop if random_drop > 0 else None
+    curves = deletion_curves(model, x, np.asarray(heatmap)[None], None if target is None else [target],
+                             reference, n_random=n_random)
+    result = {key: value[0] for key, value in curves.items()}
+    result["target"], result["probability"] = int(result["target"]), float(result["probability"])
     return result

@@ -1,53 +1,152 @@
-"""Should this map be trusted for this image? The deletion check's three conditions, on one image's figures.
+"""Should this map be trusted for this image? The one function that decides (``map_verdict``), from the
+deletion curves of ``explain.faithfulness``; the app, Compare, ``tools.choose_cam`` and the tests all use it.
 
-A map passes when blanking its hottest quarter lowers the class's probability more than blanking
-(1) the centre square of the same area ("the object is in the middle"), (2) random squares of that
-area, by at least ``MIN_RATIO_OVER_RANDOM`` times, and (3) the hottest quarter of the same method's map
-from the same network with random weights (what the map's shape alone costs). The inputs are the figures
-of ``explain.faithfulness``.
+A curve's score is its mean probability drop over the blanked fractions. Four outcomes:
+
+- **explains this prediction**: the map beats random maps of its own smoothness (by ``MIN_RATIO_OVER_RANDOM``
+  and by more than their noise), the random-weights map, and the centre prior;
+- **faithful, but says no more than "the object is in the middle"**: it beats random maps and random weights,
+  and the centre prior does as well;
+- **does not explain this prediction**: it is no better than random maps or than random weights;
+- **inconclusive**: no blanking moves the probability by ``MIN_MOVEMENT``: the model is as sure with half
+  the image gone, so deletion cannot tell a good map from a bad one.
+
+"Beats" means by more than the measurement's noise: the standard error of the random maps' mean score
+(``NOISE_Z`` of them), and never less than ``MIN_MARGIN``, the resolution below which two mean drops are not
+told apart (a one-pixel shift of the image moves a score by about that much).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
-MIN_RATIO_OVER_RANDOM = 1.25  # as the deletion check that chooses each checkpoint's method
+import numpy as np
 
-FAILURE_MEANING = ("A failed map explains this prediction no better than a guess that ignores the model, so "
-                   "don't read it as where the model looked.")
+MIN_RATIO_OVER_RANDOM = 1.25
+MIN_MARGIN = 0.02
+NOISE_Z = 2.0
+MIN_MOVEMENT = 0.05
+
+
+class Outcome(str, Enum):
+    EXPLAINS = "explains"
+    CENTRE = "centre"
+    NOT_EXPLAINED = "not explained"
+    INCONCLUSIVE = "inconclusive"
+
+    @property
+    def faithful(self) -> bool:
+        return self in (Outcome.EXPLAINS, Outcome.CENTRE)
+
+
+HEADLINES = {
+    Outcome.EXPLAINS: "✅ **Explains this prediction**",
+    Outcome.CENTRE: "🟡 **Faithful, but says no more than \"the object is in the middle\"**",
+    Outcome.NOT_EXPLAINED: "❌ **Does not explain this prediction**",
+    Outcome.INCONCLUSIVE: "⚪ **Inconclusive**",
+}
+MEANINGS = {
+    Outcome.EXPLAINS: "Blanking what it marks lowers the model's confidence faster than blanking random regions "
+                      "of the same smoothness, the centre, or what the same network with random weights marks: "
+                      "it shows where this model looked.",
+    Outcome.CENTRE: "The model did look where it marks, but blanking the centre of the image costs as much: "
+                    "on this image the map tells you no more than that the object is in the middle.",
+    Outcome.NOT_EXPLAINED: "Blanking what it marks costs the model no more than blanking a guess that ignores the "
+                           "model, so don't read it as where the model looked.",
+    Outcome.INCONCLUSIVE: "The prediction barely moves whatever is blanked (even half of the image), so deletion "
+                          "cannot say whether this map is right.",
+}
+COLOURS = {Outcome.EXPLAINS: "#1e8e3e", Outcome.CENTRE: "#f9ab00", Outcome.NOT_EXPLAINED: "#d93025",
+           Outcome.INCONCLUSIVE: "#80868b"}
+SHORT = {Outcome.EXPLAINS: "explains", Outcome.CENTRE: "faithful, centre", Outcome.NOT_EXPLAINED: "does not explain",
+         Outcome.INCONCLUSIVE: "inconclusive"}
+ICONS = {Outcome.EXPLAINS: "✅", Outcome.CENTRE: "🟡", Outcome.NOT_EXPLAINED: "❌", Outcome.INCONCLUSIVE: "⚪"}
 
 
 @dataclass(frozen=True)
 class MapVerdict:
-    passed: bool
-    reasons: tuple[str, ...]  # each condition, met or not, in words with its figures
+    outcome: Outcome
+    scores: dict            # mean drop of "map", "centre", "random" (their mean), "random_weights" (if measured)
+    margin: float           # the noise margin a lead must exceed
+    reasons: tuple[str, ...]
+
+    @property
+    def faithful(self) -> bool:
+        return self.outcome.faithful
+
+    @property
+    def beats_centre(self) -> bool:
+        return self.outcome is Outcome.EXPLAINS
 
     @property
     def headline(self) -> str:
-        return "✅ **Trustworthy for this image**" if self.passed else "❌ **Not trustworthy for this image**"
+        return HEADLINES[self.outcome]
 
     @property
     def short(self) -> str:
-        return "map passed" if self.passed else "map failed"
+        return SHORT[self.outcome]
+
+    @property
+    def icon(self) -> str:
+        return ICONS[self.outcome]
+
+    @property
+    def colour(self) -> str:
+        return COLOURS[self.outcome]
 
     def sentence(self) -> str:
-        """The verdict, why, and (for a failure) what it means."""
-        text = f"{self.headline}: {'; '.join(self.reasons)}."
-        return text if self.passed else f"{text} {FAILURE_MEANING}"
+        """The verdict, what it means, and the comparisons behind it."""
+        return f"{self.headline}. {MEANINGS[self.outcome]} ({'; '.join(self.reasons)}.)"
 
 
-def map_verdict(figures: dict) -> MapVerdict:
-    """The verdict of one map from its deletion figures (``cam_drop``, ``centre_drop``, ``random_square_drop``
-    and, where measured, ``random_weights_drop``)."""
-    cam, centre, squares = figures["cam_drop"], figures["centre_drop"], figures["random_square_drop"]
-    checks = [
-        (cam > centre, f"{'beats' if cam > centre else 'does not beat'} the centre square "
-                       f"({cam:.2f} against {centre:.2f})"),
-        (cam >= MIN_RATIO_OVER_RANDOM * squares and cam > 0,
-         f"{'beats' if cam >= MIN_RATIO_OVER_RANDOM * squares and cam > 0 else 'does not beat'} random squares "
-         f"by {MIN_RATIO_OVER_RANDOM:g}x ({cam:.2f} against {squares:.2f})"),
-    ]
-    if figures.get("random_weights_drop") is not None:
-        random_weights = figures["random_weights_drop"]
-        checks.append((cam > random_weights, f"{'beats' if cam > random_weights else 'does not beat'} the "
-                                             f"random-weights map ({cam:.2f} against {random_weights:.2f})"))
-    return MapVerdict(all(ok for ok, _ in checks), tuple(reason for _, reason in checks))
+def _compare(name: str, lead: float, margin: float, theirs: float, ours: float) -> tuple[bool, str]:
+    won = lead > margin
+    return won, f"{'beats' if won else 'does not beat'} {name} ({ours:.2f} against {theirs:.2f})"
+
+
+def map_verdict(curves: dict) -> MapVerdict:
+    """The verdict of one map from its deletion curves: ``curves["map"]`` (F drops), ``["centre"]`` (F),
+    ``["random"]`` (R x F, R >= 2) and, where measured, ``["random_weights"]`` (F)."""
+    own = np.asarray(curves["map"], dtype=np.float64)
+    centre = np.asarray(curves["centre"], dtype=np.float64)
+    random = np.asarray(curves["random"], dtype=np.float64)
+    if random.ndim != 2 or len(random) < 2:
+        raise ValueError("map_verdict needs at least two random maps' curves (R x F)")
+    twin = curves.get("random_weights")
+    twin = None if twin is None else np.asarray(twin, dtype=np.float64)
+    random_scores = random.mean(1)
+    scores = {"map": own.mean(), "centre": centre.mean(), "random": random_scores.mean()}
+    if twin is not None:
+        scores["random_weights"] = twin.mean()
+    margin = max(MIN_MARGIN, NOISE_Z * random_scores.std(ddof=1) / np.sqrt(len(random_scores)))
+    everything = [own, centre, random.ravel()] + ([] if twin is None else [twin])
+    if max(np.abs(curve).max() for curve in everything) < MIN_MOVEMENT:
+        reason = f"no blanking moved the probability by {MIN_MOVEMENT:g} or more"
+        return MapVerdict(Outcome.INCONCLUSIVE, scores, margin, (reason,))
+    random_won = (scores["map"] >= MIN_RATIO_OVER_RANDOM * scores["random"]
+                  and scores["map"] - scores["random"] > margin)
+    checks = [(random_won, f"{'beats' if random_won else 'does not beat'} random maps of its smoothness by "
+                           f"{MIN_RATIO_OVER_RANDOM:g}x ({scores['map']:.2f} against {scores['random']:.2f})")]
+    if twin is not None:
+        checks.append(_compare("the random-weights map", scores["map"] - scores["random_weights"], margin,
+                               scores["random_weights"], scores["map"]))
+    centre_won, centre_reason = _compare("the centre", scores["map"] - scores["centre"], margin, scores["centre"],
+                                         scores["map"])
+    reasons = tuple(reason for _, reason in checks) + (centre_reason,)
+    if not all(ok for ok, _ in checks):
+        return MapVerdict(Outcome.NOT_EXPLAINED, scores, margin, reasons)
+    return MapVerdict(Outcome.EXPLAINS if centre_won else Outcome.CENTRE, scores, margin, reasons)
+
+
+def batch_verdicts(curves: dict) -> list[MapVerdict]:
+    """``map_verdict`` of each image of a batch of ``explain.faithfulness.deletion_curves``."""
+    keys = [key for key in ("map", "centre", "random", "random_weights") if key in curves]
+    return [map_verdict({key: curves[key][i] for key in keys}) for i in range(len(curves["map"]))]
+
+
+def outcome_shares(verdicts: list[MapVerdict]) -> dict[str, float]:
+    """The share of each outcome, and of "faithful" (explains + centre), over a list of verdicts."""
+    n = max(1, len(verdicts))
+    shares = {outcome.value: sum(v.outcome is outcome for v in verdicts) / n for outcome in Outcome}
+    shares["faithful"] = shares[Outcome.EXPLAINS.value] + shares[Outcome.CENTRE.value]
+    return shares

@@ -20,7 +20,9 @@ from PIL import Image
 
 import explain
 from explain.diagram import diagram_for
-from explain.verdict import map_verdict
+from explain.faithfulness import DELETION_FRACTIONS
+from explain.perturbation import CHOSEN_FROM, chosen_batch
+from explain.verdict import COLOURS, SHORT, Outcome, map_verdict
 from architectures import check_name, create_model, list_models
 from preprocess import model_view
 
@@ -32,16 +34,17 @@ from .zoo import ZooTable, architecture_card, checkpoint_picture, display_name
 
 PREDICTED = "predicted"      # the explained class: the one the top-5 shows
 RECOMMENDED = "recommended"  # the CAM method: each checkpoint's most faithful one (its config's "cam")
-# Random squares in the faithfulness panel's baseline: four, not the checks' eight, so that the panel's batch
-# (original, map, centre, squares, random weights' map: eight images) stays one small forward pass.
-PANEL_RANDOM_SQUARES = 4
 GALLERY_SIDE = 256  # Compare's overlays are thumbnails: eleven full-size blends would cost more than the models
 MIN_OVERLAY_SIDE = 256  # overlays are drawn at least this large on the shorter side: a 32 x 32 map is a stamp
 PREDICTION_CACHE = 32
 COMPARE_HEADERS = ["architecture", "top-1", "confidence", "latency (ms)", "agrees with majority",
                    "agreement with the others", "note"]
-FAITHFULNESS_BARS = ["CAM's hottest", "centre square", "random squares", "random weights' map"]
-BAR_KINDS = {True: "this map: passed", False: "this map: failed", None: "baseline"}  # the bars' colours
+FAITHFULNESS_X, FAITHFULNESS_Y = "blanked first (5-50% of pixels)", "mean probability drop"
+FAITHFULNESS_BARS = {"map": "the map's hottest", "centre": "the centre", "random": "random maps as smooth",
+                     "random_weights": "random weights' map"}
+BASELINE = "baseline"
+# The bars' colours: the map's bar in its verdict's colour, the references grey.
+BAR_COLOURS = {**{f"this map: {SHORT[outcome]}": COLOURS[outcome] for outcome in Outcome}, BASELINE: "#9aa0a6"}
 
 
 def at_least(image: Image.Image, side: int) -> Image.Image:
@@ -245,11 +248,11 @@ class ZooService:
             layer_name = layers[min(max(depth or len(layers), 1), len(layers)) - 1]
         x, twin = prediction.x, self.store.random_twin(loaded)
         with loaded.lock:
-            heatmap = explain.cam(loaded.model, x, explained, method, layer_name)
-            # The same method's map from random weights: blanking it shows what the map's shape alone costs.
-            random_heatmap = explain.cam(twin, x, explained, method, layer_name)
-            figures = explain.faithfulness(loaded.model, x, heatmap, explained, random_weights_heatmap=random_heatmap,
-                                           n_random=PANEL_RANDOM_SQUARES)
+            heatmap, chosen = self._map(loaded.model, x, explained, method, layer_name)
+            # The same method's map from random weights (chosen in the same way, on the random network's own
+            # curves): blanking it shows what the map's shape and the image's edges alone cost.
+            random_heatmap, _ = self._map(twin, x, explained, method, layer_name)
+            figures = explain.faithfulness(loaded.model, x, heatmap, explained, random_weights_heatmap=random_heatmap)
             excitations, se_map = explain.se_attention(loaded.model, x)
         shown = at_least(pil, MIN_OVERLAY_SIDE)
         picture = explain.overlay(shown, heatmap, opacity)
@@ -263,13 +266,17 @@ class ZooService:
             se_line = (f"{prediction.display_name} has no SE blocks, so there is no SE "
                        "attention to show.")
         verdict = map_verdict(figures)
-        note = (verdict.sentence() + "\n\n" + _explanation_note(method, layer_name, layers, names[explained], figures)
-                + "\n\n" + se_line)
-        frame = pd.DataFrame({"blanked (25% of pixels)": FAITHFULNESS_BARS,
-                              "probability drop": [figures["cam_drop"], figures["centre_drop"],
-                                                   figures["random_square_drop"], figures["random_weights_drop"]],
-                              "bar": [BAR_KINDS[verdict.passed]] + [BAR_KINDS[None]] * 3})
-        return Explanation(picture, se_plot, frame, note, se_map)
+        note = (verdict.sentence() + "\n\n" + _explanation_note(method, layer_name, layers, names[explained], figures,
+                                                                 chosen) + "\n\n" + se_line)
+        return Explanation(picture, se_plot, faithfulness_frame(verdict), note, se_map)
+
+    @staticmethod
+    def _map(model, x, target: int, method: str, layer: str) -> tuple:
+        """``explain.cam``'s map, and for the "chosen" method the name of the method it chose (else None)."""
+        if method == "chosen":
+            maps, _, names = chosen_batch(model, x, [target], return_choice=True)
+            return maps[0], names[0]
+        return explain.cam(model, x, target, method, layer), None
 
     # -- Compare ---------------------------------------------------------------------------------------
     def compare(self, image, progress=None) -> tuple[pd.DataFrame, list, str] | None:
@@ -292,14 +299,13 @@ class ZooService:
             x, explained, twin = row.prediction.x, row.prediction.index, self.store.random_twin(loaded)
             start = time.perf_counter()
             with loaded.lock:
-                heatmap = explain.cam(loaded.model, x, explained, method=method, layer=layer)
+                heatmap, _ = self._map(loaded.model, x, explained, method, layer)
                 cam_ms = (time.perf_counter() - start) * 1000
-                figures = explain.faithfulness(loaded.model, x, heatmap, explained, n_random=PANEL_RANDOM_SQUARES,
-                                               random_weights_heatmap=explain.cam(twin, x, explained, method, layer))
+                figures = explain.faithfulness(loaded.model, x, heatmap, explained,
+                                               random_weights_heatmap=self._map(twin, x, explained, method, layer)[0])
             verdict = map_verdict(figures)
             gallery.append((explain.overlay(thumbnail, heatmap, 0.5),
-                            f"{'✅' if verdict.passed else '❌'} {row.display_name}: {row.label} "
-                            f"{row.confidence:.0%} ({verdict.short})"))
+                            f"{verdict.icon} {row.display_name}: {row.label} {row.confidence:.0%} ({verdict.short})"))
             flagged = "; looks like none of the classes" if row.prediction.ood["ood"] else ""
             table.append([row.display_name, row.label, round(row.confidence, 3), round(row.latency_ms, 1),
                           "yes" if row.agrees_with_majority else "no",
@@ -344,25 +350,31 @@ def compare_summary(answered: list, majority: str) -> str:
     return vote
 
 
-def _explanation_note(method: str, layer_name: str, layers: list[str], shown: str, figures: dict) -> str:
-    """What the map is and how its deletion figures compare with the baselines, in words."""
-    drop, ratio = figures["cam_drop"], figures.get("ratio_vs_random")
-    if drop < 0:  # blanking what the map points at made the class more likely
-        change = f"raises that class's probability by {-drop:.2f} instead of lowering it"
-    else:
-        change = f"lowers that class's probability by {drop:.2f}"
-    if drop > 0:
-        change += (f": {ratio:.1f}x the drop from blanking random squares" if ratio is not None
-                   else ", while random squares did not lower it at all")
+def faithfulness_frame(verdict) -> pd.DataFrame:
+    """The faithfulness bars: each ordering's mean drop over the deletion curve, the map's bar in its verdict's
+    colour (``BAR_COLOURS``)."""
+    keys = [key for key in FAITHFULNESS_BARS if key in verdict.scores]
+    return pd.DataFrame({FAITHFULNESS_X: [FAITHFULNESS_BARS[key] for key in keys],
+                         FAITHFULNESS_Y: [round(float(verdict.scores[key]), 4) for key in keys],
+                         "bar": [f"this map: {verdict.short}" if key == "map" else BASELINE for key in keys]})
+
+
+def _explanation_note(method: str, layer_name: str, layers: list[str], shown: str, figures: dict,
+                      chosen: str | None = None) -> str:
+    """What the map is and how its deletion curve was measured, in words."""
     if method in explain.LAYER_FREE:
-        where = "the input (no layer): how far the probability falls when each window of it is blanked"
+        where = "the input (no layer)"
     else:
         where = (f"layers `{layer_name}` to `{layers[-1]}` fused" if method in explain.FUSED
                  and layer_name != layers[-1] else f"layer `{layer_name}`")
         where += f" ({layers.index(layer_name) + 1} of {len(layers)})"
-    return (f"{method} at {where}, class **{shown}**. Blanking the CAM's hottest quarter of the image (as uploaded, "
-            f"without the shifted and mirrored copies the top-5 also averages in; probability "
-            f"{figures['probability']:.2f}) {change}. "
-            f"A faithful map beats the centre square ({figures['centre_drop']:.2f}), random squares, and the same "
-            f"method's map from the same network with random weights ({figures['random_weights_drop']:.2f}), "
-            f"whose drop comes from the map's shape alone.")
+    if chosen is not None:
+        where += (f"; this map was **chosen** for this image: {chosen}, of "
+                  f"{', '.join(CHOSEN_FROM)}, had the best deletion curve (the random-weights "
+                  "map was chosen the same way, on the random network)")
+    curve = ", ".join(f"{f:.0%}: {d:.2f}" for f, d in zip(DELETION_FRACTIONS, figures["map"]))
+    return (f"{method} at {where}, class **{shown}** (probability {figures['probability']:.2f} on the image as "
+            f"uploaded, without the shifted and mirrored copies the top-5 also averages in). Blanking the map's "
+            f"hottest pixels first lowers it by {curve}. The bars average each curve over those fractions, for the "
+            f"map and for three references that know nothing about this model: the centre, random maps as smooth "
+            f"as the map, and the same method's map from the same network with random weights.")

@@ -22,7 +22,10 @@ from explain.plots import SEExcitationPlot
 from explain.cam import FUSED_BLUR_SIGMA
 from architectures import create_model, list_models, load_config, load_pretrained, save_pretrained
 from architectures._blocks import SqueezeExcite
-from explain.faithfulness import randomised, randomised_twin
+from explain.faithfulness import (DELETION_FRACTIONS, N_RANDOM_MAPS, centre_prior, deletion_scores, phase_randomised,
+                                  randomised, randomised_twin)
+from explain.verdict import outcome_shares
+from scipy.ndimage import gaussian_filter
 from tools.choose_cam import deletion_figures, map_spearman, validation_order
 from tools.se_profiles import main as profiles_main
 from preprocess import normalize
@@ -41,20 +44,17 @@ SE_ARCHS = [name for name in ARCHS if explain.has_se(create_model(name))]
 # map that keeps most of its ranking without the learned weights, while allowing what any two
 # upsampled maps of one image share (borders, the upsampling's smoothness).
 SANITY_MAX_SPEARMAN = 0.5
-# Deletion check of issue 3: blanking the CAM's top 25% must beat "the object is in the middle" and
-# beat a random square of the same area by 1.25 times, over 100 validation images; and beat by 1.25 times
-# the same method's map from random weights (tools.choose_cam explains why: a shallow map of scattered edge
-# pixels passed the first two on its shape alone).
+# The faithfulness targets, measured by explain.verdict.map_verdict (the app's verdict) on DELETION_IMAGES validation
+# images for each architecture's recommended setting (explain.recommended_cam of its config, what the app shows by
+# default), chosen by `python -m tools.choose_cam` on other validation images (the next ones of this file's seeded
+# shuffle), so the choice is not judged on the images it was made on: FAITHFUL_TARGET of the maps faithful (they
+# beat random maps as smooth by 1.25x, and the random-weights map), EXPLAINS_TARGET also beating the centre.
 DELETION_IMAGES = 100
-DELETION_FRACTION = 0.25
-DELETION_MIN_RATIO = 1.25
-# The deletion check runs each architecture at explain.recommended_cam(its config), the setting the app shows by
-# default, chosen by `python -m tools.choose_cam` on 200 other validation images (the next 200 of this file's
-# seeded shuffle), so the choice is not judged on the images it was made on. At about 90% accuracy the centre
-# square is a strong prior, hence the baseline. Run with -s to print each architecture's figures.
-# Architectures whose chosen setting does not meet it here, with figures in the reason (not strict: a
-# retrained checkpoint may pass).
-DELETION_KNOWN_FAILURES: dict[str, str] = {}
+FAITHFUL_TARGET = 0.9
+EXPLAINS_TARGET = 0.6
+# Architectures whose recommended setting falls short of a target here, with the figures (strict: a better map
+# or a retrained checkpoint that meets them must be moved out of this list).
+TARGET_SHORTFALLS: dict[str, str] = {}
 
 
 @functools.cache
@@ -331,54 +331,47 @@ def test_sanity_map_depends_on_learned_weights(arch, validation, setting):
 
 @needs_data
 @pytest.mark.parametrize("arch", [
-    pytest.param(arch, marks=pytest.mark.xfail(reason=DELETION_KNOWN_FAILURES[arch]))
-    if arch in DELETION_KNOWN_FAILURES else arch for arch in ARCHS])
-def test_deletion_beats_centre_random_squares_and_random_weights(arch, validation):
-    """Blanking the map's hottest quarter must hurt more than blanking the centre square, 1.25 times more than
-    a random square, and 1.25 times more than blanking the hottest quarter of the same method's map from
-    random weights: a map whose drop its shape alone explains (scattered edge pixels) says nothing of the model."""
+    pytest.param(arch, marks=pytest.mark.xfail(reason=TARGET_SHORTFALLS[arch], strict=True))
+    if arch in TARGET_SHORTFALLS else arch for arch in ARCHS])
+def test_recommended_maps_meet_the_faithfulness_targets(arch, validation):
+    """The verdict the app shows, over validation images: the recommended maps are faithful on FAITHFUL_TARGET
+    of them and beat the centre prior as well on EXPLAINS_TARGET."""
     model = trained(arch)
     method, layer = explain.recommended_cam(model.config)  # what the app shows by default, too
-    if layer is not None and layer not in model.cam_layers:
-        pytest.xfail(f"{arch} meets the check only with {method} at {layer}, which is not one of its cam_layers "
-                     f"{model.cam_layers}: see its config.json's cam entry")
     x = normalised(model, validation[0])
-    drops = deletion_figures(model, randomised_twin(model), x, method, layer)  # blanks DELETION_FRACTION, as the selection did
-    cam, centre, random, shape_only = (float(drops[key].mean()) for key in
-                                       ("cam_drop", "centre_drop", "random_square_drop", "random_weights_drop"))
+    shares = outcome_shares(deletion_figures(model, randomised_twin(model), x, method, layer)["verdicts"])
     where = "the input" if method in explain.LAYER_FREE else layer or model.default_cam_layer
-    figures = (f"{arch} ({method} at {where}): CAM {cam:.3f}, centre {centre:.3f}, "
-               f"random square {random:.3f}, ratio {cam / random:.2f}, random-weights map {shape_only:.3f}")
+    figures = (f"{arch} ({method} at {where}): faithful {shares['faithful']:.0%}, explains {shares['explains']:.0%}, "
+               f"centre {shares['centre']:.0%}, not explained {shares['not explained']:.0%}, "
+               f"inconclusive {shares['inconclusive']:.0%}")
     print(figures)
-    assert cam > centre, figures
-    assert cam >= DELETION_MIN_RATIO * random, figures
-    assert cam >= DELETION_MIN_RATIO * shape_only, figures
+    assert shares["faithful"] >= FAITHFUL_TARGET and shares["explains"] >= EXPLAINS_TARGET, figures
 
 
 def test_select_ranks_every_method_at_every_layer(tmp_path, tiny_folder, capsys):
     """tools.choose_cam on a random-weight checkpoint and the tests' own tiny data: one row per setting, best
-    margin first, and a recommendation only among settings that pass the sanity check and the time limit."""
+    faithful share first, and a recommendation only among settings that pass the sanity check."""
     import tools.choose_cam as select
 
-    assert (select.SANITY_MAX_SPEARMAN, select.DELETION_FRACTION, select.DELETION_MIN_RATIO) == (
-        SANITY_MAX_SPEARMAN, DELETION_FRACTION, DELETION_MIN_RATIO), "the tool must apply the tests' thresholds"
+    assert select.SANITY_MAX_SPEARMAN == SANITY_MAX_SPEARMAN, "the tool must apply the tests' threshold"
     torch.manual_seed(0)
     folder = save_pretrained(create_model("bn_convnet", num_classes=3), tmp_path / "bn_convnet", {
         "class_names": ["blue", "green", "red"], "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3,
         "val_accuracy": 0.33, "epochs": 0, "train_seconds": 0.0, "hardware": "none (random weights)"})
     code = select.main(["--checkpoint", str(folder), "--data", str(tiny_folder), "--cache-dir", str(tmp_path / "c"),
-                        "--skip", "2", "--images", "8", "--sanity-images", "2", "--methods", "gradcam,eigencam"])
+                        "--skip", "2", "--images", "8", "--sanity-images", "2", "--methods", "gradcam,eigencam",
+                        "--max-ms", "1e9"])  # a busy test machine's timings say nothing; the limit has its own test
     lines = capsys.readouterr().out.splitlines()
     layers = load_pretrained(folder).cam_layers
-    rows = [line.split() for line in lines if line.split()[:1] in (["gradcam"], ["eigencam"])]
+    rows = [line.split() for line in lines if line.split()[:1] in (["gradcam"], ["eigencam"]) and len(line.split()) == 13]
     assert sorted((r[0], r[1]) for r in rows) == sorted((m, l) for m in ("gradcam", "eigencam") for l in layers)
-    margins = [float(r[7]) for r in rows]
-    assert margins == sorted(margins, reverse=True)
-    for row in rows:  # the margin is the worst of the three baselines
-        cam, centre, square, shape_only = map(float, row[2:6])
-        assert float(row[7]) == pytest.approx(min(cam - centre, cam - DELETION_MIN_RATIO * square,
-                                                  cam - DELETION_MIN_RATIO * shape_only), abs=2e-3)
-    eligible = [r for r in rows if float(r[8]) < SANITY_MAX_SPEARMAN and float(r[9]) <= 30.0]
+    ranks = [(float(r[2].rstrip("%")), float(r[3].rstrip("%"))) for r in rows]
+    assert ranks == sorted(ranks, reverse=True)
+    for row in rows:  # the four outcomes' shares add up to all the images, faithful = explains + centre
+        faithful, explains, centre, no, inconclusive = (float(v.rstrip("%")) for v in row[2:7])
+        assert explains + centre + no + inconclusive == pytest.approx(100, abs=2)
+        assert faithful == pytest.approx(explains + centre, abs=1)
+    eligible = [r for r in rows if float(r[11]) < SANITY_MAX_SPEARMAN]
     recommended = [line for line in lines if line.startswith("recommended:")]
     assert code == (0 if eligible else 1) and len(recommended) == (1 if eligible else 0)
     if eligible:  # the best eligible, or plain Grad-CAM at the default layer when it trails by noise
@@ -390,22 +383,32 @@ def test_select_ranks_every_method_at_every_layer(tmp_path, tiny_folder, capsys)
     if eligible:
         assert f"({cam['method']!r}, {cam['layer']!r})" in recommended[0] and cam["images"] == 8
         assert cam["chosen_by"].startswith("python -m tools.choose_cam --checkpoint ")
+        assert set(cam["outcomes"]) == {"explains", "centre", "not explained", "inconclusive", "faithful"}
     else:
         assert cam is None
+
+
+def test_select_skips_settings_over_the_time_limit():
+    from tools.choose_cam import measure
+
+    model = random_model("resnet")
+    setting = measure(model, randomised(create_model("resnet")), random_input(), "gradcam", model.default_cam_layer,
+                      sanity_images=1, max_ms=0.0)
+    assert not setting.measured and setting.ms_per_image > 0 and "time limit" in setting.row()
 
 
 def test_select_keeps_plain_gradcam_unless_another_setting_leads_by_more_than_noise():
     from tools.choose_cam import Setting, choose
 
     rng = np.random.default_rng(0)
-    base = rng.uniform(0.2, 0.6, 200)
+    base = (rng.random(200) < 0.6).astype(float)
 
-    def setting(method, layer, drops):
-        return Setting(method, layer, cam=float(drops.mean()), cam_drops=drops)
+    def setting(method, layer, flags):
+        return Setting(method, layer, shares={"faithful": float(flags.mean())}, faithful_flags=flags)
 
     plain = setting("gradcam", "deep", base)
-    close = setting("layercam", "shallow", base + rng.normal(0.002, 0.05, 200))  # lead well inside one SE
-    far = setting("layercam", "shallow", base + 0.05 + rng.normal(0, 0.01, 200))
+    close = setting("layercam", "shallow", np.where(rng.random(200) < 0.02, 1.0, base))  # a lead inside one SE
+    far = setting("layercam", "shallow", np.where(rng.random(200) < 0.5, 1.0, base))
     assert choose([close, plain], default_layer="deep") is plain
     assert choose([far, plain], default_layer="deep") is far
     assert choose([close], default_layer="deep") is close          # plain Grad-CAM not eligible
@@ -437,21 +440,35 @@ def test_recommended_cam_reads_the_cam_field_and_falls_back_to_gradcam():
 
 
 def test_faithfulness_of_one_image():
+    """The centre prior as the map: its curve is the centre's. Seeded, and the random-weights map joins the same
+    pass without changing the other curves."""
     model = random_model("resnet")
-    centre = np.zeros((32, 32), np.float32)
-    centre[8:24, 8:24] = 1  # exactly the central 25%: the CAM and the centre baseline blank the same pixels
+    centre = centre_prior(32, 32).numpy()
     result = explain.faithfulness(model, random_input(), centre)
-    assert set(result) >= {"cam_drop", "centre_drop", "random_square_drop", "ratio_vs_random"}
-    assert result["cam_drop"] == pytest.approx(result["centre_drop"], abs=1e-6)
-    if result["random_square_drop"] > 0:
-        assert result["ratio_vs_random"] == pytest.approx(result["cam_drop"] / result["random_square_drop"])
-    assert result == explain.faithfulness(model, random_input(), centre), "seeded: the same figures twice"
-    assert "random_weights_drop" not in result
-    # The app's fourth bar: the random-weights map blanked in the same pass. The centre map again must drop
-    # exactly as much as the centre square; the other figures stay as they were.
+    assert set(result) == {"map", "centre", "random", "target", "probability"}
+    assert result["map"].shape == (len(DELETION_FRACTIONS),) and result["random"].shape == (N_RANDOM_MAPS, len(DELETION_FRACTIONS))
+    np.testing.assert_allclose(result["map"], result["centre"], atol=1e-6)
+    again = explain.faithfulness(model, random_input(), centre)
+    for key in ("map", "centre", "random"):
+        np.testing.assert_array_equal(again[key], result[key])
     with_twin = explain.faithfulness(model, random_input(), centre, random_weights_heatmap=centre)
-    assert with_twin["random_weights_drop"] == pytest.approx(with_twin["centre_drop"], abs=1e-6)
-    assert {key: with_twin[key] for key in result} == result
+    np.testing.assert_allclose(with_twin["random_weights"], with_twin["centre"], atol=1e-6)
+    for key in ("map", "centre", "random"):
+        np.testing.assert_allclose(with_twin[key], result[key], atol=1e-5)
+
+
+def test_random_maps_are_as_smooth_as_the_map():
+    """Phase randomisation keeps each map's Fourier amplitudes (so its smoothness) and draws new phases."""
+    maps = torch.as_tensor(np.random.default_rng(0).random((2, 32, 32), dtype=np.float32))
+    maps[1] = torch.as_tensor(gaussian_filter(maps[1].numpy(), 3))  # one speckled map, one smooth
+    copies = phase_randomised(maps, 3, seed=0)
+    assert copies.shape == (2, 3, 32, 32) and copies.dtype == torch.float32
+    amplitude = torch.fft.fft2(maps - maps.mean((1, 2), keepdim=True)).abs()[:, None].expand_as(copies)
+    torch.testing.assert_close(torch.fft.fft2(copies).abs(), amplitude, atol=1e-3, rtol=1e-3)
+    assert not torch.allclose(copies[:, 0], maps - maps.mean((1, 2), keepdim=True), atol=1e-2)
+    torch.testing.assert_close(phase_randomised(maps, 3, seed=0), copies)
+    roughness = [float((c.diff(dim=-1) ** 2).mean() / c.var()) for c in (copies[0, 0], copies[1, 0])]
+    assert roughness[1] < roughness[0] / 5, "the smooth map's random copies are smooth too"
 
 
 def test_randomised_twin_is_seeded_and_leaves_the_callers_random_state_alone():
@@ -468,19 +485,42 @@ def test_randomised_twin_is_seeded_and_leaves_the_callers_random_state_alone():
     assert any(not torch.equal(a, b) for a, b in zip(twin.state_dict().values(), model.state_dict().values()))
 
 
-def test_deletion_drops_blanks_the_random_weights_map_in_the_same_pass():
-    """random_weights_heatmaps adds the drop for another map's hottest pixels; the other figures are unchanged."""
+def test_deletion_curves_blank_more_as_the_fraction_grows_and_score_candidates_alike():
     model = random_model("resnet")
     x = torch.cat([random_input(seed) for seed in range(3)])
     maps = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
-    plain = explain.deletion_drops(model, x, maps, seed=1)
-    with_reference = explain.deletion_drops(model, x, maps, seed=1, random_weights_heatmaps=maps[::-1].copy())
-    assert "random_weights_drop" not in plain
-    for key, values in plain.items():
-        np.testing.assert_allclose(with_reference[key], values, atol=1e-5, err_msg=key)
-    same = explain.deletion_drops(model, x, maps, seed=1, random_weights_heatmaps=maps)
-    np.testing.assert_allclose(same["random_weights_drop"], same["cam_drop"], atol=1e-6)
-    assert not np.allclose(with_reference["random_weights_drop"], with_reference["cam_drop"], atol=1e-6)
+    curves = explain.deletion_curves(model, x, maps, seed=1, random_weights_heatmaps=maps[::-1].copy())
+    assert curves["map"].shape == (3, len(DELETION_FRACTIONS)) and curves["random"].shape[1] == N_RANDOM_MAPS
+    # deletion_scores (the "chosen" method's ranking) agrees with the curve's mean for the same map
+    scores = deletion_scores(model, x, np.stack([maps, maps[::-1]], 1), curves["target"])
+    np.testing.assert_allclose(scores[:, 0], curves["map"].mean(1), atol=1e-5)
+    np.testing.assert_allclose(scores[:, 1], curves["random_weights"].mean(1), atol=1e-5)
+    with pytest.raises(ValueError, match="heatmaps must be"):
+        explain.deletion_curves(model, x, maps[:2])
+
+
+@pytest.mark.parametrize("method", ["input-x-gradient", "integrated-gradients", "occlusion-fine", "rise"])
+def test_input_attributions_heat_only_the_pixels_the_model_reads(method):
+    model = TopLeftOnly()
+    model.eval = lambda: model
+    heatmap = explain.perturbation.INPUT_METHODS[method](model, torch.ones(1, 3, 32, 32), [0])[0][0]
+    assert heatmap[:8, :8].mean() > 3 * heatmap[16:, 16:].mean(), method
+
+
+def test_chosen_map_is_the_candidate_with_the_best_deletion_curve():
+    model = trained("vgg") if (CHECKPOINTS / "vgg" / "config.json").is_file() else random_model("vgg")
+    x = torch.cat([random_input(seed) for seed in range(2)])
+    maps, _, names = explain.perturbation.chosen_batch(model, x, [3, 5], return_choice=True)
+    candidates = explain.perturbation._candidates(model, x, [3, 5])
+    assert candidates.shape == (2, len(explain.perturbation.CHOSEN_FROM), 32, 32)
+    ig, gc = (explain.cam_batch(model, x, [3, 5], m)[0] for m in ("integrated-gradients", "gradcam"))
+    product = candidates[:, explain.perturbation.CHOSEN_FROM.index("integrated-gradients x gradcam")]
+    np.testing.assert_allclose(product * (ig * gc).max((1, 2), keepdims=True), ig * gc, atol=1e-5)
+    scores = deletion_scores(model, x, candidates, [3, 5])
+    for i, name in enumerate(names):
+        assert name == explain.perturbation.CHOSEN_FROM[int(scores[i].argmax())]
+        np.testing.assert_allclose(maps[i], candidates[i, int(scores[i].argmax())], atol=1e-6)
+        np.testing.assert_allclose(maps[i], explain.cam(model, x[i:i + 1], [3, 5][i], "chosen"), atol=1e-5)
 
 
 # --- Squeeze-and-excitation -----------------------------------------------------------------------------

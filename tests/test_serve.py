@@ -526,42 +526,59 @@ def test_service_errors_are_for_the_user(store, tmp_path):
         service.explain(str(EXAMPLES / "cat_chelsea.jpg"), "resnet", target="unicorn")
 
 
-def test_every_map_gets_a_verdict_and_a_failure_says_what_it_means():
-    from explain.verdict import FAILURE_MEANING, map_verdict
+def _curves(own, centre, random_weights, random, fractions=4):
+    """Flat deletion curves: each ordering drops the probability by the same amount at every fraction."""
+    flat = lambda value: np.full(fractions, value, dtype=np.float64)
+    return {"map": flat(own), "centre": flat(centre), "random_weights": flat(random_weights),
+            "random": np.stack([flat(value) for value in random])}
 
-    passing = map_verdict({"cam_drop": 0.6, "centre_drop": 0.3, "random_square_drop": 0.2, "random_weights_drop": 0.1})
-    assert passing.passed and passing.sentence().startswith("✅ **Trustworthy")
-    assert FAILURE_MEANING not in passing.sentence()
-    # SENet on the cat photo: the centre square costs more than the map's hottest quarter.
-    centre_wins = map_verdict({"cam_drop": 0.32, "centre_drop": 0.59, "random_square_drop": 0.1,
-                               "random_weights_drop": 0.05})
-    assert not centre_wins.passed and "does not beat the centre square (0.32 against 0.59)" in centre_wins.sentence()
-    assert centre_wins.sentence().startswith("❌ **Not trustworthy") and FAILURE_MEANING in centre_wins.sentence()
-    # DenseNet on a dog: no better than the map of a network with random weights.
-    assert not map_verdict({"cam_drop": 0.04, "centre_drop": 0.01, "random_square_drop": 0.01,
-                            "random_weights_drop": 0.05}).passed
-    # Beating random squares needs 1.25 times their drop, not just more.
-    assert not map_verdict({"cam_drop": 0.24, "centre_drop": 0.1, "random_square_drop": 0.2,
-                            "random_weights_drop": 0.0}).passed
+
+def test_the_verdict_has_four_outcomes_each_with_a_true_sentence():
+    from explain.verdict import MEANINGS, Outcome, map_verdict
+
+    explains = map_verdict(_curves(0.6, 0.3, 0.1, [0.2, 0.22, 0.18, 0.2]))
+    assert explains.outcome is Outcome.EXPLAINS and explains.faithful and explains.beats_centre
+    assert explains.sentence().startswith("✅ **Explains this prediction**") and MEANINGS[Outcome.EXPLAINS] in explains.sentence()
+    # A centred object: the map is faithful, and the centre costs as much (within the noise margin).
+    centre = map_verdict(_curves(0.5, 0.49, 0.1, [0.2, 0.22, 0.18, 0.2]))
+    assert centre.outcome is Outcome.CENTRE and centre.faithful and not centre.beats_centre
+    assert "the object is in the middle" in centre.sentence() and "did look where it marks" in centre.sentence()
+    # No better than the random-weights map: not explained, whatever the centre does.
+    twin = map_verdict(_curves(0.3, 0.1, 0.3, [0.1, 0.12, 0.08, 0.1]))
+    assert twin.outcome is Outcome.NOT_EXPLAINED and "does not beat the random-weights map" in twin.sentence()
+    # Beating random maps needs 1.25 times their score, not just more.
+    assert map_verdict(_curves(0.24, 0.1, 0.0, [0.2, 0.2, 0.19, 0.21])).outcome is Outcome.NOT_EXPLAINED
+    # ... and more than their noise: widely scattered random maps make a lead of that size a coin toss.
+    noisy = map_verdict(_curves(0.3, 0.0, 0.0, [0.0, 0.4, 0.02, 0.38]))
+    assert noisy.margin > 0.1 and noisy.outcome is Outcome.NOT_EXPLAINED
+    # Nothing moves the prediction: say so rather than judge.
+    still = map_verdict(_curves(0.03, 0.01, 0.0, [0.01, 0.0, 0.02, 0.01]))
+    assert still.outcome is Outcome.INCONCLUSIVE and "barely moves" in still.sentence()
+    with pytest.raises(ValueError, match="two random maps"):
+        map_verdict({"map": np.zeros(4), "centre": np.zeros(4), "random": np.zeros((1, 4))})
 
 
 def test_the_explanation_note_begins_with_its_verdict_and_the_bars_carry_it(store, tmp_path):
     service = serve.ZooService(store)
     upload = tmp_path / "small.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(upload)
+    from explain.verdict import HEADLINES, SHORT
+
     result = service.explain(str(upload), "resnet", method="gradcam")
-    assert result.note.startswith(("✅ **Trustworthy for this image**", "❌ **Not trustworthy for this image**"))
-    passed = result.note.startswith("✅")
-    assert result.faithfulness["bar"].tolist() == [f"this map: {'passed' if passed else 'failed'}"] + ["baseline"] * 3
+    outcome = next(outcome for outcome, headline in HEADLINES.items() if result.note.startswith(headline))
+    assert result.faithfulness["bar"].tolist() == [f"this map: {SHORT[outcome]}"] + ["baseline"] * 3
+    assert set(result.faithfulness["bar"]) <= set(serve.service.BAR_COLOURS)
     assert min(result.overlay.size) == 256  # a CIFAR-sized upload is drawn large enough to see
 
 
 def test_compare_marks_every_map_and_says_when_the_image_fits_no_class(store):
+    from explain.verdict import ICONS, SHORT
+
     service = serve.ZooService(store)
     frame, gallery, summary = service.compare(str(EXAMPLES / "cat_chelsea.jpg"))
     assert len(gallery) == 3
     for picture, caption in gallery:
-        assert caption.startswith(("✅", "❌")) and caption.endswith(("(map passed)", "(map failed)"))
+        assert caption.startswith(tuple(ICONS.values())) and caption.endswith(tuple(f"({s})" for s in SHORT.values()))
     assert summary.startswith("Majority vote")  # this store has no thresholds: nothing is flagged
     calibrated = serve.ModelStore(store.checkpoint_dir, repo="", device="cpu", ood_thresholds={
         name: {"score": "max_prob", "threshold": 1.0, "weights_sha256": store.get(name).weights_sha256}

@@ -77,9 +77,10 @@ def test_finish_checkpoint_writes_every_artefact_into_the_folder(tmp_path, tiny_
         assert cam["layer"] in model.cam_layers
     assert explain.recommended_cam(config) == (cam["method"], cam["layer"])
     assert cam["images"] == 8 and cam["spearman"] < 0.5
-    assert cam["margin"] == pytest.approx(min(cam["cam_drop"] - cam["centre_drop"],
-                                              cam["cam_drop"] - 1.25 * cam["random_square_drop"],
-                                              cam["cam_drop"] - 1.25 * cam["random_weights_drop"]), abs=2e-4)
+    outcomes = cam["outcomes"]
+    assert outcomes["faithful"] == pytest.approx(outcomes["explains"] + outcomes["centre"], abs=1e-3)
+    assert sum(outcomes[key] for key in ("explains", "centre", "not explained", "inconclusive")) == pytest.approx(1)
+    assert set(cam["scores"]) == {"map", "centre", "random", "random_weights"}
     assert cam["chosen_by"].startswith("python -m tools.finish_checkpoint ") and "--cam-images 8" in cam["chosen_by"]
     # 5. SE profiles over the validation split
     profiles = explain.load_se_profiles(folder)

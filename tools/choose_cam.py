@@ -1,5 +1,5 @@
-"""Choose the CAM setting that explains a checkpoint most faithfully: every method at every CAM layer
-(occlusion, which takes no layer, once).
+"""Choose the explanation setting that explains a checkpoint most faithfully: every method at every CAM layer
+(the methods that work on the input, which take no layer, once).
 
     python -m tools.choose_cam --checkpoint checkpoints/efficientnet --data ../shared/data/cifar10-jpeg/train.tar.gz
 
@@ -7,26 +7,21 @@ Run it again whenever a checkpoint is retrained: which method and depth explain 
 its weights. Each setting gets, on ``--images`` validation images that the tests do not use (the ones after
 tests/test_explain.py's first ``--skip`` of the same seeded shuffle):
 
-- the deletion check (``faithfulness.deletion_drops``): how far the class's probability falls when the
-  map's hottest quarter is blanked, against the central square and random squares of that area;
-  and against the map of the same method and layer from randomly initialised weights (``faithfulness.randomised_twin``),
-  blanked in the same way. That last baseline catches maps whose drop comes from their shape alone: a
-  shallow layer's map picks scattered pixels along the image's edges, and blanking those hurts any model.
-  ``margin`` is the worst of (CAM - centre), (CAM - 1.25 x random square) and (CAM - 1.25 x random-weights
-  map): positive passes all three;
+- the verdict of ``explain.verdict.map_verdict`` on every image, the one the app shows: the deletion curve
+  of the map against random maps as smooth as it, the centre prior and the same method's map from random
+  weights (``faithfulness.randomised_twin``; that baseline catches maps whose drop comes from their shape
+  alone). ``faithful`` is the share of images the map explains or explains as well as the centre does;
 - the sanity check (Adebayo et al., 2018): rank correlation between the map and the map of the same
   architecture with random weights, on the first ``--sanity-images`` of those images; at or above 0.5 the
   map shows the image's edges more than the model;
-- milliseconds per image on this machine, one image at a time as the app explains them, on channels_last
-  weights (``serve.store.for_serving``; outputs agree to 1e-6) (time it on an idle machine: a busy one can
-  double it). The app computes the chosen map twice per ``/explain`` (the model's and
-  its random-weights twin's) on one thread: check ``python bench/http_latency.py`` against its 150 ms too.
+- milliseconds per image for the map and its random-weights twin, as ``/explain`` computes them, one image
+  at a time on channels_last weights (``serve.store.for_serving``). Settings over ``--max-ms`` are listed but
+  not measured further (time it on an idle machine: a busy one can double it).
 
-The recommendation is the best margin among the settings that pass the sanity check and the time limit,
-unless plain Grad-CAM at the default layer is within one standard error of it (the difference of their
-per-image CAM drops, paired: both blank the same images against the same baselines). Then Grad-CAM wins:
-the simplest setting, and a lead that small does not carry over to other images. The choice and its
-figures are written into the checkpoint's config.json as ``"cam"`` (``explain.recommended_cam``
+The recommendation is the highest faithful share (then the highest share that also beats the centre) among
+the settings that pass the sanity check within the time limit, unless plain Grad-CAM at the default layer is
+within one standard error of it (paired per-image difference): then Grad-CAM wins, the simplest setting. The
+choice and its figures are written into the checkpoint's config.json as ``"cam"`` (``explain.recommended_cam``
 reads it); ``tools.finish_checkpoint`` runs the same selection (``select``).
 """
 from __future__ import annotations
@@ -50,36 +45,41 @@ from train.augment import normalize
 from train.data import DataError, ImageSet, checkpoint_split, load_images
 
 from explain.cam import LAYER_FREE, METHODS, cam_batch
-from explain.faithfulness import deletion_drops, randomised_twin
+from explain.faithfulness import deletion_curves, randomised_twin
+from explain.verdict import Outcome, batch_verdicts, outcome_shares
 from tools._config import update_config
 
 SANITY_MAX_SPEARMAN = 0.5  # as tests/test_explain.py
-DELETION_FRACTION = 0.25
-DELETION_MIN_RATIO = 1.25
-CHUNK = 50                 # images per cam_batch call in the deletion check, as the test
+CHUNK = 50                 # images per cam_batch call
+DEFAULT_MAX_MS = 300.0     # map + its random-weights twin, per image: /explain's budget for the slowest model
 
 
 @dataclass
 class Setting:
     method: str
     layer: str
-    cam: float = 0.0
-    centre: float = 0.0
-    random: float = 0.0
-    random_weights: float = 0.0  # drop when the random-weights model's map is blanked instead
+    shares: dict = field(default_factory=dict)   # outcome -> share of images, and "faithful"
+    scores: dict = field(default_factory=dict)   # mean curve score of the map and each reference
     spearman: float = 0.0
     ms_per_image: float = 0.0
-    cam_drops: np.ndarray = field(default=None, repr=False)  # per image, for the paired comparison
+    faithful_flags: np.ndarray = field(default=None, repr=False)  # per image, for the paired comparison
 
     @property
-    def margin(self) -> float:
-        return min(self.cam - self.centre, self.cam - DELETION_MIN_RATIO * self.random,
-                   self.cam - DELETION_MIN_RATIO * self.random_weights)
+    def measured(self) -> bool:
+        return bool(self.shares)
+
+    @property
+    def rank(self) -> tuple:
+        return (self.shares.get("faithful", -1.0), self.shares.get(Outcome.EXPLAINS.value, -1.0))
 
     def row(self) -> str:
-        return (f"{self.method:20s} {self.layer:16s} {self.cam:6.3f} {self.centre:6.3f} {self.random:6.3f} "
-                f"{self.random_weights:7.3f} {self.cam / max(self.random, 1e-9):5.2f} {self.margin:+7.3f} "
-                f"{self.spearman:8.3f} {self.ms_per_image:7.1f}")
+        if not self.measured:
+            return f"{self.method:20s} {self.layer:16s} {'(over the time limit: not measured)':>44s} {self.ms_per_image:7.1f}"
+        sh, sc = self.shares, self.scores
+        return (f"{self.method:20s} {self.layer:16s} {sh['faithful']:6.0%} {sh[Outcome.EXPLAINS.value]:6.0%} "
+                f"{sh[Outcome.CENTRE.value]:6.0%} {sh[Outcome.NOT_EXPLAINED.value]:6.0%} "
+                f"{sh[Outcome.INCONCLUSIVE.value]:5.0%} {sc['map']:6.3f} {sc['centre']:6.3f} {sc['random']:6.3f} "
+                f"{sc['random_weights']:6.3f} {self.spearman:8.3f} {self.ms_per_image:7.1f}")
 
 
 def map_spearman(maps: np.ndarray, other_maps: np.ndarray) -> float:
@@ -104,80 +104,91 @@ def selection_images(checkpoint_config: dict, image_set: ImageSet, skip: int, co
     return image_set.images[order[skip:skip + count]]
 
 
-def deletion_figures(model, random_model, x: torch.Tensor, method: str, layer: str | None) -> dict[str, np.ndarray]:
-    """Per-image probability drops of the deletion check over ``x``: ``cam_drop``, ``centre_drop``,
-    ``random_square_drop``, and ``random_weights_drop`` (``model``'s drop when the top pixels of
-    ``random_model``'s map for the same class are blanked); and ``random_weights_map``, those maps (N x H x W),
-    which the sanity check reuses. In chunks of CHUNK images, each chunk's random squares seeded by its offset."""
-    drops = {"cam_drop": [], "centre_drop": [], "random_square_drop": [], "random_weights_drop": [],
-             "random_weights_map": []}
+def deletion_figures(model, random_model, x: torch.Tensor, method: str, layer: str | None) -> dict:
+    """Over ``x``: the verdicts (``explain.verdict.batch_verdicts``) of each image's map of its predicted class,
+    with the map of ``random_model`` for the same class as the random-weights reference; and
+    ``random_weights_map``, those maps (N x H x W), which the sanity check reuses. In chunks of CHUNK images,
+    each chunk's random maps seeded by its offset."""
+    verdicts, random_weights_maps = [], []
     for start in range(0, len(x), CHUNK):
         chunk = x[start:start + CHUNK]
         maps, probs = cam_batch(model, chunk, method=method, layer=layer)
         targets = probs.argmax(1)
         random_maps, _ = cam_batch(random_model, chunk, targets=targets, method=method, layer=layer)
-        result = deletion_drops(model, chunk, maps, targets, fraction=DELETION_FRACTION, seed=start,
-                                random_weights_heatmaps=random_maps)
-        result["random_weights_map"] = random_maps
-        for key in drops:
-            drops[key].append(result[key])
-    return {key: np.concatenate(parts) for key, parts in drops.items()}
+        curves = deletion_curves(model, chunk, maps, targets, random_weights_heatmaps=random_maps, seed=start)
+        verdicts += batch_verdicts(curves)
+        random_weights_maps.append(random_maps)
+    return {"verdicts": verdicts, "random_weights_map": np.concatenate(random_weights_maps)}
 
 
-def measure(model, random_model, x: torch.Tensor, method: str, layer: str, sanity_images: int) -> Setting:
+def time_per_image(model, random_model, few: torch.Tensor, method: str, layer: str) -> tuple[float, np.ndarray]:
+    """Milliseconds per image for the map and its random-weights twin, one image at a time as /explain computes
+    them; and the maps (N x H x W) of ``few``."""
+    started, maps = time.perf_counter(), []
+    for image in few:
+        map_, probs = cam_batch(model, image[None], method=method, layer=layer)
+        cam_batch(random_model, image[None], targets=probs.argmax(1), method=method, layer=layer)
+        maps.append(map_)
+    return 1000 * (time.perf_counter() - started) / len(few), np.concatenate(maps)
+
+
+def measure(model, random_model, x: torch.Tensor, method: str, layer: str, sanity_images: int,
+            max_ms: float = float("inf")) -> Setting:
     setting = Setting(method, layer)
-    drops = deletion_figures(model, random_model, x, method, layer)
-    setting.cam_drops = drops["cam_drop"]
-    setting.cam, setting.centre, setting.random, setting.random_weights = (
-        float(drops[key].mean()) for key in ("cam_drop", "centre_drop", "random_square_drop", "random_weights_drop"))
-    # One image at a time, as the app explains them: the timing, and the maps the sanity check compares with
-    # the random-weights maps of the same images and classes (in eval mode a map does not depend on its batch).
     few = x[:sanity_images]
-    started = time.perf_counter()
-    maps = [cam_batch(model, image[None], method=method, layer=layer)[0] for image in few]
-    setting.ms_per_image = 1000 * (time.perf_counter() - started) / len(few)
-    setting.spearman = map_spearman(np.concatenate(maps), drops["random_weights_map"][:len(few)])
+    setting.ms_per_image, maps = time_per_image(model, random_model, few, method, layer)
+    if setting.ms_per_image > max_ms:
+        return setting
+    figures = deletion_figures(model, random_model, x, method, layer)
+    verdicts = figures["verdicts"]
+    setting.shares = outcome_shares(verdicts)
+    setting.scores = {key: float(np.mean([v.scores[key] for v in verdicts]))
+                      for key in ("map", "centre", "random", "random_weights")}
+    setting.faithful_flags = np.array([v.faithful for v in verdicts], dtype=np.float64)
+    setting.spearman = map_spearman(maps, figures["random_weights_map"][:len(few)])
     return setting
 
 
 def choose(eligible: list[Setting], default_layer: str) -> Setting:
-    """The best margin of ``eligible`` (sorted best first), or plain Grad-CAM at the default layer where its
-    CAM drops trail the best's by no more than one standard error of their paired difference."""
+    """The best of ``eligible`` (sorted best first), or plain Grad-CAM at the default layer where its faithful
+    share trails the best's by no more than one standard error of their paired per-image difference."""
     best = eligible[0]
     plain = next((s for s in eligible if (s.method, s.layer) == ("gradcam", default_layer)), None)
     if plain is None or plain is best:
         return best
-    lead = best.cam_drops - plain.cam_drops
+    lead = best.faithful_flags - plain.faithful_flags
     standard_error = float(lead.std(ddof=1) / np.sqrt(len(lead))) if len(lead) > 1 else 0.0
     if float(lead.mean()) <= standard_error:
-        print(f"gradcam at {default_layer} trails the best ({best.method} at {best.layer}) by {lead.mean():.3f}, "
-              f"within one standard error ({standard_error:.3f}): the simpler setting is kept")
+        print(f"gradcam at {default_layer} trails the best ({best.method} at {best.layer}) by {lead.mean():.1%} "
+              f"of images, within one standard error ({standard_error:.1%}): the simpler setting is kept")
         return plain
     return best
 
 
-def select(model, images_uint8: torch.Tensor, methods=METHODS, sanity_images: int = 20, max_ms: float = 30.0,
-           progress: bool = True) -> tuple[list[Setting], Setting | None]:
-    """Measure every method of ``methods`` at every CAM layer of ``model`` (its ``config`` gives mean and std) on
-    ``images_uint8``; returns the settings, best margin first, and the recommended one: the best among those
-    that pass the sanity check within ``max_ms`` per image (``choose``), or None where none does."""
+def select(model, images_uint8: torch.Tensor, methods=METHODS, sanity_images: int = 20,
+           max_ms: float = DEFAULT_MAX_MS, progress: bool = True, deepest_only: bool = False
+           ) -> tuple[list[Setting], Setting | None]:
+    """Measure every method of ``methods`` at every CAM layer of ``model`` (only the default, deepest one with
+    ``deepest_only``; its ``config`` gives mean and std) on ``images_uint8``; returns the settings, best first,
+    and the recommended one: the best among those that pass the sanity check within ``max_ms`` per image
+    (``choose``), or None where none does."""
     config = model.config
     x = normalize(images_uint8, torch.tensor(config["mean"]), torch.tensor(config["std"]))
     random_model = randomised_twin(model)
-    # A layer-free method (occlusion) is one setting, listed at the default layer it ignores.
+    # A layer-free method is one setting, listed at the default layer it ignores.
     grid = [(method, layer) for method in methods
-            for layer in ([model.default_cam_layer] if method in LAYER_FREE else model.cam_layers)]
+            for layer in ([model.default_cam_layer] if method in LAYER_FREE or deepest_only else model.cam_layers)]
     with torch.enable_grad():
-        settings = [measure(model, random_model, x, method, layer, min(sanity_images, len(x)))
+        settings = [measure(model, random_model, x, method, layer, min(sanity_images, len(x)), max_ms)
                     for method, layer in tqdm(grid, desc=config["arch"], unit="setting", disable=not progress)]
-    settings.sort(key=lambda s: s.margin, reverse=True)
-    eligible = [s for s in settings if s.spearman < SANITY_MAX_SPEARMAN and s.ms_per_image <= max_ms]
+    settings.sort(key=lambda s: s.rank, reverse=True)
+    eligible = [s for s in settings if s.measured and s.spearman < SANITY_MAX_SPEARMAN]
     return settings, (choose(eligible, model.default_cam_layer) if eligible else None)
 
 
 def print_table(settings: list[Setting]) -> None:
-    print(f"{'method':20s} {'layer':16s} {'CAM':>6s} {'centre':>6s} {'random':>6s} {'r.wts':>7s} {'ratio':>5s} "
-          f"{'margin':>7s} {'spearman':>8s} {'ms/img':>7s}")
+    print(f"{'method':20s} {'layer':16s} {'faith.':>6s} {'expl.':>6s} {'centre':>6s} {'no':>6s} {'inc.':>5s} "
+          f"{'map':>6s} {'centre':>6s} {'random':>6s} {'r.wts':>6s} {'spearman':>8s} {'ms/img':>7s}")
     for setting in settings:
         print(setting.row())
 
@@ -186,9 +197,9 @@ def cam_entry(best: Setting, images: int, chosen_by: str) -> dict:
     """The ``cam`` field of a checkpoint's config.json: the chosen setting (layer None for a layer-free
     method) and its figures on the selection images."""
     return {"method": best.method, "layer": None if best.method in LAYER_FREE else best.layer,
-            "chosen_by": chosen_by, "images": images, "margin": round(best.margin, 4),
-            "cam_drop": round(best.cam, 4), "centre_drop": round(best.centre, 4),
-            "random_square_drop": round(best.random, 4), "random_weights_drop": round(best.random_weights, 4),
+            "chosen_by": chosen_by, "images": images,
+            "outcomes": {key: round(value, 4) for key, value in best.shares.items()},
+            "scores": {key: round(value, 4) for key, value in best.scores.items()},
             "spearman": round(best.spearman, 4), "ms_per_image": round(best.ms_per_image, 1)}
 
 
@@ -201,7 +212,9 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=200, help="validation images for the deletion check")
     parser.add_argument("--skip", type=int, default=100, help="images of the shuffle left to the tests")
     parser.add_argument("--sanity-images", type=int, default=20, help="images for the sanity check and timing")
-    parser.add_argument("--max-ms", type=float, default=30.0, help="time limit per image (issue 3: 30 ms)")
+    parser.add_argument("--max-ms", type=float, default=DEFAULT_MAX_MS,
+                        help="time limit per image for the map and its random-weights twin")
+    parser.add_argument("--deepest-only", action="store_true", help="try each layer method at its default layer only")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods to try")
     args = parser.parse_args(argv)
     methods = parse_methods(parser, args.methods)
@@ -218,15 +231,16 @@ def main(argv=None) -> int:
     except (CheckpointError, DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    settings, best = select(model, images, methods, args.sanity_images, args.max_ms)
+    settings, best = select(model, images, methods, args.sanity_images, args.max_ms,
+                            deepest_only=args.deepest_only)
     print(f"{config['arch']}: {len(images)} validation images (after the first {args.skip} of the tests' shuffle)")
     print_table(settings)
     if best is None:
         print("no setting passes the sanity check within the time limit", file=sys.stderr)
         return 1
-    verdict = "passes" if best.margin > 0 else "fails"
-    print(f"recommended: ({best.method!r}, {best.layer!r}): margin {best.margin:+.3f} ({verdict} the deletion check "
-          f"on these images), Spearman {best.spearman:.3f}, {best.ms_per_image:.1f} ms per image")
+    print(f"recommended: ({best.method!r}, {best.layer!r}): faithful on {best.shares['faithful']:.0%} of these images, "
+          f"beats the centre too on {best.shares[Outcome.EXPLAINS.value]:.0%}, Spearman {best.spearman:.3f}, "
+          f"{best.ms_per_image:.1f} ms per image with its twin")
     chosen_by = shlex.join(["python", "-m", "tools.choose_cam", *(sys.argv[1:] if argv is None else argv)])
     path = update_config(args.checkpoint, {"cam": cam_entry(best, len(images), chosen_by)})
     print(f"wrote its \"cam\" into {path}")

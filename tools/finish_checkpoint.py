@@ -32,7 +32,7 @@ from explain.se import has_se
 from serve.store import for_serving
 from tools._config import update_config
 from tools.calibrate_ood import describe, ood_entry
-from tools.choose_cam import cam_entry, parse_methods, print_table, select, selection_images
+from tools.choose_cam import DEFAULT_MAX_MS, cam_entry, parse_methods, print_table, select, selection_images
 from tools.se_profiles import write_se_profiles
 from train.data import DataError, load_images
 from train.evaluate import EvalConfig, measure, record_accuracy
@@ -42,7 +42,7 @@ LOG_NAME = "log.jsonl"
 
 
 def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = False, cam_methods=METHODS,
-           cam_images: int = 200, cam_skip: int = 100, cam_sanity_images: int = 20, cam_max_ms: float = 30.0,
+           cam_images: int = 200, cam_skip: int = 100, cam_sanity_images: int = 20, cam_max_ms: float = DEFAULT_MAX_MS,
            chosen_by: str = "") -> dict:
     """Write the five artefacts into ``folder``; returns what was written ({"accuracy", "accuracy_tta",
     "curves", "ood", "cam", "se_profiles"}, None for a step that wrote nothing). Raises CheckpointError,
@@ -95,7 +95,7 @@ def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = Fa
         else:
             done["cam"] = cam_entry(best, len(cam_x), chosen_by or f"tools.finish_checkpoint.finish({str(folder)!r})")
             update_config(folder, {"cam": done["cam"]})
-            print(f"    recommended: ({best.method!r}, {best.layer!r}), margin {best.margin:+.3f}")
+            print(f"    recommended: ({best.method!r}, {best.layer!r}), faithful on {best.shares['faithful']:.0%}")
 
     done["se_profiles"] = None
     if has_se(model):
@@ -116,7 +116,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cam-images", type=int, default=200, help="validation images for the deletion check")
     parser.add_argument("--cam-skip", type=int, default=100, help="images of the shuffle left to the tests")
     parser.add_argument("--cam-sanity-images", type=int, default=20, help="images for the sanity check and timing")
-    parser.add_argument("--cam-max-ms", type=float, default=30.0, help="CAM time limit per image (issue 3: 30 ms)")
+    parser.add_argument("--cam-max-ms", type=float, default=DEFAULT_MAX_MS,
+                        help="time limit per image for a map and its random-weights twin")
     args = parser.parse_args(argv)
     methods = parse_methods(parser, args.cam_methods)
     if args.cam_images < 1 or args.cam_sanity_images < 1 or args.cam_skip < 0:

@@ -1,0 +1,148 @@
+"""Attributions computed on the input rather than read from a layer: Captum's integrated gradients and
+occlusion, RISE, and a per-image choice among several maps by the deletion curve.
+
+Each function takes (model, x, targets) with ``targets`` one checked class index per image or None (each
+image's predicted class) and returns (B x H x W float32 maps in [0, 1], B x K class probabilities of ``x``),
+like ``explain.occlusion.occlusion_batch``. Blanking means 0 after normalisation (the data set's mean), as
+the deletion check blanks, so each map answers the check's own question.
+
+- "integrated-gradients" (Sundararajan et al., 2017; Captum's ``IntegratedGradients``) from the blank image
+  to the image: by completeness its pixel attributions add up to the probability lost when the whole image
+  is blanked, so it ranks pixels by what blanking them costs. Summed over colour channels, then blurred
+  (``BLUR_SIGMA``): the deletion check blanks regions, and single pixels' gradients are speckle.
+- "occlusion-fine": Captum's ``Occlusion`` with 8-pixel windows every 4 pixels (49 windows at 32 px), finer
+  than ``explain.occlusion``'s 16 windows of 14 pixels.
+- "rise" (Petsiuk et al., 2018): the mean probability over random smooth masks that keep each pixel. Neither
+  Captum nor pytorch-grad-cam has it, hence the few lines here.
+- "input-x-gradient" (Captum's ``InputXGradient``): the first-order estimate of what blanking each pixel costs,
+  one backward pass; blurred like integrated gradients.
+- "chosen": per image, whichever of ``CHOSEN_FROM`` has the best deletion curve on the model that is being
+  explained (its random-weights twin chooses in the same way on its own curves). The candidates are Grad-CAM,
+  the two gradient attributions, and each of those multiplied by Grad-CAM (where the fine attribution and the
+  coarse class map agree). No candidate wins on most images, and the best of them beats any one of them by
+  20-30 points of faithful images (docs/experiments.md); the app says which was chosen.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+BLUR_SIGMA = 1.5         # pixels, at 32 x 32
+IG_STEPS = 8             # Riemann midpoints from the blank image to the image
+FINE_WINDOW, FINE_STRIDE = 8, 4
+RISE_MASKS, RISE_CELLS, RISE_KEEP = 64, 4, 0.5
+CHOSEN_FROM = ("gradcam", "input-x-gradient", "integrated-gradients", "input-x-gradient x gradcam",
+               "integrated-gradients x gradcam")
+
+
+def _predicted(model, x: torch.Tensor, targets) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    with torch.no_grad():
+        probs = torch.softmax(model(x).float(), 1)
+    classes = probs.argmax(1) if targets is None else torch.as_tensor(list(targets), device=x.device)
+    return probs, classes
+
+
+def _probability(model):
+    return lambda z: torch.softmax(model(z).float(), 1)
+
+
+def _smooth_unit(maps: torch.Tensor) -> np.ndarray:
+    """B x H x W attributions blurred by BLUR_SIGMA and scaled to [0, 1] (order kept; a flat map stays 0)."""
+    from scipy.ndimage import gaussian_filter  # a dependency of pytorch-grad-cam, imported on first use
+
+    maps = gaussian_filter(maps.detach().float().cpu().numpy(), (0, BLUR_SIGMA, BLUR_SIGMA), mode="nearest")
+    maps = maps - maps.min(axis=(1, 2), keepdims=True)
+    return (maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-12)).astype(np.float32)
+
+
+@lru_cache(maxsize=None)
+def _captum():
+    import captum.attr  # imported on first use: it is not needed to start the app
+    return captum.attr
+
+
+def integrated_gradients_batch(model, x, targets=None):
+    probs, classes = _predicted(model, x, targets)
+    method = _captum().IntegratedGradients(_probability(model))
+    with torch.enable_grad():
+        attributions = method.attribute(x, baselines=0.0, target=classes, n_steps=IG_STEPS,
+                                        method="riemann_middle", internal_batch_size=max(IG_STEPS, 64))
+    return _smooth_unit(attributions.sum(1)), probs.cpu().numpy()
+
+
+def input_x_gradient_batch(model, x, targets=None):
+    probs, classes = _predicted(model, x, targets)
+    with torch.enable_grad():
+        attributions = _captum().InputXGradient(_probability(model)).attribute(x.clone(), target=classes)
+    return _smooth_unit(attributions.sum(1)), probs.cpu().numpy()
+
+
+def occlusion_fine_batch(model, x, targets=None):
+    probs, classes = _predicted(model, x, targets)
+    with torch.no_grad():
+        attributions = _captum().Occlusion(_probability(model)).attribute(
+            x, sliding_window_shapes=(3, FINE_WINDOW, FINE_WINDOW), strides=(3, FINE_STRIDE, FINE_STRIDE),
+            baselines=0.0, target=classes, perturbations_per_eval=64)
+    return _smooth_unit(attributions.sum(1)), probs.cpu().numpy()
+
+
+@lru_cache(maxsize=8)
+def rise_masks(height: int, width: int) -> torch.Tensor:
+    """RISE_MASKS x H x W soft masks, seeded: random RISE_CELLS x RISE_CELLS grids keeping each cell with
+    probability RISE_KEEP, upsampled bilinearly and shifted by a random fraction of a cell."""
+    generator = torch.Generator().manual_seed(0)
+    cell_y, cell_x = -(-height // RISE_CELLS), -(-width // RISE_CELLS)
+    grids = (torch.rand(RISE_MASKS, 1, RISE_CELLS + 1, RISE_CELLS + 1, generator=generator) < RISE_KEEP).float()
+    up = F.interpolate(grids, size=((RISE_CELLS + 1) * cell_y, (RISE_CELLS + 1) * cell_x), mode="bilinear",
+                       align_corners=False)[:, 0]
+    shifts = torch.stack([torch.randint(0, cell_y, (RISE_MASKS,), generator=generator),
+                          torch.randint(0, cell_x, (RISE_MASKS,), generator=generator)], 1)
+    return torch.stack([up[i, dy:dy + height, dx:dx + width] for i, (dy, dx) in enumerate(shifts.tolist())])
+
+
+def rise_batch(model, x, targets=None):
+    probs, classes = _predicted(model, x, targets)
+    masks = rise_masks(x.shape[-2], x.shape[-1]).to(x.device)
+    maps = []
+    with torch.no_grad():
+        for image, target in zip(x, classes):
+            kept = torch.softmax(model(image[None] * masks[:, None]).float(), 1)[:, target]
+            maps.append((kept[:, None, None] * masks).sum(0) / masks.sum(0).clamp_min(1e-6))
+    return _smooth_unit(torch.stack(maps)), probs.cpu().numpy()
+
+
+def _candidates(model, x, classes: list[int]) -> np.ndarray:
+    """B x len(CHOSEN_FROM) x H x W: the candidate maps, products computed from the base maps."""
+    from .cam import cam_batch
+
+    base = {name: cam_batch(model, x, classes, name)[0] for name in CHOSEN_FROM if " x " not in name}
+    for name in CHOSEN_FROM:
+        if " x " in name:
+            first, second = name.split(" x ")
+            product = base[first] * base[second]
+            peak = product.max(axis=(1, 2), keepdims=True)
+            base[name] = np.where(peak > 0, product / np.maximum(peak, 1e-12), product).astype(np.float32)
+    return np.stack([base[name] for name in CHOSEN_FROM], 1)
+
+
+def chosen_batch(model, x, targets=None, return_choice: bool = False):
+    """Per image, the map of ``CHOSEN_FROM`` with the highest mean drop on the deletion curve of ``model``
+    itself; with ``return_choice`` also the chosen candidate's name per image."""
+    from .faithfulness import deletion_scores
+
+    probs, classes = _predicted(model, x, targets)
+    classes = classes.tolist()
+    candidates = _candidates(model, x, classes)
+    best = deletion_scores(model, x, candidates, classes).argmax(1)
+    maps = candidates[np.arange(len(x)), best]
+    names = [CHOSEN_FROM[i] for i in best]
+    return (maps, probs.cpu().numpy(), names) if return_choice else (maps, probs.cpu().numpy())
+
+
+INPUT_METHODS = {"input-x-gradient": input_x_gradient_batch, "integrated-gradients": integrated_gradients_batch,
+                 "occlusion-fine": occlusion_fine_batch,
+                 "rise": rise_batch, "chosen": chosen_batch}
