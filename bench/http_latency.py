@@ -73,8 +73,10 @@ class Caller:
         uploaded = client.post(f"{self.url}gradio_api/upload", files=[("files", (name, data))])
         if uploaded.status_code != 200:
             return "http", f"upload {uploaded.status_code}: {uploaded.text[:200]}"
-        # (image, architecture, settings...) for /predict and /explain; (image,) for /compare.
-        inputs = [{"path": uploaded.json()[0], "meta": {"_type": "gradio.FileData"}}, *self.defaults[api][1:]]
+        # (image, architecture, settings...) for /predict and /explain; (image,) for /compare. An endpoint that
+        # /info leaves out (undocumented, such as /describe) has no defaults there: it gets what is given.
+        file = {"path": uploaded.json()[0], "meta": {"_type": "gradio.FileData"}}
+        inputs = [file, *self.defaults[api][1:]] if api in self.defaults else [file, *([arch] if arch else [])]
         if arch is not None:
             inputs[1] = arch
         inputs[2:2 + len(settings)] = settings

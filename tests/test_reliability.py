@@ -329,5 +329,5 @@ def test_ci_soak_against_the_broken_zoo(broken_server, tmp_path):
     assert len(report["results"]) == 200 and report["latency"]["all"]["p95_ms"] > 0
     explained = {r["file"] for r in report["results"] if r["api"] == "explain" and not r["malformed"]}
     assert "thin.png" in explained, "the 4000 x 3 strip never reached /explain: change --seed or the share"
-    assert report["rss_mb_before"] and report["rss_mb_after"] and report["rss_mb_peak"] >= report["rss_mb_after"]
+    assert report["rss_mb_before"] and report["rss_mb_after"] and report["rss_mb_peak"] >= round(report["rss_mb_after"], 1)
     assert broken_server["process"].poll() is None
