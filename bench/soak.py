@@ -289,7 +289,8 @@ def main(argv=None) -> int:
         if key != "all" and value["n"]:
             print(f"  {key:18s} n={value['n']:4d}  p50 {value['p50_ms']:8.1f} ms  p95 {value['p95_ms']:8.1f} ms")
     print(f"server memory (RSS): start {_mb(report['rss_mb_start'])}, after warm-up {_mb(before)}, end {_mb(after)}, "
-          f"peak {_mb(report['rss_mb_peak'])} MB (growth {growth} MB)" if pid else "server memory: not measured (give --pid with --url)")
+          f"peak {_mb(report['rss_mb_peak'])} MB (growth {growth} MB)" if pid
+          else "server memory: not measured (give --pid with --url)")
     for name, passed in report["checks"].items():
         print(f"  [{'ok' if passed else 'FAILED'}] {name}")
     for problem in report["problems"][:10]:

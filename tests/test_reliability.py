@@ -9,6 +9,7 @@ serving the rest, then a CI-sized run of the soak benchmark (bench/soak.py) agai
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pickle
@@ -281,14 +282,18 @@ def broken_server(broken_zoo, tmp_path_factory):
         yield {**server, "workdir": workdir}
 
 
-@pytest.fixture(scope="module")
-def soak_module():
+def _bench_module(name: str):
+    """A script of bench/ imported as a module (bench/ is not a package)."""
     sys.path.insert(0, str(REPO_ROOT / "bench"))
     try:
-        import soak
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(REPO_ROOT / "bench"))
-    return soak
+
+
+@pytest.fixture(scope="module")
+def soak_module():
+    return _bench_module("soak")
 
 
 def test_broken_checkpoints_fail_alone_over_http(broken_server, broken_zoo, soak_module):
@@ -329,5 +334,8 @@ def test_ci_soak_against_the_broken_zoo(broken_server, tmp_path):
     assert len(report["results"]) == 200 and report["latency"]["all"]["p95_ms"] > 0
     explained = {r["file"] for r in report["results"] if r["api"] == "explain" and not r["malformed"]}
     assert "thin.png" in explained, "the 4000 x 3 strip never reached /explain: change --seed or the share"
-    assert report["rss_mb_before"] and report["rss_mb_after"] and report["rss_mb_peak"] >= round(report["rss_mb_after"], 1)
+    assert report["rss_mb_before"] and report["rss_mb_after"]
+    assert report["rss_mb_peak"] >= round(report["rss_mb_after"], 1)
+    text = _bench_module("report").soak_markdown(report)  # the soak's section of bench/RESULTS.md
+    assert "Outcomes: clear_error 40, ok 160." in text and f"peak {report['rss_mb_peak']:.0f} MB" in text
     assert broken_server["process"].poll() is None
