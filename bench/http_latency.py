@@ -65,16 +65,21 @@ class Caller:
             self._local.session = uuid.uuid4().hex[:11] if self.session_per_client else None
         return self._local.client
 
-    def call(self, api: str, name: str, data: bytes, arch: str | None) -> tuple[str, str]:
-        """("complete", data) or ("error", message or "null") or ("http", status and body)."""
+    def call(self, api: str, name: str, data: bytes, arch: str | None, settings: tuple = ()) -> tuple[str, str]:
+        """("complete", data) or ("error", message or "null") or ("http", status and body).
+
+        ``settings`` replace the endpoint's defaults of the inputs after the architecture, in order."""
         client = self._client()
         uploaded = client.post(f"{self.url}gradio_api/upload", files=[("files", (name, data))])
         if uploaded.status_code != 200:
             return "http", f"upload {uploaded.status_code}: {uploaded.text[:200]}"
-        # (image, architecture, settings...) for /predict and /explain; (image,) for /compare.
-        inputs = [{"path": uploaded.json()[0], "meta": {"_type": "gradio.FileData"}}, *self.defaults[api][1:]]
+        # (image, architecture, settings...) for /predict and /explain; (image,) for /compare. An endpoint that
+        # /info leaves out (undocumented, such as /describe) has no defaults there: it gets what is given.
+        file = {"path": uploaded.json()[0], "meta": {"_type": "gradio.FileData"}}
+        inputs = [file, *self.defaults[api][1:]] if api in self.defaults else [file, *([arch] if arch else [])]
         if arch is not None:
             inputs[1] = arch
+        inputs[2:2 + len(settings)] = settings
         payload = {"data": inputs}
         if self._local.session:  # as gradio_client does: one session for all of this client's calls
             payload["session_hash"] = self._local.session

@@ -1,11 +1,14 @@
 """Run every benchmark and write bench/RESULTS.md, bench/results.json and the plots beside them.
 
-    python bench/report.py                       # all four, full length (some 10-20 minutes on 2 CPU cores)
-    python bench/report.py --skip http,cam       # leave some out: train, inference, http, cam
+    python bench/report.py                       # all five, full length (some 10-20 minutes on 2 CPU cores)
+    python bench/report.py --skip http,cam       # leave some out, keeping their last results: train, inference,
+                                                 # http, cam, soak
+    python bench/report.py --only soak           # run one and regenerate RESULTS.md with the others' last results
     python bench/report.py --quick --out-dir /tmp/bench   # tiny settings: proves the scripts run, figures mean nothing
 
 Each benchmark runs as its own process (``bench/train_throughput.py``, ``bench/inference.py``,
-``bench/http_latency.py``, ``bench/cam_latency.py``), its progress shown live; RESULTS.md gives the
+``bench/http_latency.py``, ``bench/cam_latency.py``, ``bench/soak.py``), its progress shown live; one left out
+keeps its entry from the previous results.json, with the date and commit it was run at; RESULTS.md gives the
 machine (CPU, cores, GPU, torch, date, load average at start and end: figures taken on a busy machine
 are not worth keeping), and each table under the command that reproduces it. A benchmark that fails is
 reported as failed with the end of its error output; the others still run. Files are written atomically.
@@ -35,14 +38,16 @@ import train_throughput  # noqa: E402
 from architectures.checkpoint import atomic_write_bytes, atomic_write_json  # noqa: E402
 from train.env import describe_hardware, git_commit  # noqa: E402
 
-NAMES = ("train", "inference", "http", "cam")
+NAMES = ("train", "inference", "http", "cam", "soak")
 SCRIPTS = {"train": "bench/train_throughput.py", "inference": "bench/inference.py",
-           "http": "bench/http_latency.py", "cam": "bench/cam_latency.py"}
+           "http": "bench/http_latency.py", "cam": "bench/cam_latency.py", "soak": "bench/soak.py"}
 QUICK = {"train": ["--batch-size", "32", "--warmup", "1", "--steps", "2"],
          "inference": ["--calls", "3", "--warmup", "1", "--batch-size", "8", "--batches", "1"],
          "http": ["--repeats", "2", "--compare-repeats", "1", "--clients", "2", "--load-calls", "2"],
-         "cam": ["--calls", "2"]}
-WRITES_JSON = {"train", "inference"}  # the others print their results (http: JSON, cam: a markdown table)
+         "cam": ["--calls", "2"], "soak": ["--requests", "20", "--clients", "2", "--warmup", "5", "--no-progress"]}
+# Those that write their results to a JSON file, and the option naming it; the others print their results
+# (http: JSON, cam: a markdown table). The soak's file is read even when a check failed: that is a result too.
+JSON_OPTION = {"train": "--json", "inference": "--json", "soak": "--out"}
 ERROR_TAIL_CHARS = 3000
 
 
@@ -59,7 +64,7 @@ def run_benchmark(name: str, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         json_path = Path(tmp) / "result.json"
         command = [sys.executable, SCRIPTS[name], *extra]
-        hidden = ["--json", str(json_path)] if name in WRITES_JSON else []
+        hidden = [JSON_OPTION[name], str(json_path)] if name in JSON_OPTION else []
         started = time.perf_counter()
         with open(Path(tmp) / "stdout", "w+") as stdout:
             process = subprocess.Popen(command + hidden, cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE)
@@ -72,10 +77,15 @@ def run_benchmark(name: str, extra: list[str]) -> dict:
             stdout.seek(0)
             output = stdout.read()
         entry = {"command": " ".join(["python", *command[1:]]), "returncode": returncode,
-                 "seconds": round(time.perf_counter() - started, 1), "stdout": output}
+                 "seconds": round(time.perf_counter() - started, 1), "stdout": output,
+                 "date": time.strftime("%Y-%m-%d %H:%M %Z"), "git_commit": git_commit()}
+        if name == "soak" and json_path.is_file():
+            result = json.loads(json_path.read_text())
+            result.pop("results")  # every request's outcome: the summary and its problems are enough here
+            entry["result"] = result
         if returncode:
             entry["error"] = tail.decode(errors="replace").replace("\r", "\n")[-ERROR_TAIL_CHARS:]
-        elif name in WRITES_JSON:
+        elif name in JSON_OPTION and "result" not in entry:
             entry["result"] = json.loads(json_path.read_text())
         elif name == "http":
             entry["result"] = json.loads(output)
@@ -106,6 +116,27 @@ def http_markdown(result: dict) -> str:
         explain = result["explain"].get(arch, {})
         lines.append(f"| {arch} | {predict['p50_ms']:.1f} | {predict['p95_ms']:.1f} | "
                      f"{explain.get('p50_ms', float('nan')):.1f} | {explain.get('p95_ms', float('nan')):.1f} |")
+    return "\n".join(lines)
+
+
+def soak_markdown(result: dict) -> str:
+    """Outcomes, checks, latency by endpoint and kind, and the server's memory through the soak."""
+    outcomes = ", ".join(f"{kind} {count}" for kind, count in sorted(result["outcomes"].items()))
+    lines = [f"{result['requests']} requests from {result['clients']} clients after a warm-up of {result['warmup']} "
+             f"({result['good']} good, {result['malformed']} malformed) in {result['wall_s']} s; architectures: "
+             f"{', '.join(result['archs'])}. Outcomes: {outcomes}.", "",
+             "| checks | |", "|---|---|"]
+    lines += [f"| {check} | {'passed' if passed else '**failed**'} |" for check, passed in result["checks"].items()]
+    lines += ["", "| requests | n | p50 (ms) | p95 (ms) |", "|---|---:|---:|---:|"]
+    lines += [f"| {key} | {value['n']} | {value['p50_ms']:.0f} | {value['p95_ms']:.0f} |"
+              for key, value in result["latency"].items() if value["n"]]
+    mb = {key: "?" if result.get(key) is None else f"{result[key]:.0f} MB"
+          for key in ("rss_mb_start", "rss_mb_before", "rss_mb_after", "rss_mb_peak")}
+    lines += ["", f"Server memory (RSS): {mb['rss_mb_start']} at start, {mb['rss_mb_before']} after the warm-up, "
+                  f"{mb['rss_mb_after']} at the end (growth {result['rss_growth_mb']} MB), peak {mb['rss_mb_peak']}."]
+    for problem in result.get("problems", [])[:5]:
+        lines.append(f"- problem: {problem['api']} {problem['arch']!r} {problem['file']}: {problem['outcome']} "
+                     f"{problem['message'][:120]}")
     return "\n".join(lines)
 
 
@@ -184,9 +215,13 @@ def results_markdown(info: dict, entries: dict, quick: bool, command: str = "pyt
               f"at end: {load_end} (well above 0 at the start: other work shared the machine and the "
               "timings are distorted)", ""]
     sections = {"train": "Training throughput", "inference": "Inference", "http": "The app over HTTP",
-                "cam": "Grad-CAM latency"}
+                "cam": "Grad-CAM latency", "soak": "Soak: many clients, one request in five malformed"}
     for name, entry in entries.items():
         lines += [f"## {sections[name]}", "", f"```bash\n{entry['command']}\n```", ""]
+        if name == "soak" and "result" in entry:  # its failed checks are in its table: no error output needed
+            lines += [soak_markdown(entry["result"]), "", f"({entry['seconds']} s, run {entry['date']} at "
+                      f"{entry['git_commit']}; exit code {entry['returncode']})", ""]
+            continue
         if entry["returncode"]:
             lines += [f"Failed (exit code {entry['returncode']}) after {entry['seconds']} s; the end of its "
                       "error output:", "", "```", entry.get("error", "").strip(), "```", ""]
@@ -199,28 +234,50 @@ def results_markdown(info: dict, entries: dict, quick: bool, command: str = "pyt
             lines.append(http_markdown(entry["result"]))
         else:
             lines.append(entry["stdout"].strip())
-        lines += ["", f"({entry['seconds']} s)", ""]
+        ran = f", run {entry['date']} at {entry['git_commit']}" if "date" in entry else ""
+        lines += ["", f"({entry['seconds']} s{ran})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _previous_entries(path: Path, quick: bool) -> dict:
+    """The benchmarks of the results.json at ``path`` (none if absent, or of the other mode, quick or full)."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if previous.get("quick", False) != quick:
+        return {}
+    machine = previous.get("machine", {})
+    # Entries from before they carried their own date and commit ran with the previous report's machine.
+    return {name: {"date": machine.get("date"), "git_commit": machine.get("git_commit"), **entry}
+            for name, entry in previous.get("benchmarks", {}).items() if name in NAMES}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out-dir", default=str(HERE), help="where RESULTS.md, results.json and the plots go")
-    parser.add_argument("--skip", default="", help=f"comma-separated benchmarks to leave out, of {','.join(NAMES)}")
+    parser.add_argument("--skip", default="", help=f"comma-separated benchmarks to leave out, of {','.join(NAMES)}; "
+                                                   "their entries in the previous results.json are kept")
+    parser.add_argument("--only", default="", help="comma-separated benchmarks to run, the others left out")
     parser.add_argument("--quick", action="store_true", help="tiny settings: proves the scripts run, nothing more")
     parser.add_argument("--archs", default="", help="architectures of the training benchmark (its default if empty)")
     parser.add_argument("--data", default="", help="data of the training benchmark (its default if empty)")
     args = parser.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    if skip - set(NAMES):
-        parser.error(f"--skip takes {', '.join(NAMES)}; got {sorted(skip - set(NAMES))}")
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if (skip | only) - set(NAMES):
+        parser.error(f"--skip and --only take {', '.join(NAMES)}; got {sorted((skip | only) - set(NAMES))}")
+    skip |= set(NAMES) - only if only else set()
     out_dir = Path(args.out_dir)
+    previous = _previous_entries(out_dir / "results.json", quick=args.quick)
 
     info = machine()
     entries = {}
     for name in NAMES:
         if name in skip:
+            if name in previous:
+                entries[name] = previous[name]
             continue
         extra = list(QUICK[name]) if args.quick else []
         if name == "train":

@@ -13,7 +13,8 @@ unknown or path-like architecture name.
 Checks (exit status 1 when one fails): every good request is answered; every malformed one gets the app's
 own clear message (not an accepted answer, not Gradio's bare ``"error": null`` of an unhandled exception);
 the server still answers at the end; its resident memory grows by less than --max-growth-mb from the end
-of the warm-up to the end of the run. Reports p50/p95 latency (upload to answer) by endpoint and kind.
+of the warm-up to the end of the run, and is at most --max-rss-mb at the end. Reports its peak, sampled
+through the run, and p50/p95 latency (upload to answer) by endpoint and kind.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import random
 import signal
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -75,6 +77,33 @@ def rss_mb(pid: int) -> float | None:
     except Exception:  # a dead process or no /proc: report no figure rather than a wrong one
         return None
     return None
+
+
+class PeakMemory:
+    """The highest resident memory of ``pid`` seen while the block runs, sampled every ``every_s`` seconds."""
+
+    def __init__(self, pid: int | None, every_s: float = 0.25):
+        self.pid, self.every_s, self.peak_mb = pid, every_s, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            value = rss_mb(self.pid)
+            if value is not None:
+                self.peak_mb = value if self.peak_mb is None else max(self.peak_mb, value)
+            if self._stop.wait(self.every_s):
+                return
+
+    def start(self) -> "PeakMemory":
+        if self.pid:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 def _checkpointed(folder: Path) -> list[str]:
@@ -151,6 +180,7 @@ def main(argv=None) -> int:
                         help="requests of the same mix, all clients at once, before the memory baseline")
     parser.add_argument("--explain-share", type=float, default=0.15, help="fraction of requests sent to /explain")
     parser.add_argument("--max-growth-mb", type=float, default=50.0, help="allowed server memory growth, MB")
+    parser.add_argument("--max-rss-mb", type=float, default=1200.0, help="allowed server memory at the end, MB")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds one request may take")
     parser.add_argument("--session-per-client", action="store_true",
                         help="each client thread keeps one Gradio session, as gradio_client does; default: none, "
@@ -178,6 +208,7 @@ def main(argv=None) -> int:
     files = {**good, **bad}
 
     process, url, pid, startup = None, args.url, args.pid or None, None
+    peak = PeakMemory(None)
     if not url:
         process, url, startup = _start_server()
         pid = process.pid
@@ -187,6 +218,7 @@ def main(argv=None) -> int:
     try:
         caller = Caller(url, args.timeout, args.session_per_client)
         report["rss_mb_start"] = rss_mb(pid) if pid else None
+        peak = PeakMemory(pid).start()
         # Warm-up: every architecture on both endpoints, every file once, then --warmup requests of the same
         # mix at full concurrency, so that loading models, caches and the allocator's per-thread pools come
         # before the memory baseline.
@@ -207,6 +239,10 @@ def main(argv=None) -> int:
         run_requests(caller, [final], files, 1, "after", progress=False)
         alive = final.outcome == "ok" and (process is None or process.poll() is None)
     finally:
+        peak.stop()
+        readings = [v for v in (peak.peak_mb, report.get("rss_mb_start"), report.get("rss_mb_before"),
+                                report.get("rss_mb_after")) if v is not None]
+        report["rss_mb_peak"] = round(max(readings), 1) if readings else None
         if process is not None:
             os.killpg(process.pid, signal.SIGTERM)  # the server this script started, nothing else
             process.wait(timeout=30)
@@ -238,6 +274,8 @@ def main(argv=None) -> int:
     if pid:  # measured whenever the server's process is known
         report["checks"][f"memory growth under {args.max_growth_mb:g} MB"] = (growth is not None
                                                                               and growth < args.max_growth_mb)
+        report["checks"][f"memory at the end at most {args.max_rss_mb:g} MB"] = (after is not None
+                                                                                 and after <= args.max_rss_mb)
     report["passed"] = all(report["checks"].values())
     report["problems"] = [asdict(r) for r in (warm_bad + bad_ones)[:50]]
 
@@ -250,8 +288,9 @@ def main(argv=None) -> int:
     for key, value in report["latency"].items():
         if key != "all" and value["n"]:
             print(f"  {key:18s} n={value['n']:4d}  p50 {value['p50_ms']:8.1f} ms  p95 {value['p95_ms']:8.1f} ms")
-    print(f"server memory (RSS): start {_mb(report['rss_mb_start'])}, after warm-up {_mb(before)}, end {_mb(after)} MB "
-          f"(growth {growth} MB)" if pid else "server memory: not measured (give --pid with --url)")
+    print(f"server memory (RSS): start {_mb(report['rss_mb_start'])}, after warm-up {_mb(before)}, end {_mb(after)}, "
+          f"peak {_mb(report['rss_mb_peak'])} MB (growth {growth} MB)" if pid
+          else "server memory: not measured (give --pid with --url)")
     for name, passed in report["checks"].items():
         print(f"  [{'ok' if passed else 'FAILED'}] {name}")
     for problem in report["problems"][:10]:

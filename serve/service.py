@@ -26,6 +26,7 @@ from explain.verdict import COLOURS, SHORT, Outcome, map_verdict
 from architectures import check_name, create_model, list_models
 from preprocess import model_view
 
+from . import pictures
 from .errors import RequestError
 from .predict import Prediction, compare_all, run_model
 from .store import LoadedModel, ModelStore, ModelUnavailable
@@ -35,7 +36,6 @@ from .zoo import ZooTable, architecture_card, checkpoint_picture, display_name
 PREDICTED = "predicted"      # the explained class: the one the top-5 shows
 RECOMMENDED = "recommended"  # the CAM method: each checkpoint's most faithful one (its config's "cam")
 GALLERY_SIDE = 256  # Compare's overlays are thumbnails: eleven full-size blends would cost more than the models
-MIN_OVERLAY_SIDE = 256  # overlays are drawn at least this large on the shorter side: a 32 x 32 map is a stamp
 PREDICTION_CACHE = 32
 COMPARE_HEADERS = ["architecture", "top-1", "confidence", "latency (ms)", "agrees with majority",
                    "agreement with the others", "note"]
@@ -45,14 +45,6 @@ FAITHFULNESS_BARS = {"map": "the map's hottest", "centre": "the centre", "random
 BASELINE = "baseline"
 # The bars' colours: the map's bar in its verdict's colour, the references grey.
 BAR_COLOURS = {**{f"this map: {SHORT[outcome]}": COLOURS[outcome] for outcome in Outcome}, BASELINE: "#9aa0a6"}
-
-
-def at_least(image: Image.Image, side: int) -> Image.Image:
-    """``image`` scaled up so that its shorter side is at least ``side`` pixels (unchanged if it already is)."""
-    if min(image.size) >= side:
-        return image
-    scale = side / min(image.size)
-    return image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
 
 
 @lru_cache(maxsize=None)
@@ -188,7 +180,7 @@ class ZooService:
                 f"{verdict['message']}")
         view = Image.fromarray(model_view(pil, loaded.config))
         # Blown up with nearest-neighbour so its pixels stay visible.
-        return note, view.resize((view.width * 6, view.height * 6), Image.Resampling.NEAREST)
+        return note, pictures.bounded(view, resample=Image.Resampling.NEAREST)
 
     def panel(self, architecture) -> Panel:
         try:
@@ -254,10 +246,11 @@ class ZooService:
             random_heatmap, _ = self._map(twin, x, explained, method, layer_name)
             figures = explain.faithfulness(loaded.model, x, heatmap, explained, random_weights_heatmap=random_heatmap)
             excitations, se_map = explain.se_attention(loaded.model, x)
-        shown = at_least(pil, MIN_OVERLAY_SIDE)
-        picture = explain.overlay(shown, heatmap, opacity)
+        shown = pictures.fit(pil)
+        picture = pictures.framed(explain.overlay(shown, heatmap, opacity))
         if excitations:
-            se_plot, se_map = _se_plot(loaded, excitations, prediction.index), explain.overlay(shown, se_map, opacity)
+            se_plot = _se_plot(loaded, excitations, prediction.index)
+            se_map = pictures.framed(explain.overlay(shown, se_map, opacity))
             se_line = (f"SE attention: {len(excitations)} squeeze-and-excitation blocks; the plot shows how much "
                        "each block turned each channel up (1) or down (0) for this image, and the SE-weighted map "
                        "where the channels that the last block turned up are active.")
@@ -268,6 +261,8 @@ class ZooService:
         verdict = map_verdict(figures)
         note = (verdict.sentence() + "\n\n" + _explanation_note(method, layer_name, layers, names[explained], figures,
                                                                  chosen) + "\n\n" + se_line)
+        if shape := pictures.shape_note(shown):
+            note += "\n\n" + shape
         return Explanation(picture, se_plot, faithfulness_frame(verdict), note, se_map)
 
     @staticmethod
@@ -285,8 +280,7 @@ class ZooService:
         if image is None:
             return None
         pil, _ = decode(image)
-        thumbnail = pil.copy()
-        thumbnail.thumbnail((GALLERY_SIDE, GALLERY_SIDE))
+        thumbnail = pictures.fit(pil, shortest=0, longest=GALLERY_SIDE)
         rows, majority = compare_all(self.store, pil, progress=progress)
         table, gallery = [], []
         for row in rows:
@@ -304,7 +298,7 @@ class ZooService:
                 figures = explain.faithfulness(loaded.model, x, heatmap, explained,
                                                random_weights_heatmap=self._map(twin, x, explained, method, layer)[0])
             verdict = map_verdict(figures)
-            gallery.append((explain.overlay(thumbnail, heatmap, 0.5),
+            gallery.append((pictures.framed(explain.overlay(thumbnail, heatmap, 0.5)),
                             f"{verdict.icon} {row.display_name}: {row.label} {row.confidence:.0%} ({verdict.short})"))
             flagged = "; looks like none of the classes" if row.prediction.ood["ood"] else ""
             table.append([row.display_name, row.label, round(row.confidence, 3), round(row.latency_ms, 1),

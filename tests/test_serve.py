@@ -486,7 +486,7 @@ def test_a_classify_click_computes_the_served_prediction_once(monkeypatch, store
     assert served_passes == [1]
     assert forward_calls.count(6) == 1  # the six test-time augmentation views, once
     top = max(labels, key=labels.get)
-    assert f"**{top}**" in note and preview.size == (192, 192)
+    assert f"**{top}**" in note and preview.size == (256, 256)  # 32 x 32 blown up 8x by pictures.bounded
     assert explanation.overlay.size == (384, 256) and explanation.se_map.size == (384, 256)  # at least 256 px
     assert explanation.se_plot is not None
     assert "class **" + top + "**" in explanation.note  # the map explains the label the top-5 shows
