@@ -207,10 +207,9 @@ def build_demo() -> gr.Blocks:
                         with gr.Accordion("Explanation settings", open=True):
                             method = gr.Radio([("most faithful for this architecture", RECOMMENDED)]
                                               + [(m, m) for m in explain.METHODS], value=RECOMMENDED,
-                                              label="CAM method",
-                                              info="most faithful: the method and layer that best pass the "
-                                                   "deletion and sanity checks for this architecture (see "
-                                                   "README)")
+                                              label="Explanation method",
+                                              info="most faithful: the one whose maps pass the verdict on the most "
+                                                   "validation images for this architecture (see README)")
                             layer = gr.Slider(1, MAX_DEPTH, value=MAX_DEPTH, step=1, label="Layer depth",
                                               info="for a chosen method: 1 = shallowest CAM layer, the deepest "
                                                    "is the usual choice; occlusion takes none")

@@ -11,9 +11,9 @@ A curve's score is its mean probability drop over the blanked fractions. Four ou
 - **inconclusive**: no blanking moves the probability by ``MIN_MOVEMENT``: the model is as sure with half
   the image gone, so deletion cannot tell a good map from a bad one.
 
-"Beats" means by more than the measurement's noise: the standard error of the random maps' mean score
-(``NOISE_Z`` of them), and never less than ``MIN_MARGIN``, the resolution below which two mean drops are not
-told apart (a one-pixel shift of the image moves a score by about that much).
+"Beats" means by more than the measurement's noise: ``NOISE_Z`` standard errors of the random maps' mean
+score (how much the score of an uninformed map of this smoothness varies on this image), and never less
+than ``MIN_MARGIN`` of mean probability drop.
 """
 from __future__ import annotations
 
