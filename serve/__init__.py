@@ -6,6 +6,7 @@ decoding and the model's input live in ``preprocess``, shared with training.
 from preprocess import MAX_PIXELS, MAX_SIDE, MAX_UPLOAD_BYTES, ImageDecodeError, load_image, model_view, to_tensor
 
 from .errors import RequestError
+from . import ui
 from .inside import InsideService
 from .ood import verdict
 from .predict import CompareRow, Prediction, compare_all, predict, run_model
