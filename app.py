@@ -244,9 +244,9 @@ def build_demo() -> gr.Blocks:
                 gr.Markdown(serve.ui.INSIDE_INTRO)
                 inside_run = gr.Button("Look inside", variant="primary", elem_id="inside-run")
                 with gr.Row():
-                    inside_gallery = gr.Gallery(label="Every stage, in forward order", columns=2, height="auto",
-                                                format="jpeg", object_fit="contain", elem_id="inside-gallery", scale=7)
-                    with gr.Column(scale=4):
+                    inside_gallery = gr.Gallery(label="Every stage, in forward order", columns=1, height="auto", scale=6,
+                                                format="jpeg", show_label=False, elem_id="inside-gallery")
+                    with gr.Column(scale=5):
                         inside_probes = gr.Image(label="Probe accuracy against depth", show_label=False,
                                                  interactive=False, format="png", elem_id="inside-probes")
                         inside_note = gr.Markdown(label="stage by stage", elem_id="inside-note")
