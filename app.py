@@ -1,15 +1,12 @@
 """The model zoo's web app: classify an image with any of eleven CIFAR-10 classifiers, see where it looked.
 
 ``python app.py`` serves on $GRADIO_SERVER_NAME:$GRADIO_SERVER_PORT (default 127.0.0.1:7860); the same
-file is a Hugging Face Space's entry point. Tabs: Classify (top-5, what the model sees, a class activation
-map and its faithfulness, SE attention, the architecture's card), Compare (every architecture on one image)
-and Model zoo (the checkpoints' metrics, curves and confusion matrices).
+file is a Hugging Face Space's entry point. Tabs: Classify (top-5, a class activation map and its
+faithfulness, SE attention, the architecture's card), Compare (every architecture on one image), Look inside
+(every stage of one network on the image) and Model zoo (the checkpoints' metrics, curves, probes).
 
-API (every event has an ``api_name``; see the page's "Use via API" link):
-    /predict(image, architecture) -> {class: probability}
-    /explain(image, architecture, method="recommended", layer=<deepest>, target="predicted", opacity=0.5)
-        -> (overlay image, SE excitation plot or None, faithfulness plot data, note, SE-weighted map or None)
-    /compare(image) -> (table, gallery of CAM overlays, summary)
+API (every event has an ``api_name``; the README's table gives the parameters): /predict(image, architecture),
+/explain(image, architecture, method, layer, target, opacity), /compare(image), /inside(image, architecture).
 
 This file only lays out and wires; the work is done by ``serve.ZooService``. Nothing reaches the network
 at import time; checkpoints load on first use (from $CHECKPOINT_DIR, or from $CHECKPOINT_REPO on the Hub
@@ -29,15 +26,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls
 
 def tune_malloc(arenas: int = 2, mmap_threshold: int = 32 * 2**20, trim_threshold: int = 64 * 2**20) -> None:
     """What ``MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=67108864`` do, for a
-    server started without them.
-
-    glibc gives each allocating thread its own arena and seldom returns their memory, so a busy server
-    grows; two arenas bound that. A fixed 32 MB mmap threshold (with 64 MB kept free before trimming) lets
-    each request's activations reuse the same heap pages instead of fresh zero-filled mappings, which
-    roughly halves small models' latency (bench/soak.py and bench/http_latency.py measure both). It runs
-    before any server thread starts, since only arenas made later are bounded. A no-op off glibc; a
-    setting given in the environment is left alone.
-    """
+    server started without them: two arenas bound a busy server's growth, and a fixed mmap threshold lets each
+    request reuse the same heap pages (about half small models' latency; bench/soak.py, bench/http_latency.py).
+    Run before any server thread starts (only arenas made later are bounded); a no-op off glibc."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -62,15 +53,13 @@ import serve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples"
-EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PREDICTED, RECOMMENDED = serve.PREDICTED, serve.RECOMMENDED
 MAX_DEPTH = serve.max_cam_depth()
-# A small upload (a 32 x 32 CIFAR image) fills the input box instead of showing as a stamp.
-CSS = "#classify-image img, #compare-image img { width: 100%; height: 100%; object-fit: contain; }"
 
 STORE = serve.ModelStore(os.environ.get("CHECKPOINT_DIR", ROOT / "checkpoints"))
 SERVICE = serve.ZooService(STORE)
+INSIDE = serve.InsideService(SERVICE)
 ON_GPU = STORE.device.type == "cuda"
 # Requests served at once. On a CPU every request uses one thread, so a 2-core Space runs two; on a GPU
 # the tiny models leave room for more. GRADIO_CONCURRENCY overrides.
@@ -118,11 +107,8 @@ def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, targ
 
 @shown_as_dialog
 def architecture_panel(architecture):
-    """The card, the layer slider's range (set to the deepest layer) and the SE plots' visibility.
-
-    The slider is an output only: as an input, Gradio checks its value against the maximum this session
-    last set, and a value from the previous architecture still in flight failed that check now and then.
-    """
+    """The card, the layer slider's range (set to the deepest layer) and the SE plots' visibility. The slider is
+    an output only: as an input, Gradio checked it against the maximum set for the previous architecture."""
     panel = SERVICE.panel(architecture)
     spec = gr.update(value=panel.class_specificity, visible=panel.class_specificity is not None)
     has_se = gr.update(visible=panel.has_se)
@@ -138,15 +124,21 @@ def compare(image, progress=gr.Progress()):
     return (None, None, "") if result is None else result
 
 
+@zerogpu.gpu(duration=10)
+@shown_as_dialog
+def inside(image, architecture):
+    """One picture per stage of ``architecture`` on ``image`` in forward order, and a note (serve.InsideService)."""
+    return INSIDE.inside(image, architecture) or ([], "Upload an image in the Classify tab first.")
+
+
 def zoo_table(current=None, zoo_current=None):
-    """(table, accuracy-against-parameters plot, evolution plot, note, dropdown updates) from the checkpoints'
-    config files. The dropdowns keep their choice when it has a checkpoint; otherwise they move to the most
-    accurate."""
+    """(table, two plots, the probes' chart, note, dropdowns) from the checkpoints' configs; a dropdown keeps its
+    choice when it has a checkpoint, else moves to the most accurate."""
     configs = STORE.configs(fetch=bool(STORE.repo))
     frame = SERVICE.zoo.frame(configs)
     best, choices = serve.best_architecture(configs), serve.architecture_choices(configs)
     zoo_choices = [(label, value) for label, value in choices if value in configs] or choices
-    return (frame, *SERVICE.zoo.plots(frame), SERVICE.zoo.note(configs),
+    return (frame, *SERVICE.zoo.plots(frame), INSIDE.zoo_chart(), SERVICE.zoo.note(configs),
             gr.update(choices=choices, value=current if current in configs else best),
             gr.update(choices=zoo_choices, value=zoo_current if zoo_current in configs else best))
 
@@ -159,6 +151,7 @@ def measure_latency(progress=gr.Progress()):
 
 
 zoo_details = shown_as_dialog(SERVICE.zoo_details)
+probe_curve = shown_as_dialog(INSIDE.depth_plot)
 
 
 def after_start_up():
@@ -169,30 +162,15 @@ def after_start_up():
 
 # ---------------------------------------------------------------------------------------------------------
 # Layout.
-def _examples() -> list[str]:
-    if not EXAMPLES_DIR.is_dir():
-        return []
-    return sorted(str(p) for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in EXAMPLE_SUFFIXES)
-
-
-def _example_label(path: str) -> str:
-    return Path(path).stem.replace("_", " ")
-
-
 def build_demo() -> gr.Blocks:
     configs = STORE.configs()  # local files only: no network at import time
     default = serve.best_architecture(configs)
     class_names = next(iter(configs.values()))["class_names"] if configs else CIFAR10
-    examples = _examples()
+    examples = serve.ui.example_paths(EXAMPLES_DIR)
     has_se = serve.default_has_se(default)
 
     with gr.Blocks(title="CIFAR-10 model zoo", analytics_enabled=False) as demo:
-        gr.Markdown(
-            "# CIFAR-10 model zoo\n"
-            "Eleven classic image classifiers, from a plain ConvNet to ResNet, DenseNet, SENet, EfficientNet and "
-            "MLP-Mixer, each trained on CIFAR-10's 32 x 32 images (airplane, automobile, bird, cat, deer, dog, "
-            "frog, horse, ship, truck). Upload a picture, pick an architecture and see what it predicts and "
-            "where it looked.")
+        gr.Markdown(serve.ui.INTRO)
         with gr.Tabs():
             with gr.Tab("Classify", id="classify"):
                 with gr.Row():
@@ -207,18 +185,14 @@ def build_demo() -> gr.Blocks:
                         with gr.Accordion("Explanation settings", open=True):
                             method = gr.Radio([("most faithful for this architecture", RECOMMENDED)]
                                               + [(m, m) for m in explain.METHODS], value=RECOMMENDED,
-                                              label="Explanation method",
-                                              info="most faithful: the one whose maps pass the verdict on the most "
-                                                   "validation images for this architecture (see README)")
+                                              label="Explanation method", info=serve.ui.METHOD_INFO)
                             layer = gr.Slider(1, MAX_DEPTH, value=MAX_DEPTH, step=1, label="Layer depth",
-                                              info="for a chosen method: 1 = shallowest CAM layer, the deepest "
-                                                   "is the usual choice; occlusion takes none")
+                                              info=serve.ui.LAYER_INFO)
                             target = gr.Dropdown([("predicted class", PREDICTED)] + [(n, n) for n in class_names],
                                                  value=PREDICTED, label="Explain class")
                             opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity")
                         if examples:
-                            gr.Examples(examples=[[p] for p in examples], inputs=[image],
-                                        example_labels=[_example_label(p) for p in examples],
+                            gr.Examples([[p] for p in examples], [image], example_labels=serve.ui.example_labels(examples),
                                         examples_per_page=16, label="Examples (see examples/ATTRIBUTION.md)")
                     with gr.Column(scale=6):
                         label = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="top5")
@@ -244,11 +218,10 @@ def build_demo() -> gr.Blocks:
                                                visible=False, interactive=False)
                         card = gr.Markdown(serve.architecture_card(STORE, default), label="architecture card")
                         diagram = gr.Image(label="How it is built (traced from the model)", interactive=False,
-                                           format="png", elem_id="architecture-diagram")
+                                           format="png", elem_id="architecture-diagram", show_label=False)
 
             with gr.Tab("Compare", id="compare"):
-                gr.Markdown("Every architecture with a checkpoint on the same image: do they agree, how sure "
-                            "are they, how fast, and where did each look?")
+                gr.Markdown(serve.ui.COMPARE_INTRO)
                 with gr.Row():
                     with gr.Column(scale=4):
                         compare_image = gr.Image(type="filepath", image_mode=None,
@@ -256,8 +229,8 @@ def build_demo() -> gr.Blocks:
                                                  elem_id="compare-image")
                         compare_run = gr.Button("Compare all", variant="primary", elem_id="compare-run")
                         if examples:
-                            gr.Examples(examples=[[p] for p in examples], inputs=[compare_image],
-                                        example_labels=[_example_label(p) for p in examples], examples_per_page=16)
+                            gr.Examples([[p] for p in examples], [compare_image], examples_per_page=16,
+                                        example_labels=serve.ui.example_labels(examples))
                     with gr.Column(scale=7):
                         compare_summary = gr.Markdown(label="summary", elem_id="compare-summary")
                         compare_table = gr.Dataframe(headers=serve.service.COMPARE_HEADERS, label="Predictions",
@@ -265,6 +238,17 @@ def build_demo() -> gr.Blocks:
                         compare_gallery = gr.Gallery(label="Class activation map of each (its most faithful method)",
                                                      columns=4, height="auto", format="jpeg",
                                                      elem_id="compare-gallery")
+
+            with gr.Tab("Look inside", id="inside") as inside_tab:
+                gr.Markdown(serve.ui.INSIDE_INTRO)
+                inside_run = gr.Button("Look inside", variant="primary", elem_id="inside-run")
+                with gr.Row():
+                    inside_gallery = gr.Gallery(label="Every stage, in forward order", columns=1, height="auto", scale=6,
+                                                format="jpeg", show_label=False, elem_id="inside-gallery")
+                    with gr.Column(scale=5):
+                        inside_probes = gr.Image(label="Probe accuracy against depth", show_label=False,
+                                                 interactive=False, format="png", elem_id="inside-probes")
+                        inside_note = gr.Markdown(label="stage by stage", elem_id="inside-note")
 
             with gr.Tab("Model zoo", id="zoo"):
                 zoo_note = gr.Markdown(label="zoo note", elem_id="zoo-note")
@@ -275,9 +259,11 @@ def build_demo() -> gr.Blocks:
                     refresh = gr.Button("Reload checkpoints")
                 with gr.Row():
                     zoo_plot = gr.Image(label="Validation accuracy against parameters", interactive=False,
-                                        format="png", elem_id="zoo-plot")
+                                        format="png", elem_id="zoo-plot", show_label=False)
                     evolution = gr.Image(label="How CNNs evolved: accuracy by the year of the paper",
-                                         interactive=False, format="png", elem_id="zoo-evolution")
+                                         interactive=False, format="png", elem_id="zoo-evolution", show_label=False)
+                zoo_probes = gr.Image(label="Linear probes of every checkpoint by depth", interactive=False,
+                                      format="png", elem_id="zoo-probes", show_label=False)
                 zoo_arch = gr.Dropdown(serve.architecture_choices(configs), value=default, label="Training details of")
                 with gr.Row():
                     curves = gr.Image(label="Training curves", interactive=False)
@@ -285,7 +271,7 @@ def build_demo() -> gr.Blocks:
                 with gr.Row():
                     zoo_card = gr.Markdown(label="architecture card")
                     zoo_diagram = gr.Image(label="How it is built (traced from the model)", interactive=False,
-                                           format="png", elem_id="zoo-diagram")
+                                           format="png", elem_id="zoo-diagram", show_label=False)
 
         # Classify: the label first (the /predict API), then the details, then the explanation; the served
         # prediction is computed by the first and reused by the other two (serve.ZooService.served_prediction).
@@ -319,7 +305,11 @@ def build_demo() -> gr.Blocks:
         compare_image.change(compare, [compare_image], compare_outputs, api_name="compare_on_change",
                              api_visibility="undocumented", trigger_mode="always_last", **raw)
 
-        zoo_outputs = [zoo_frame, zoo_plot, evolution, zoo_note, architecture, zoo_arch]
+        gr.on([inside_run.click, inside_tab.select], inside, [image, architecture], [inside_gallery, inside_note],
+              api_name="inside", trigger_mode="always_last", **raw).then(
+            probe_curve, [architecture], [inside_probes], api_name="inside_probes", api_visibility="undocumented")
+
+        zoo_outputs = [zoo_frame, zoo_plot, evolution, zoo_probes, zoo_note, architecture, zoo_arch]
         details_outputs = [curves, confusion, zoo_card, zoo_diagram]
         refresh.click(zoo_table, [architecture, zoo_arch], zoo_outputs, api_name="zoo")
         latency_run.click(measure_latency, None, [zoo_frame], api_name="measure_latency")
@@ -349,7 +339,7 @@ if __name__ == "__main__":
         # (10,000) would let a busy Space grow by a gigabyte.
         state_session_capacity=int(os.environ.get("STATE_SESSION_CAPACITY", 200)),
         ssr_mode=False,
-        css=CSS,
+        css=serve.ui.CSS,
         theme=gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                              font_mono=["ui-monospace", "monospace"]),
     )

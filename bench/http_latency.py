@@ -6,9 +6,9 @@
 Plain HTTP, as a browser or curl does (upload, then Gradio's ``/gradio_api/call/<api>`` and its event
 stream): gradio_client adds about 70 ms of its own per call. Reports the time from process start to the
 first answer, then p50/p95 of /predict for every architecture
-with a checkpoint, of /explain (default settings) and of /compare, each over ``--repeats`` calls after
-one warm-up call. Targets from the app issue, on the 2-core CPU: /predict p50 <= 50 ms, /explain <= 150 ms,
-/compare <= 1 s, answering within 10 s of start.
+with a checkpoint, of /explain (default settings), of /inside (every stage's maps) and of /compare, each over
+``--repeats`` calls after one warm-up call. Targets from the app issues, on the 2-core CPU: /predict p50 <= 50
+ms, /explain <= 150 ms, /inside <= 3x /predict (``inside_vs_predict``), /compare <= 1 s, answering within 10 s.
 """
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def main(argv=None) -> None:
                 raise RuntimeError(f"/{api} {arch or ''}: {kind}: {body[:160]}")
 
         report = {"startup_s": None if startup is None else round(startup, 1), "image": Path(image).name,
-                  "predict": {}, "explain": {}}
+                  "predict": {}, "explain": {}, "inside": {}, "inside_vs_predict": {}}
         # The app imports the CAM library in the background once it answers. A first /explain by a CAM would
         # wait for it, but one whose default is occlusion does not (the basic ConvNet's, the first): wait
         # until the server is idle, or the first architecture's calls share the CPU with the import (its
@@ -197,6 +197,9 @@ def main(argv=None) -> None:
                 continue
             report["predict"][name] = _time(lambda: call("predict", name), args.repeats)
             report["explain"][name] = _time(lambda: call("explain", name), max(3, args.repeats // 4))
+            report["inside"][name] = _time(lambda: call("inside", name), max(3, args.repeats // 4))
+            report["inside_vs_predict"][name] = round(report["inside"][name]["p50_ms"]
+                                                      / report["predict"][name]["p50_ms"], 2)
         report["compare"] = _time(lambda: call("compare"), args.compare_repeats)
         if args.clients:
             report["load"] = load_run(caller, name_sent, data, args.clients, args.load_calls, report["predict"],

@@ -6,6 +6,8 @@ decoding and the model's input live in ``preprocess``, shared with training.
 from preprocess import MAX_PIXELS, MAX_SIDE, MAX_UPLOAD_BYTES, ImageDecodeError, load_image, model_view, to_tensor
 
 from .errors import RequestError
+from . import ui
+from .inside import InsideService
 from .ood import verdict
 from .predict import CompareRow, Prediction, compare_all, predict, run_model
 from .service import PREDICTED, RECOMMENDED, Explanation, Panel, ZooService, default_has_se, max_cam_depth
@@ -14,7 +16,7 @@ from .uploads import decode, upload_source
 from .zoo import ZOO_HEADERS, architecture_card, architecture_choices, best_architecture, served_accuracy
 
 __all__ = ["ImageDecodeError", "load_image", "model_view", "to_tensor", "MAX_PIXELS", "MAX_SIDE", "MAX_UPLOAD_BYTES",
-           "RequestError", "verdict", "CompareRow", "Prediction", "compare_all", "predict", "run_model",
+           "RequestError", "InsideService", "verdict", "CompareRow", "Prediction", "compare_all", "predict", "run_model",
            "PREDICTED", "RECOMMENDED", "Explanation", "Panel", "ZooService", "default_has_se", "max_cam_depth",
            "LoadedModel", "ModelStore", "ModelUnavailable", "pick_device", "decode", "upload_source", "ZOO_HEADERS",
            "architecture_card", "architecture_choices", "best_architecture", "served_accuracy"]

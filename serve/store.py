@@ -28,7 +28,8 @@ from architectures.checkpoint import CONFIG_NAME, WEIGHTS_NAME, file_sha256
 
 
 HUB_RETRY_S = 300  # after a failed Hub download, the same architecture is retried at most every 5 minutes
-HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, "log.jsonl", "curves.png", "confusion.png", "se_profiles.safetensors")
+HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, "log.jsonl", "curves.png", "confusion.png", "se_profiles.safetensors",
+             "probes.json", "probes.safetensors")
 
 
 class ModelUnavailable(RuntimeError):

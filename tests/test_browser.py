@@ -268,3 +268,57 @@ def test_model_zoo_lists_all_eleven(page, tmp_path):
         assert accuracies == sorted(accuracies, reverse=True) and all(0 < a <= 1 for a in accuracies), accuracies
         wait_until_idle(page)
         assert_no_errors(page)
+
+
+def _architecture_shown(page) -> str:
+    shown = page.locator("#architecture input").input_value()
+    return next(name for name in list_models() if shown.startswith(model_class(name).display_name + " "))
+
+
+def test_look_inside_shows_every_stage_of_the_classify_choice(page, tmp_path):
+    """Classify's upload and architecture, opened in Look inside: one picture per stage of the diagram, in order,
+    each caption whole (not cut off), the probe chart beside them."""
+    from architectures import create_model
+    from explain.diagram import diagram_facts
+    from explain.inside import TILE, stage_label
+
+    page.locator("#classify-image input[type=file]").set_input_files(PHOTO)
+    sync_api.expect(page.locator("#cam-overlay img")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+    wait_until_idle(page)
+    name = _architecture_shown(page)
+    stages = diagram_facts(create_model(name))
+    page.get_by_role("tab", name="Look inside").click()
+    with screenshot(page, tmp_path / "inside.png"):
+        pictures = page.locator("#inside-gallery img")
+        sync_api.expect(pictures).to_have_count(len(stages), timeout=RUN_TIMEOUT_MS)
+        wait_until_idle(page)
+        for index in (0, len(stages) - 1):
+            assert loaded_image(page, pictures.nth(index)).width >= 4 * TILE
+        captions = page.locator("#inside-gallery .caption-label")
+        texts = [text.strip() for text in captions.all_inner_texts()]
+        assert [t.split(" · ")[:2] for t in texts] == [stage_label(s).split(" · ")[:2] for s in stages], texts
+        cut = captions.evaluate_all("els => els.filter(e => e.scrollWidth > e.clientWidth + 1).length")
+        assert cut == 0, f"{cut} captions are cut off"
+        assert loaded_image(page, page.locator("#inside-probes img")).width >= 600
+        sync_api.expect(page.locator("#inside-note")).to_contain_text("activation × gradient")
+        assert_no_errors(page)
+
+
+def test_picture_titles_are_not_covered_and_compare_columns_fit(page, tmp_path):
+    """The pictures that draw their own titles have no label over them; Compare's table shows every column whole."""
+    page.get_by_role("tab", name="Model zoo").click()
+    for element in ("#zoo-plot", "#zoo-evolution", "#zoo-diagram", "#zoo-probes"):
+        loaded_image(page, page.locator(f"{element} img"))
+        assert page.locator(f"{element} [data-testid=block-label]:visible").count() == 0, element
+    page.get_by_role("tab", name="Compare").click()
+    with screenshot(page, tmp_path / "compare_table.png"):
+        page.locator("#compare-image input[type=file]").set_input_files(PHOTO)
+        sync_api.expect(page.locator("#compare-summary")).to_contain_text("Majority vote", timeout=RUN_TIMEOUT_MS)
+        wait_until_idle(page)
+        table = page.locator("#compare-table")
+        right = table.bounding_box()["x"] + table.bounding_box()["width"]
+        for header in table.locator("[role=columnheader]").all():
+            box = header.bounding_box()
+            assert box and box["x"] + box["width"] <= right + 1, (header.inner_text(), box, right)
+        grid_cells(table, "agreement with the others")
+        assert_no_errors(page)

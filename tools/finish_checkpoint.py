@@ -10,7 +10,9 @@ Into the folder, on the validation split its config records (decoded once, share
 3. the out-of-distribution threshold, config.json's ``ood`` (``tools.calibrate_ood``);
 4. the CAM setting that explains it most faithfully, config.json's ``cam`` (``tools.choose_cam``; the
    slow step, a few minutes per checkpoint on a 2-core CPU; ``--skip-cam`` leaves it out);
-5. for a model with squeeze-and-excitation blocks, ``se_profiles.safetensors`` (``tools.se_profiles``).
+5. for a model with squeeze-and-excitation blocks, ``se_profiles.safetensors`` (``tools.se_profiles``);
+6. a linear probe per stage, ``probes.json`` and ``probes.safetensors`` (``tools.probes``: 5,000 training
+   images, scored on the validation split; about a minute).
 
 Each step replaces only its own fields of config.json, atomically. Bad input (no checkpoint, data of other
 classes, too few images for the CAM choice) exits with 2 before anything is written; exit 1 means every
@@ -33,6 +35,7 @@ from serve.store import for_serving
 from tools._config import update_config
 from tools.calibrate_ood import describe, ood_entry
 from tools.choose_cam import DEFAULT_MAX_MS, cam_entry, parse_methods, print_table, select, selection_images
+from tools.probes import TRAIN_IMAGES, summary, write_probes
 from tools.se_profiles import write_se_profiles
 from train.data import DataError, load_images
 from train.evaluate import EvalConfig, measure, record_accuracy
@@ -43,9 +46,9 @@ LOG_NAME = "log.jsonl"
 
 def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = False, cam_methods=METHODS,
            cam_images: int = 200, cam_skip: int = 100, cam_sanity_images: int = 20, cam_max_ms: float = DEFAULT_MAX_MS,
-           chosen_by: str = "") -> dict:
-    """Write the five artefacts into ``folder``; returns what was written ({"accuracy", "accuracy_tta",
-    "curves", "ood", "cam", "se_profiles"}, None for a step that wrote nothing). Raises CheckpointError,
+           chosen_by: str = "", probe_images: int = TRAIN_IMAGES) -> dict:
+    """Write the six artefacts into ``folder``; returns what was written ({"accuracy", "accuracy_tta",
+    "curves", "ood", "cam", "se_profiles", "probes"}, None for a step that wrote nothing). Raises CheckpointError,
     DataError or ValueError before writing anything when the folder, the data or the options are wrong."""
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file():
@@ -58,7 +61,7 @@ def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = Fa
     cam_x = None if skip_cam else selection_images(config, image_set, cam_skip, cam_images)
     done = {}
 
-    print("1/5 evaluation on the validation split, float32")
+    print("1/6 evaluation on the validation split, float32")
     scores = measure(model, EvalConfig(checkpoint=str(folder), data=data, cache_dir=cache_dir), image_set)
     record_accuracy(folder, scores["accuracy"], scores["accuracy_tta"],
                     f"python -m tools.finish_checkpoint, float32 on {next(model.parameters()).device.type}")
@@ -74,18 +77,18 @@ def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = Fa
             plot_curves(history, folder / "curves.png",
                         title=f"{config.get('display_name', config['arch'])} on {image_set.source}")
             done["curves"] = str(folder / "curves.png")
-    print(f"2/5 curves: {done['curves'] or f'no {LOG_NAME}, none drawn'}")
+    print(f"2/6 curves: {done['curves'] or f'no {LOG_NAME}, none drawn'}")
 
     entry = ood_entry(model, image_set, file_sha256(folder / WEIGHTS_NAME))
     update_config(folder, {"ood": entry})
     done["ood"] = entry
-    print(f"3/5 {describe(config['arch'], entry)}")
+    print(f"3/6 {describe(config['arch'], entry)}")
 
     done["cam"] = None
     if cam_x is None:
-        print("4/5 CAM choice skipped (--skip-cam)")
+        print("4/6 CAM choice skipped (--skip-cam)")
     else:
-        print(f"4/5 CAM choice on {len(cam_x)} validation images (after the first {cam_skip} of the tests' shuffle)")
+        print(f"4/6 CAM choice on {len(cam_x)} validation images (after the first {cam_skip} of the tests' shuffle)")
         settings, best = select(model, cam_x, cam_methods, cam_sanity_images, cam_max_ms)
         print_table(settings)
         if best is None:
@@ -101,7 +104,11 @@ def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = Fa
     if has_se(model):
         path, _ = write_se_profiles(model, image_set, folder)
         done["se_profiles"] = str(path)
-    print(f"5/5 SE profiles: {done['se_profiles'] or 'none (no squeeze-and-excitation blocks)'}")
+    print(f"5/6 SE profiles: {done['se_profiles'] or 'none (no squeeze-and-excitation blocks)'}")
+
+    done["probes"] = write_probes(model, image_set, folder, probe_images,
+                                  chosen_by or f"tools.finish_checkpoint.finish({str(folder)!r})")
+    print(f"6/6 {summary(config['arch'], done['probes'])}")
     return done
 
 
@@ -116,16 +123,19 @@ def main(argv=None) -> int:
     parser.add_argument("--cam-images", type=int, default=200, help="validation images for the deletion check")
     parser.add_argument("--cam-skip", type=int, default=100, help="images of the shuffle left to the tests")
     parser.add_argument("--cam-sanity-images", type=int, default=20, help="images for the sanity check and timing")
+    parser.add_argument("--probe-images", type=int, default=TRAIN_IMAGES, help="training images the probes fit on")
     parser.add_argument("--cam-max-ms", type=float, default=DEFAULT_MAX_MS,
                         help="time limit per image for a map and its random-weights twin")
     args = parser.parse_args(argv)
     methods = parse_methods(parser, args.cam_methods)
+    if args.probe_images < 1:
+        parser.error("--probe-images must be positive")
     if args.cam_images < 1 or args.cam_sanity_images < 1 or args.cam_skip < 0:
         parser.error("--cam-images and --cam-sanity-images must be positive, --cam-skip not negative")
     chosen_by = shlex.join(["python", "-m", "tools.finish_checkpoint", *(sys.argv[1:] if argv is None else argv)])
     try:
         done = finish(args.checkpoint, args.data, args.cache_dir, args.skip_cam, methods, args.cam_images,
-                      args.cam_skip, args.cam_sanity_images, args.cam_max_ms, chosen_by)
+                      args.cam_skip, args.cam_sanity_images, args.cam_max_ms, chosen_by, args.probe_images)
     except (CheckpointError, DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
