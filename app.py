@@ -6,10 +6,11 @@ map and its faithfulness, SE attention, the architecture's card), Compare (every
 and Model zoo (the checkpoints' metrics, curves and confusion matrices).
 
 API (every event has an ``api_name``; see the page's "Use via API" link):
-    /predict(image, architecture) -> {class: probability}
-    /explain(image, architecture, method="recommended", layer=<deepest>, target="predicted", opacity=0.5)
+    /predict(image, architecture, corruption="none", severity=3) -> {class: probability}
+    /explain(image, architecture, method="recommended", layer=<deepest>, target="predicted", opacity=0.5,
+             corruption="none", severity=3)
         -> (overlay image, SE excitation plot or None, faithfulness plot data, note, SE-weighted map or None)
-    /compare(image) -> (table, gallery of CAM overlays, summary)
+    /compare(image, corruption="none", severity=3) -> (table, gallery of CAM overlays, summary)
 
 This file only lays out and wires; the work is done by ``serve.ZooService``. Nothing reaches the network
 at import time; checkpoints load on first use (from $CHECKPOINT_DIR, or from $CHECKPOINT_REPO on the Hub
@@ -97,23 +98,24 @@ def shown_as_dialog(handler):
 # spends a few seconds on CUDA and copying the weights); elsewhere it changes nothing.
 @zerogpu.gpu(duration=10)
 @shown_as_dialog
-def predict(image, architecture):
-    """The top classes of ``architecture`` for ``image``: {class name: probability}."""
-    return SERVICE.predict(image, architecture)
+def predict(image, architecture, corruption=serve.NO_CORRUPTION, severity=3):
+    """The top classes of ``architecture`` for ``image`` (corrupted when asked): {class name: probability}."""
+    return SERVICE.predict(image, architecture, corruption, severity)
 
 
 @zerogpu.gpu(duration=10)
 @shown_as_dialog
-def describe(image, architecture):
+def describe(image, architecture, corruption=serve.NO_CORRUPTION, severity=3):
     """The out-of-distribution note beside the label and the model's 32 x 32 view of the image."""
-    return SERVICE.describe(image, architecture)
+    return SERVICE.describe(image, architecture, corruption, severity)
 
 
 @zerogpu.gpu(duration=15)  # two CAMs (the model's and its random twin's) and the deletion check
 @shown_as_dialog
-def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, target=PREDICTED, opacity=0.5):
+def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, target=PREDICTED, opacity=0.5,
+                  corruption=serve.NO_CORRUPTION, severity=3):
     """Overlay, SE excitation plot, faithfulness data, note and SE-weighted map (see ``ZooService.explain``)."""
-    result = SERVICE.explain(image, architecture, method, layer, target, opacity)
+    result = SERVICE.explain(image, architecture, method, layer, target, opacity, corruption, severity)
     return (None, None, None, "", None) if result is None else result.as_tuple()
 
 
@@ -132,9 +134,9 @@ def architecture_panel(architecture):
 
 @zerogpu.gpu(duration=30)  # eleven models, each with two CAMs and the deletion check
 @shown_as_dialog
-def compare(image, progress=gr.Progress()):
+def compare(image, corruption=serve.NO_CORRUPTION, severity=3, progress=gr.Progress()):
     """Every architecture on one image: (table, gallery of CAM overlays, summary)."""
-    result = SERVICE.compare(image, progress=lambda i, n, name: progress(i / n, desc=name))
+    result = SERVICE.compare(image, lambda i, n, name: progress(i / n, desc=name), corruption, severity)
     progress(1.0)
     return (None, None, "") if result is None else result
 
@@ -204,6 +206,7 @@ def build_demo() -> gr.Blocks:
                                                    label="Architecture",
                                                    info="in order of history; % = validation accuracy",
                                                    elem_id="architecture")
+                        corruption, severity = serve.corruption_controls("classify")
                         run = gr.Button("Classify", variant="primary", elem_id="classify-run")
                         with gr.Accordion("Explanation settings", open=True):
                             method = gr.Radio([("most faithful for this architecture", RECOMMENDED)]
@@ -256,6 +259,7 @@ def build_demo() -> gr.Blocks:
                         compare_image = gr.Image(type="filepath", image_mode=None,
                                                  sources=["upload", "webcam", "clipboard"], label="Image", height=260,
                                                  elem_id="compare-image")
+                        compare_corruption, compare_severity = serve.corruption_controls("compare")
                         compare_run = gr.Button("Compare all", variant="primary", elem_id="compare-run")
                         if examples:
                             gr.Examples(examples=[[p] for p in examples], inputs=[compare_image],
@@ -280,6 +284,8 @@ def build_demo() -> gr.Blocks:
                                         format="png", elem_id="zoo-plot")
                     evolution = gr.Image(label="How CNNs evolved: accuracy by the year of the paper",
                                          interactive=False, format="png", elem_id="zoo-evolution")
+                    severity_plot = gr.Image(label="Accuracy against corruption severity", interactive=False,
+                                             format="png", elem_id="zoo-severity")
                 zoo_arch = gr.Dropdown(serve.architecture_choices(configs), value=default, label="Training details of")
                 with gr.Row():
                     curves = gr.Image(label="Training curves", interactive=False)
@@ -288,28 +294,31 @@ def build_demo() -> gr.Blocks:
                     zoo_card = gr.Markdown(label="architecture card")
                     zoo_diagram = gr.Image(label="How it is built (traced from the model)", interactive=False,
                                            format="png", elem_id="zoo-diagram")
+                zoo_robustness = gr.Image(label="Accuracy under each corruption; reliability diagram (calibration)",
+                                          interactive=False, format="png", elem_id="zoo-robustness")
 
         # Classify: the label first (the /predict API), then the details, then the explanation; the served
         # prediction is computed by the first and reused by the other two (serve.ZooService.served_prediction).
-        explain_inputs = [image, architecture, method, layer, target, opacity]
+        shown = [image, architecture, corruption, severity]  # the upload as the model sees it
+        explain_inputs = [image, architecture, method, layer, target, opacity, corruption, severity]
         explain_outputs = [overlay, se_plot, faithfulness, explain_note, se_map]
         panel_outputs = [card, layer, se_spec, se_plot, se_map, diagram]
         raw = dict(preprocess=False)  # the handlers decode uploads themselves (serve.uploads)
 
         def then_describe_and_explain(event, suffix: str = "", visibility: str = "public"):
-            event.success(describe, [image, architecture], [ood_note, preview], api_name="describe" + suffix,
+            event.success(describe, shown, [ood_note, preview], api_name="describe" + suffix,
                           api_visibility="undocumented", **raw).success(
                 explain_image, explain_inputs, explain_outputs, api_name="explain" + suffix,
                 api_visibility=visibility, **raw)
 
-        then_describe_and_explain(gr.on([run.click, image.change], predict, [image, architecture], [label],
-                                        api_name="predict", trigger_mode="always_last", **raw))
+        then_describe_and_explain(gr.on([run.click, image.change, corruption.change, severity.release], predict,
+                                        shown, [label], api_name="predict", trigger_mode="always_last", **raw))
         # A new architecture first resets the panel (its layer slider among it), then classifies: run side by
         # side, the explanation could read the previous architecture's layer.
         then_describe_and_explain(
             architecture.change(architecture_panel, [architecture], panel_outputs,
                                 api_name="architecture_panel", api_visibility="undocumented").then(
-                predict, [image, architecture], [label], api_name="predict_after_panel",
+                predict, shown, [label], api_name="predict_after_panel",
                 api_visibility="undocumented", trigger_mode="always_last", **raw),
             suffix="_after_panel", visibility="undocumented")
         gr.on([method.change, layer.release, target.change, opacity.release], explain_image, explain_inputs,
@@ -317,12 +326,14 @@ def build_demo() -> gr.Blocks:
               **raw)
 
         compare_outputs = [compare_table, compare_gallery, compare_summary]
-        compare_run.click(compare, [compare_image], compare_outputs, api_name="compare", **raw)
-        compare_image.change(compare, [compare_image], compare_outputs, api_name="compare_on_change",
-                             api_visibility="undocumented", trigger_mode="always_last", **raw)
+        compare_inputs = [compare_image, compare_corruption, compare_severity]
+        compare_run.click(compare, compare_inputs, compare_outputs, api_name="compare", **raw)
+        gr.on([compare_image.change, compare_corruption.change, compare_severity.release], compare, compare_inputs,
+              compare_outputs, api_name="compare_on_change", api_visibility="undocumented",
+              trigger_mode="always_last", **raw)
 
-        zoo_outputs = [zoo_frame, zoo_plot, evolution, zoo_note, architecture, zoo_arch]
-        details_outputs = [curves, confusion, zoo_card, zoo_diagram]
+        zoo_outputs = [zoo_frame, zoo_plot, evolution, severity_plot, zoo_note, architecture, zoo_arch]
+        details_outputs = [curves, confusion, zoo_card, zoo_diagram, zoo_robustness]
         refresh.click(zoo_table, [architecture, zoo_arch], zoo_outputs, api_name="zoo")
         latency_run.click(measure_latency, None, [zoo_frame], api_name="measure_latency")
         zoo_arch.change(zoo_details, [zoo_arch], details_outputs, api_name="zoo_details")

@@ -10,7 +10,9 @@ Into the folder, on the validation split its config records (decoded once, share
 3. the out-of-distribution threshold, config.json's ``ood`` (``tools.calibrate_ood``);
 4. the CAM setting that explains it most faithfully, config.json's ``cam`` (``tools.choose_cam``; the
    slow step, a few minutes per checkpoint on a 2-core CPU; ``--skip-cam`` leaves it out);
-5. for a model with squeeze-and-excitation blocks, ``se_profiles.safetensors`` (``tools.se_profiles``).
+5. for a model with squeeze-and-excitation blocks, ``se_profiles.safetensors`` (``tools.se_profiles``);
+6. corruption robustness and calibration, ``robustness.json`` with its plots, and config.json's
+   ``temperature`` (re-deriving ``ood`` on the scaled probabilities when it is adopted; ``tools.robustness``).
 
 Each step replaces only its own fields of config.json, atomically. Bad input (no checkpoint, data of other
 classes, too few images for the CAM choice) exits with 2 before anything is written; exit 1 means every
@@ -32,9 +34,11 @@ from explain.se import has_se
 from serve.store import for_serving
 from tools._config import update_config
 from tools.calibrate_ood import describe, ood_entry
+from tools.robustness import run as measure_robustness
+from tools.robustness import summary as robustness_summary
 from tools.choose_cam import cam_entry, parse_methods, print_table, select, selection_images
 from tools.se_profiles import write_se_profiles
-from train.data import DataError, load_images
+from train.data import DataError, checkpoint_split, load_images
 from train.evaluate import EvalConfig, measure, record_accuracy
 from train.plots import plot_curves
 
@@ -44,8 +48,8 @@ LOG_NAME = "log.jsonl"
 def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = False, cam_methods=METHODS,
            cam_images: int = 200, cam_skip: int = 100, cam_sanity_images: int = 20, cam_max_ms: float = 30.0,
            chosen_by: str = "") -> dict:
-    """Write the five artefacts into ``folder``; returns what was written ({"accuracy", "accuracy_tta",
-    "curves", "ood", "cam", "se_profiles"}, None for a step that wrote nothing). Raises CheckpointError,
+    """Write the six artefacts into ``folder``; returns what was written ({"accuracy", "accuracy_tta",
+    "curves", "ood", "cam", "se_profiles", "robustness"}, None for a step that wrote nothing). Raises CheckpointError,
     DataError or ValueError before writing anything when the folder, the data or the options are wrong."""
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file():
@@ -58,7 +62,7 @@ def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = Fa
     cam_x = None if skip_cam else selection_images(config, image_set, cam_skip, cam_images)
     done = {}
 
-    print("1/5 evaluation on the validation split, float32")
+    print("1/6 evaluation on the validation split, float32")
     scores = measure(model, EvalConfig(checkpoint=str(folder), data=data, cache_dir=cache_dir), image_set)
     record_accuracy(folder, scores["accuracy"], scores["accuracy_tta"],
                     f"python -m tools.finish_checkpoint, float32 on {next(model.parameters()).device.type}")
@@ -74,18 +78,18 @@ def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = Fa
             plot_curves(history, folder / "curves.png",
                         title=f"{config.get('display_name', config['arch'])} on {image_set.source}")
             done["curves"] = str(folder / "curves.png")
-    print(f"2/5 curves: {done['curves'] or f'no {LOG_NAME}, none drawn'}")
+    print(f"2/6 curves: {done['curves'] or f'no {LOG_NAME}, none drawn'}")
 
     entry = ood_entry(model, image_set, file_sha256(folder / WEIGHTS_NAME))
     update_config(folder, {"ood": entry})
     done["ood"] = entry
-    print(f"3/5 {describe(config['arch'], entry)}")
+    print(f"3/6 {describe(config['arch'], entry)}")
 
     done["cam"] = None
     if cam_x is None:
-        print("4/5 CAM choice skipped (--skip-cam)")
+        print("4/6 CAM choice skipped (--skip-cam)")
     else:
-        print(f"4/5 CAM choice on {len(cam_x)} validation images (after the first {cam_skip} of the tests' shuffle)")
+        print(f"4/6 CAM choice on {len(cam_x)} validation images (after the first {cam_skip} of the tests' shuffle)")
         settings, best = select(model, cam_x, cam_methods, cam_sanity_images, cam_max_ms)
         print_table(settings)
         if best is None:
@@ -101,7 +105,16 @@ def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = Fa
     if has_se(model):
         path, _ = write_se_profiles(model, image_set, folder)
         done["se_profiles"] = str(path)
-    print(f"5/5 SE profiles: {done['se_profiles'] or 'none (no squeeze-and-excitation blocks)'}")
+    print(f"5/6 SE profiles: {done['se_profiles'] or 'none (no squeeze-and-excitation blocks)'}")
+
+    print("6/6 corruption robustness and calibration")
+    # The tool's defaults, fewer on a validation split too small for them (a test's tiny data set).
+    n_val = len(checkpoint_split(config, image_set)[1])
+    n_corrupt, n_calibrate = min(200, n_val), min(2000, n_val)
+    done["robustness"] = measure_robustness(
+        folder, data, cache_dir, n_corrupt, n_calibrate, image_set=image_set,
+        command=f"python -m tools.robustness {folder} --data {data} --images {n_corrupt} --calibration-images {n_calibrate}")
+    print(f"    {robustness_summary(config['arch'], done['robustness'])}")
     return done
 
 
