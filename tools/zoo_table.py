@@ -13,13 +13,14 @@ from pathlib import Path
 
 from architectures import CheckpointError, list_models, load_pretrained, model_class
 from architectures.checkpoint import WEIGHTS_NAME, atomic_write_bytes, file_sha256, hardware_summary
-from robustness.report import load_result
+from robustness.report import BASELINE, load_result, relative_mce
 from train.config import parse_config
 from architectures.measure import count_macs
 from train.recipes import recipe_table
 
 START, END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
 RECIPE_START, RECIPE_END = "<!-- recipe-table:start -->", "<!-- recipe-table:end -->"
+ROBUST_START, ROBUST_END = "<!-- robustness-table:start -->", "<!-- robustness-table:end -->"
 
 
 def zoo_rows(checkpoint_dir: Path) -> list[dict]:
@@ -37,6 +38,7 @@ def zoo_rows(checkpoint_dir: Path) -> list[dict]:
         result = load_result(folder, file_sha256(folder / WEIGHTS_NAME)) or {}
         cal = result.get("calibration")
         rows.append({
+            "robustness": result or None,
             "corruption_accuracy": result.get("mean_corruption_accuracy"),
             "ece": None if cal is None else cal["ece_scaled"] if cal["temperature_adopted"] else cal["ece_served"],
             "arch": arch, "display_name": config.get("display_name", arch), "val_accuracy": config["val_accuracy"],
@@ -79,6 +81,34 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def robustness_table(rows: list[dict]) -> str:
+    """Per checkpoint: clean and corrupted accuracy (model alone), the worst corruption, the mCE relative to
+    AlexNet, and ECE before and after temperature scaling, from each robustness.json."""
+    measured = [r for r in rows if r["robustness"]]
+    baseline = next((r["robustness"] for r in measured if r["arch"] == BASELINE), None)
+    lines = ["| architecture | clean (model alone) | under corruption (95% CI) | worst corruption | mCE vs AlexNet | "
+             "ECE served | ECE after T | T | served |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---|"]
+    for r in measured:
+        res, cal = r["robustness"], r["robustness"]["calibration"]
+        low, high = res["mean_corruption_accuracy_ci95"]
+        mce = relative_mce(res, baseline)
+        worst = res["worst_corruption"]
+        lines.append(f"| {r['display_name']} | {100 * res['clean_accuracy']:.1f}% | "
+                     f"{100 * res['mean_corruption_accuracy']:.1f}% ({100 * low:.1f}-{100 * high:.1f}) | "
+                     f"{worst.replace('_', ' ')} ({100 * sum(res['accuracy'][worst]) / 5:.1f}%) | "
+                     f"{'-' if mce is None else f'{100 * mce:.0f}%'} | {100 * cal['ece_served']:.1f}% | "
+                     f"{100 * cal['ece_scaled']:.1f}% | {cal['temperature']:.2f} | "
+                     f"{'scaled' if cal['temperature_adopted'] else 'as is'} |")
+    if measured:
+        first = measured[0]["robustness"]
+        lines.append(f"{len(measured)} checkpoints, each by `{first['command'].replace(measured[0]['arch'], '<arch>')}`: "
+                     f"{first['corruption_images']} validation images per corruption and severity (model alone, one "
+                     f"view), {first['calibration_images']} for calibration (the temperature fitted on one half, "
+                     "ECE measured on the other, served probabilities with test-time augmentation).")
+    return "\n".join(lines)
+
+
 @dataclass
 class TableConfig:
     checkpoints: str = "checkpoints"  # folder holding one sub-folder per architecture
@@ -88,7 +118,8 @@ class TableConfig:
 def main(argv=None) -> int:
     cfg = parse_config(argv, TableConfig, description=__doc__, prog="python -m tools.zoo_table")
     rows = zoo_rows(Path(cfg.checkpoints))
-    tables = {(START, END): markdown_table(rows), (RECIPE_START, RECIPE_END): recipe_table(cfg.checkpoints)}
+    tables = {(START, END): markdown_table(rows), (RECIPE_START, RECIPE_END): recipe_table(cfg.checkpoints),
+              (ROBUST_START, ROBUST_END): robustness_table(rows)}
     if not cfg.write:
         print("\n\n".join(tables.values()))
         return 0
