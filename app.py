@@ -6,7 +6,8 @@ faithfulness, SE attention, the architecture's card), Compare (every architectur
 (every stage of one network on the image) and Model zoo (the checkpoints' metrics, curves, probes).
 
 API (every event has an ``api_name``; the README's table gives the parameters): /predict(image, architecture),
-/explain(image, architecture, method, layer, target, opacity), /compare(image), /inside(image, architecture).
+/explain(image, architecture, method, layer, target, opacity), /compare(image), /inside(image, architecture);
+/predict, /explain and /compare also take optional trailing corruption="none", severity=3.
 
 This file only lays out and wires; the work is done by ``serve.ZooService``. Nothing reaches the network
 at import time; checkpoints load on first use (from $CHECKPOINT_DIR, or from $CHECKPOINT_REPO on the Hub
@@ -14,33 +15,14 @@ when local files are absent) and stay cached.
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
-import sys
 import threading
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from a demo server
 
-
-def tune_malloc(arenas: int = 2, mmap_threshold: int = 32 * 2**20, trim_threshold: int = 64 * 2**20) -> None:
-    """What ``MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=67108864`` do, for a
-    server started without them: two arenas bound a busy server's growth, and a fixed mmap threshold lets each
-    request reuse the same heap pages (about half small models' latency; bench/soak.py, bench/http_latency.py).
-    Run before any server thread starts (only arenas made later are bounded); a no-op off glibc."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        # mallopt's parameter numbers in glibc's malloc.h; setting either threshold stops its dynamic growth.
-        for variable, number, value in (("MALLOC_ARENA_MAX", -8, arenas), ("MALLOC_MMAP_THRESHOLD_", -3, mmap_threshold),
-                                        ("MALLOC_TRIM_THRESHOLD_", -1, trim_threshold)):
-            if not os.environ.get(variable):
-                libc.mallopt(number, value)
-    except (OSError, AttributeError):
-        pass  # another C library (musl): nothing to tune
-
+from malloc_tuning import tune_malloc  # noqa: E402  before any server thread starts (see its docstring)
 
 tune_malloc()
 
@@ -85,23 +67,24 @@ def shown_as_dialog(handler):
 # spends a few seconds on CUDA and copying the weights); elsewhere it changes nothing.
 @zerogpu.gpu(duration=10)
 @shown_as_dialog
-def predict(image, architecture):
-    """The top classes of ``architecture`` for ``image``: {class name: probability}."""
-    return SERVICE.predict(image, architecture)
+def predict(image, architecture, corruption=serve.NO_CORRUPTION, severity=3):
+    """The top classes of ``architecture`` for ``image`` (corrupted when asked): {class name: probability}."""
+    return SERVICE.predict(image, architecture, corruption, severity)
 
 
 @zerogpu.gpu(duration=10)
 @shown_as_dialog
-def describe(image, architecture):
+def describe(image, architecture, corruption=serve.NO_CORRUPTION, severity=3):
     """The out-of-distribution note beside the label and the model's 32 x 32 view of the image."""
-    return SERVICE.describe(image, architecture)
+    return SERVICE.describe(image, architecture, corruption, severity)
 
 
 @zerogpu.gpu(duration=15)  # two CAMs (the model's and its random twin's) and the deletion check
 @shown_as_dialog
-def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, target=PREDICTED, opacity=0.5):
+def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, target=PREDICTED, opacity=0.5,
+                  corruption=serve.NO_CORRUPTION, severity=3):
     """Overlay, SE excitation plot, faithfulness data, note and SE-weighted map (see ``ZooService.explain``)."""
-    result = SERVICE.explain(image, architecture, method, layer, target, opacity)
+    result = SERVICE.explain(image, architecture, method, layer, target, opacity, corruption, severity)
     return (None, None, None, "", None) if result is None else result.as_tuple()
 
 
@@ -117,9 +100,9 @@ def architecture_panel(architecture):
 
 @zerogpu.gpu(duration=30)  # eleven models, each with two CAMs and the deletion check
 @shown_as_dialog
-def compare(image, progress=gr.Progress()):
+def compare(image, corruption=serve.NO_CORRUPTION, severity=3, progress=gr.Progress()):
     """Every architecture on one image: (table, gallery of CAM overlays, summary)."""
-    result = SERVICE.compare(image, progress=lambda i, n, name: progress(i / n, desc=name))
+    result = SERVICE.compare(image, lambda i, n, name: progress(i / n, desc=name), corruption, severity)
     progress(1.0)
     return (None, None, "") if result is None else result
 
@@ -132,7 +115,7 @@ def inside(image, architecture):
 
 
 def zoo_table(current=None, zoo_current=None):
-    """(table, two plots, the probes' chart, note, dropdowns) from the checkpoints' configs; a dropdown keeps its
+    """(table, three plots, the probes' chart, note, dropdowns) from the checkpoints' configs; a dropdown keeps its
     choice when it has a checkpoint, else moves to the most accurate."""
     configs = STORE.configs(fetch=bool(STORE.repo))
     frame = SERVICE.zoo.frame(configs)
@@ -181,6 +164,7 @@ def build_demo() -> gr.Blocks:
                                                    label="Architecture",
                                                    info="in order of history; % = validation accuracy",
                                                    elem_id="architecture")
+                        corruption, severity = serve.corruption_controls("classify")
                         run = gr.Button("Classify", variant="primary", elem_id="classify-run")
                         with gr.Accordion("Explanation settings", open=True):
                             method = gr.Radio([("most faithful for this architecture", RECOMMENDED)]
@@ -227,6 +211,7 @@ def build_demo() -> gr.Blocks:
                         compare_image = gr.Image(type="filepath", image_mode=None,
                                                  sources=["upload", "webcam", "clipboard"], label="Image", height=260,
                                                  elem_id="compare-image")
+                        compare_corruption, compare_severity = serve.corruption_controls("compare")
                         compare_run = gr.Button("Compare all", variant="primary", elem_id="compare-run")
                         if examples:
                             gr.Examples([[p] for p in examples], [compare_image], examples_per_page=16,
@@ -264,6 +249,8 @@ def build_demo() -> gr.Blocks:
                                          interactive=False, format="png", elem_id="zoo-evolution", show_label=False)
                 zoo_probes = gr.Image(label="Linear probes of every checkpoint by depth", interactive=False,
                                       format="png", elem_id="zoo-probes", show_label=False)
+                severity_plot = gr.Image(label="Accuracy against corruption severity", interactive=False,
+                                         format="png", elem_id="zoo-severity", show_label=False)
                 zoo_arch = gr.Dropdown(serve.architecture_choices(configs), value=default, label="Training details of")
                 with gr.Row():
                     curves = gr.Image(label="Training curves", interactive=False)
@@ -272,28 +259,31 @@ def build_demo() -> gr.Blocks:
                     zoo_card = gr.Markdown(label="architecture card")
                     zoo_diagram = gr.Image(label="How it is built (traced from the model)", interactive=False,
                                            format="png", elem_id="zoo-diagram", show_label=False)
+                zoo_robustness = gr.Image(label="Accuracy under each corruption; reliability diagram (calibration)",
+                                          interactive=False, format="png", elem_id="zoo-robustness", show_label=False)
 
         # Classify: the label first (the /predict API), then the details, then the explanation; the served
         # prediction is computed by the first and reused by the other two (serve.ZooService.served_prediction).
-        explain_inputs = [image, architecture, method, layer, target, opacity]
+        shown = [image, architecture, corruption, severity]  # the upload as the model sees it
+        explain_inputs = [image, architecture, method, layer, target, opacity, corruption, severity]
         explain_outputs = [overlay, se_plot, faithfulness, explain_note, se_map]
         panel_outputs = [card, layer, se_spec, se_plot, se_map, diagram]
         raw = dict(preprocess=False)  # the handlers decode uploads themselves (serve.uploads)
 
         def then_describe_and_explain(event, suffix: str = "", visibility: str = "public"):
-            event.success(describe, [image, architecture], [ood_note, preview], api_name="describe" + suffix,
+            event.success(describe, shown, [ood_note, preview], api_name="describe" + suffix,
                           api_visibility="undocumented", **raw).success(
                 explain_image, explain_inputs, explain_outputs, api_name="explain" + suffix,
                 api_visibility=visibility, **raw)
 
-        then_describe_and_explain(gr.on([run.click, image.change], predict, [image, architecture], [label],
-                                        api_name="predict", trigger_mode="always_last", **raw))
+        then_describe_and_explain(gr.on([run.click, image.change, corruption.change, severity.release], predict,
+                                        shown, [label], api_name="predict", trigger_mode="always_last", **raw))
         # A new architecture first resets the panel (its layer slider among it), then classifies: run side by
         # side, the explanation could read the previous architecture's layer.
         then_describe_and_explain(
             architecture.change(architecture_panel, [architecture], panel_outputs,
                                 api_name="architecture_panel", api_visibility="undocumented").then(
-                predict, [image, architecture], [label], api_name="predict_after_panel",
+                predict, shown, [label], api_name="predict_after_panel",
                 api_visibility="undocumented", trigger_mode="always_last", **raw),
             suffix="_after_panel", visibility="undocumented")
         gr.on([method.change, layer.release, target.change, opacity.release], explain_image, explain_inputs,
@@ -301,16 +291,18 @@ def build_demo() -> gr.Blocks:
               **raw)
 
         compare_outputs = [compare_table, compare_gallery, compare_summary]
-        compare_run.click(compare, [compare_image], compare_outputs, api_name="compare", **raw)
-        compare_image.change(compare, [compare_image], compare_outputs, api_name="compare_on_change",
-                             api_visibility="undocumented", trigger_mode="always_last", **raw)
+        compare_inputs = [compare_image, compare_corruption, compare_severity]
+        compare_run.click(compare, compare_inputs, compare_outputs, api_name="compare", **raw)
+        gr.on([compare_image.change, compare_corruption.change, compare_severity.release], compare, compare_inputs,
+              compare_outputs, api_name="compare_on_change", api_visibility="undocumented",
+              trigger_mode="always_last", **raw)
 
         gr.on([inside_run.click, inside_tab.select], inside, [image, architecture], [inside_gallery, inside_note],
               api_name="inside", trigger_mode="always_last", **raw).then(
             probe_curve, [architecture], [inside_probes], api_name="inside_probes", api_visibility="undocumented")
 
-        zoo_outputs = [zoo_frame, zoo_plot, evolution, zoo_probes, zoo_note, architecture, zoo_arch]
-        details_outputs = [curves, confusion, zoo_card, zoo_diagram]
+        zoo_outputs = [zoo_frame, zoo_plot, evolution, severity_plot, zoo_probes, zoo_note, architecture, zoo_arch]
+        details_outputs = [curves, confusion, zoo_card, zoo_diagram, zoo_robustness]
         refresh.click(zoo_table, [architecture, zoo_arch], zoo_outputs, api_name="zoo")
         latency_run.click(measure_latency, None, [zoo_frame], api_name="measure_latency")
         zoo_arch.change(zoo_details, [zoo_arch], details_outputs, api_name="zoo_details")

@@ -203,10 +203,16 @@ def tta_views(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([v for view in views for v in (view, view.flip(3))])
 
 
-def served_probs(model, x: torch.Tensor) -> torch.Tensor:
+def served_probs(model, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Class probabilities averaged over ``TTA_VIEWS`` and their mirror images, weighted: what the app
-    serves. One forward pass over six times the batch; float32, on ``x``'s device."""
-    probs = torch.softmax(model(tta_views(x)).float(), -1)
-    probs = probs.view(len(TTA_VIEWS), 2, len(x), -1).mean(1)
+    serves. One forward pass over six times the batch; float32, on ``x``'s device. ``temperature`` divides
+    the logits first (a checkpoint's fitted temperature, ``robustness.calibration``)."""
+    return views_to_probs(model(tta_views(x)), len(x), temperature)
+
+
+def views_to_probs(logits: torch.Tensor, n: int, temperature: float = 1.0) -> torch.Tensor:
+    """The served probabilities from the logits of ``tta_views`` of ``n`` images, at ``temperature``."""
+    probs = torch.softmax(logits.float() / temperature, -1)
+    probs = probs.view(len(TTA_VIEWS), 2, n, -1).mean(1)
     weights = torch.tensor([weight for *_, weight in TTA_VIEWS], device=probs.device)
     return (probs * weights[:, None, None]).sum(0)

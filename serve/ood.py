@@ -86,23 +86,31 @@ def synthetic_ood(n_each: int = 100, size: int = 32, seed: int = 0) -> torch.Ten
 
 
 @torch.inference_mode()
-def softmax_of(model, images_uint8: torch.Tensor, config: dict, batch_size: int = 500) -> np.ndarray:
-    """The probabilities the app serves (its test-time augmentation, ``served_probs``) for uint8 images."""
+def softmax_of(model, images_uint8: torch.Tensor, config: dict, batch_size: int = 500,
+               temperature: float = 1.0) -> np.ndarray:
+    """The probabilities the app serves (its test-time augmentation, ``served_probs``, at the checkpoint's
+    ``temperature``) for uint8 images."""
     mean, std = torch.tensor(config["mean"]), torch.tensor(config["std"])
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(images_uint8), batch_size):
         x = normalize(images_uint8[start:start + batch_size], mean, std).to(device)
-        out.append(served_probs(model, x).cpu())
+        out.append(served_probs(model, x, temperature).cpu())
     return torch.cat(out).numpy()
 
 
 def calibrate(model, config: dict, val_images: torch.Tensor, val_labels: torch.Tensor,
-              keep_fraction: float = KEEP_FRACTION) -> dict:
+              keep_fraction: float = KEEP_FRACTION, temperature: float = 1.0) -> dict:
     """Measure both scores on validation and synthetic OOD images; pick the better; return the entry."""
-    val_probs = softmax_of(model, val_images, config)
-    ood_probs = softmax_of(model, synthetic_ood(size=val_images.shape[-1]), config)
-    correct = val_probs.argmax(-1) == val_labels.numpy()
+    val_probs = softmax_of(model, val_images, config, temperature=temperature)
+    ood_probs = softmax_of(model, synthetic_ood(size=val_images.shape[-1]), config, temperature=temperature)
+    return calibrate_probs(val_probs, ood_probs, val_labels.numpy(), keep_fraction)
+
+
+def calibrate_probs(val_probs: np.ndarray, ood_probs: np.ndarray, val_labels: np.ndarray,
+                    keep_fraction: float = KEEP_FRACTION) -> dict:
+    """The entry of ``calibrate`` from served probabilities already computed (validation and synthetic OOD)."""
+    correct = val_probs.argmax(-1) == val_labels
     candidates = {}
     for kind in ("max_prob", "entropy"):
         val_score, ood_score = score(val_probs, kind), score(ood_probs, kind)

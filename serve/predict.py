@@ -48,18 +48,29 @@ class Prediction:
         return {name: float(p) for name, p in zip(self.class_names, self.probs)}
 
 
+def served_temperature(config: dict, weights_sha256: str | None) -> float:
+    """The checkpoint's fitted temperature (config.json's ``temperature``, written by ``tools.robustness`` when
+    it lowers the calibration error); 1 when there is none or it was fitted on other weights."""
+    entry = config.get("temperature")
+    if not isinstance(entry, dict) or (weights_sha256 and entry.get("weights_sha256") != weights_sha256):
+        return 1.0
+    return float(entry["value"])
+
+
 def run_model(loaded: LoadedModel, image: Image.Image, k: int = 5, ood_entry: dict | None = None) -> Prediction:
     """Classify one decoded image with a loaded model; holds the model's lock while it runs.
 
     The probabilities average shifted and mirrored copies of the image (``preprocess.served_probs``,
-    as the validation figure ``val_accuracy_tta`` is measured). ``ood_entry`` is the checkpoint's
-    out-of-distribution threshold (``ModelStore.ood_entry``); without one the check says it is off.
+    as the validation figure ``val_accuracy_tta`` is measured), at the checkpoint's fitted temperature.
+    ``ood_entry`` is the checkpoint's out-of-distribution threshold (``ModelStore.ood_entry``); without
+    one the check says it is off.
     """
     config = loaded.config
     start = time.perf_counter()
     x = to_tensor(image, config, next(loaded.model.parameters()).device)
+    temperature = served_temperature(config, loaded.weights_sha256)
     with loaded.lock, torch.inference_mode():
-        probs = served_probs(loaded.model, x)[0].cpu().numpy().astype(np.float64)
+        probs = served_probs(loaded.model, x, temperature)[0].cpu().numpy().astype(np.float64)
     latency_ms = (time.perf_counter() - start) * 1000
     names = config["class_names"]
     order = np.argsort(-probs)[:k]

@@ -27,16 +27,21 @@ from architectures import check_name, create_model, list_models
 from preprocess import model_view
 
 from . import pictures
+from robustness.corruptions import NONE as NO_CORRUPTION
+from robustness.corruptions import check as check_corruption
+from robustness.corruptions import corrupt_image
+
 from .errors import RequestError
 from .predict import Prediction, compare_all, run_model
 from .store import LoadedModel, ModelStore, ModelUnavailable
 from .uploads import decode
-from .zoo import ZooTable, architecture_card, checkpoint_picture, display_name
+from .zoo import ZooTable, architecture_card, checkpoint_picture, display_name, robustness_picture
 
 PREDICTED = "predicted"      # the explained class: the one the top-5 shows
 RECOMMENDED = "recommended"  # the CAM method: each checkpoint's most faithful one (its config's "cam")
 GALLERY_SIDE = 256  # Compare's overlays are thumbnails: eleven full-size blends would cost more than the models
 PREDICTION_CACHE = 32
+CORRUPTION_SIZE = 32  # "corrupt this image" works on the 32 x 32 view: CIFAR-10-C's parameters are for that size
 COMPARE_HEADERS = ["architecture", "top-1", "confidence", "latency (ms)", "agrees with majority",
                    "agreement with the others", "note"]
 FAITHFULNESS_X, FAITHFULNESS_Y = "blanked first (5-50% of pixels)", "mean probability drop"
@@ -45,6 +50,18 @@ FAITHFULNESS_BARS = {"map": "the map's hottest", "centre": "the centre", "random
 BASELINE = "baseline"
 # The bars' colours: the map's bar in its verdict's colour, the references grey.
 BAR_COLOURS = {**{f"this map: {SHORT[outcome]}": COLOURS[outcome] for outcome in Outcome}, BASELINE: "#9aa0a6"}
+
+
+def corrupted_upload(pil: Image.Image, corruption=NO_CORRUPTION, severity=3) -> Image.Image:
+    """The upload as the model will see it under ``corruption`` at ``severity`` (1-5): its 32 x 32 square
+    view corrupted with a fixed seed; unchanged for "none". A bad choice raises ``RequestError``."""
+    if corruption in (None, "", NO_CORRUPTION):
+        return pil
+    try:
+        level = check_corruption(corruption, severity)
+    except ValueError as error:
+        raise RequestError(str(error), title="Unknown corruption") from None
+    return corrupt_image(Image.fromarray(model_view(pil, {"image_size": CORRUPTION_SIZE})), corruption, level)
 
 
 @lru_cache(maxsize=None)
@@ -144,12 +161,16 @@ class ZooService:
         except ModelUnavailable as error:
             raise RequestError(str(error), title="Checkpoint not available") from None
 
-    def served_prediction(self, image, architecture) -> tuple[Image.Image, LoadedModel, Prediction]:
-        """The upload, its model and the prediction the top-5 shows: computed once per upload, architecture
-        and weights, then reused by the click's other events (and by every change of explanation setting)."""
+    def served_prediction(self, image, architecture, corruption=NO_CORRUPTION,
+                          severity=3) -> tuple[Image.Image, LoadedModel, Prediction]:
+        """The upload (corrupted when asked), its model and the prediction the top-5 shows: computed once per
+        upload, corruption, architecture and weights, then reused by the click's other events (and by every
+        change of explanation setting)."""
         pil, source_key = decode(image)
+        pil = corrupted_upload(pil, corruption, severity)
         loaded = self.model(architecture)
-        key = (source_key, loaded.name, loaded.weights_sha256)
+        shown = (None, None) if corruption in (None, "", NO_CORRUPTION) else (corruption, int(severity))
+        key = (source_key, shown, loaded.name, loaded.weights_sha256)
         with self._predictions_lock:
             prediction = self._predictions.get(key)
             if prediction is not None:
@@ -163,17 +184,17 @@ class ZooService:
         return pil, loaded, prediction
 
     # -- Classify --------------------------------------------------------------------------------------
-    def predict(self, image, architecture) -> dict[str, float] | None:
+    def predict(self, image, architecture, corruption=NO_CORRUPTION, severity=3) -> dict[str, float] | None:
         """Every class and its probability, for the top-5 label; None when the image was cleared."""
         if image is None:
             return None
-        return self.served_prediction(image, architecture)[2].label_dict()
+        return self.served_prediction(image, architecture, corruption, severity)[2].label_dict()
 
-    def describe(self, image, architecture) -> tuple[str, Image.Image | None]:
+    def describe(self, image, architecture, corruption=NO_CORRUPTION, severity=3) -> tuple[str, Image.Image | None]:
         """The out-of-distribution note beside the label, and the model's own view of the image."""
         if image is None:
             return "", None
-        pil, loaded, prediction = self.served_prediction(image, architecture)
+        pil, loaded, prediction = self.served_prediction(image, architecture, corruption, severity)
         verdict = prediction.ood
         icon = {True: "⚠️ ", False: "✅ ", None: ""}[verdict["ood"]]
         note = (f"{icon}**{prediction.label}** at {prediction.confidence:.0%} by {prediction.display_name}. "
@@ -205,7 +226,7 @@ class ZooService:
                            len(config.get("class_names", [])) or 10)
 
     def explain(self, image, architecture, method=RECOMMENDED, layer=None, target=PREDICTED,
-                opacity=0.5) -> Explanation | None:
+                opacity=0.5, corruption=NO_CORRUPTION, severity=3) -> Explanation | None:
         """The CAM overlay of the served class (or ``target``), its faithfulness figures and the SE attention.
 
         ``method`` RECOMMENDED takes the checkpoint's most faithful method and layer, chosen by the deletion
@@ -224,7 +245,7 @@ class ZooService:
             raise RequestError("layer must be a whole number and opacity a number from 0 to 1") from None
         if not 0 <= opacity <= 1:
             raise RequestError(f"opacity must be between 0 and 1, got {opacity}")
-        pil, loaded, prediction = self.served_prediction(image, architecture)
+        pil, loaded, prediction = self.served_prediction(image, architecture, corruption, severity)
         names = loaded.config["class_names"]
         if target in (None, "", PREDICTED):
             explained = prediction.index
@@ -274,13 +295,15 @@ class ZooService:
         return explain.cam(model, x, target, method, layer), None
 
     # -- Compare ---------------------------------------------------------------------------------------
-    def compare(self, image, progress=None) -> tuple[pd.DataFrame, list, str] | None:
+    def compare(self, image, progress=None, corruption=NO_CORRUPTION,
+                severity=3) -> tuple[pd.DataFrame, list, str] | None:
         """Every architecture on one image: (table, gallery of CAM overlays with captions, summary), each
         map by its checkpoint's most faithful method."""
         if image is None:
             return None
-        pil, _ = decode(image)
-        thumbnail = pictures.fit(pil, shortest=0, longest=GALLERY_SIDE)
+        pil = corrupted_upload(decode(image)[0], corruption, severity)
+        # Thumbnails GALLERY_SIDE long: a big upload brought down, a small one (a corrupted 32 x 32 view) raised.
+        thumbnail = pictures.fit(pil, shortest=GALLERY_SIDE, longest=GALLERY_SIDE)
         rows, majority = compare_all(self.store, pil, progress=progress)
         table, gallery = [], []
         for row in rows:
@@ -311,8 +334,9 @@ class ZooService:
         return pd.DataFrame(table, columns=COMPARE_HEADERS), gallery, compare_summary(answered, majority)
 
     # -- Model zoo -------------------------------------------------------------------------------------
-    def zoo_details(self, architecture) -> tuple[Image.Image | None, Image.Image | None, str, Image.Image]:
-        """Training curves, confusion matrix, card and block diagram of one architecture."""
+    def zoo_details(self, architecture) -> tuple[Image.Image | None, Image.Image | None, str, Image.Image,
+                                                 Image.Image | None]:
+        """Training curves, confusion matrix, card, block diagram and robustness plots of one architecture."""
         try:
             name = check_name(architecture)
         except ValueError as error:
@@ -320,12 +344,12 @@ class ZooService:
         config = self.store.config(name)
         card, diagram = architecture_card(self.store, name), self.diagram(name)
         if config is None:
-            return None, None, card, diagram
+            return None, None, card, diagram, None
         folder = Path(config["_folder"])
         confusion = checkpoint_picture(folder, "confusion.png")
         if confusion is None:
             card += "\n\nNo confusion matrix yet (`python -m tools.finish_checkpoint` writes `confusion.png`)."
-        return checkpoint_picture(folder, "curves.png"), confusion, card, diagram
+        return checkpoint_picture(folder, "curves.png"), confusion, card, diagram, robustness_picture(folder)
 
 
 def compare_summary(answered: list, majority: str) -> str:

@@ -13,16 +13,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from architectures import create_model, list_models, model_class
-from architectures.checkpoint import hardware_summary, training_summary
+from architectures.checkpoint import WEIGHTS_NAME, file_sha256, hardware_summary, training_summary
 from architectures.measure import count_macs
 from preprocess import ImageDecodeError, load_image
+from robustness.report import BARS_NAME, BASELINE, RELIABILITY_NAME, card_sentence, load_result, relative_mce
 
 from . import zoo_plots
 from .store import ModelStore, ModelUnavailable
 
-ZOO_HEADERS = ["architecture", "name", "val accuracy", "without TTA", "params (M)", "MMACs", "size (MB)",
+ZOO_HEADERS = ["architecture", "name", "val accuracy", "without TTA", "corruption accuracy", "ECE", "params (M)",
+               "MMACs", "size (MB)",
                "latency (ms)", "epochs", "training time (min)", "hardware"]
 
 
@@ -30,6 +33,32 @@ def served_accuracy(config: dict):
     """Validation accuracy as the app predicts (shifted and mirrored copies averaged); the model-alone
     figure for a checkpoint that does not record it."""
     return config.get("val_accuracy_tta", config.get("val_accuracy"))
+
+
+@lru_cache(maxsize=64)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    return file_sha256(path)
+
+
+def robustness_result(config: dict | None) -> dict | None:
+    """The checkpoint's robustness.json (``tools.robustness``) when it was measured on these weights, else None."""
+    if not config:
+        return None
+    weights = Path(config["_folder"]) / WEIGHTS_NAME
+    try:
+        stat = weights.stat()
+    except OSError:
+        return None
+    return load_result(config["_folder"], _sha256(str(weights), stat.st_mtime_ns, stat.st_size))
+
+
+def robustness_line(store: ModelStore, name: str, config: dict) -> str:
+    """The card's sentence on corruptions and calibration, with the error relative to AlexNet's (mCE)."""
+    result = robustness_result(config)
+    if result is None:
+        return "not measured for these weights yet (`python -m tools.robustness`)"
+    mce = relative_mce(result, robustness_result(store.config(BASELINE)))
+    return card_sentence(result) + ("" if mce is None else f" Corruption error relative to AlexNet (mCE): {mce:.0%}.")
 
 
 def display_name(name: str) -> str:
@@ -95,6 +124,7 @@ def architecture_card(store: ModelStore, name: str) -> str:
             f"- **Training:** {config.get('epochs', '?')} epochs, {_minutes(config.get('train_seconds'))}; "
             f"{training_summary(config)}; on {hardware_summary(config)}",
             f"- **Out-of-distribution flag:** {ood_description(store.ood_entry(name))}",
+            f"- **Robustness and calibration:** {robustness_line(store, name, config)}",
         ]
     if cls.paper:
         lines += ["", f"Paper: [{cls.paper}]({cls.paper})"]
@@ -116,22 +146,38 @@ class ZooTable:
         self._plots: dict[tuple, tuple] = {}  # drawn once per set of checkpoints (a page load asks each time)
 
     def plots(self, frame: pd.DataFrame) -> tuple:
-        """(accuracy against parameters, accuracy by the paper's year), every point labelled."""
-        key = tuple(map(tuple, frame[["name", "architecture", "val accuracy", "params (M)"]].itertuples(index=False)))
+        """(accuracy against parameters, accuracy by the paper's year, accuracy against corruption severity)."""
+        key = tuple(map(tuple, frame[["name", "architecture", "val accuracy", "params (M)",
+                                      "corruption accuracy"]].itertuples(index=False)))
         if key not in self._plots:
             self._plots = {key: (zoo_plots.accuracy_vs_parameters(frame),
-                                 zoo_plots.evolution(frame, zoo_plots.paper_years(frame["name"])))}
+                                 zoo_plots.evolution(frame, zoo_plots.paper_years(frame["name"])),
+                                 zoo_plots.robustness_by_severity(self.severity_curves(frame["name"])))}
         return self._plots[key]
+
+    def severity_curves(self, names) -> dict[str, list[float]]:
+        """Display name -> [clean, mean accuracy at severity 1..5] of every measured checkpoint."""
+        curves = {}
+        for name in names:
+            result = robustness_result(self.store.config(name))
+            if result is not None:
+                by_severity = np.mean(list(result["accuracy"].values()), axis=0)
+                curves[display_name(name)] = [result["clean_accuracy"], *map(float, by_severity)]
+        return curves
 
     def frame(self, configs: dict[str, dict]) -> pd.DataFrame:
         rows = []
         for name, config in configs.items():
             weights = Path(config["_folder"]) / "model.safetensors"
+            result = robustness_result(config) or {}
             rows.append({
                 "architecture": display_name(name),
                 "name": name,
                 "val accuracy": served_accuracy(config),
                 "without TTA": config.get("val_accuracy"),
+                "corruption accuracy": result.get("mean_corruption_accuracy"),
+                "ECE": (result["calibration"]["ece_scaled"] if result["calibration"]["temperature_adopted"]
+                        else result["calibration"]["ece_served"]) if result else None,
                 "params (M)": round(config.get("params", 0) / 1e6, 3),
                 "MMACs": round(_macs(name, json.dumps(config.get("arch_args", {}), sort_keys=True),
                                      config.get("image_size", 32)) / 1e6, 1),
@@ -176,6 +222,18 @@ class ZooTable:
                     if repeat >= 5:  # the first runs warm caches up
                         times.append((time.perf_counter() - start) * 1000)
             self.latency_ms[name] = round(float(np.median(times)), 2)
+
+
+def robustness_picture(folder: Path):
+    """The per-corruption bars and the reliability diagram side by side, or None before they are drawn."""
+    pictures = [checkpoint_picture(folder, name) for name in (BARS_NAME, RELIABILITY_NAME)]
+    if None in pictures:
+        return None
+    height = max(p.height for p in pictures)
+    joined = Image.new("RGB", (sum(p.width for p in pictures), height), "white")
+    joined.paste(pictures[0], (0, 0))
+    joined.paste(pictures[1], (pictures[0].width, 0))
+    return joined
 
 
 def checkpoint_picture(folder: Path, filename: str):

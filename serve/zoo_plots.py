@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 from PIL import Image
 
-__all__ = ["accuracy_vs_parameters", "evolution", "paper_years"]
+__all__ = ["accuracy_vs_parameters", "evolution", "paper_years", "robustness_by_severity"]
 
 SIZE_IN, DPI = (8.0, 5.0), 100  # 800 x 500 px
 POINT = "#1f77b4"
@@ -202,4 +202,23 @@ def evolution(frame, years: dict[str, int], _boxes: list | None = None) -> Image
     boxes = _place_labels(figure, ax, xs, ys, labels, radii, avoid=[legend])
     if _boxes is not None:
         _boxes.extend(boxes)
+    return _to_image(figure)
+
+
+def robustness_by_severity(curves: dict[str, list[float]]) -> Image.Image:
+    """Accuracy against corruption severity, one line per architecture: ``curves`` maps a display name to
+    [clean accuracy, mean accuracy over the corruptions at severity 1, ..., 5] (0-1)."""
+    if not curves:
+        return _placeholder("no robustness measured yet (python -m tools.robustness)")
+    figure = Figure(figsize=SIZE_IN, dpi=DPI, layout="constrained")
+    ax = figure.add_subplot()
+    for i, (label, values) in enumerate(sorted(curves.items(), key=lambda item: -item[1][-1])):
+        ax.plot(range(len(values)), [v * 100 for v in values], marker="o", color=f"C{i % 10}",
+                linestyle="-" if i < 10 else "--", label=label)
+    ax.set_xticks(range(6), ["clean", "1", "2", "3", "4", "5"])
+    ax.set_xlabel("corruption severity (mean over the CIFAR-10-C corruptions measured)")
+    ax.set_ylabel("validation accuracy (%), model alone")
+    ax.set_title("Accuracy as the corruptions grow stronger", fontsize=12)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     return _to_image(figure)

@@ -321,4 +321,38 @@ def test_picture_titles_are_not_covered_and_compare_columns_fit(page, tmp_path):
             box = header.bounding_box()
             assert box and box["x"] + box["width"] <= right + 1, (header.inner_text(), box, right)
         grid_cells(table, "agreement with the others")
+
+
+CAT = REPO_ROOT / "examples" / "cat_chelsea.jpg"
+
+
+def test_corrupt_this_image_changes_what_the_model_sees(page, tmp_path):
+    """Classify the example cat, then again under Gaussian noise at severity 5: the overlay (drawn on what the
+    model sees) changes, and the note still names a CIFAR-10 class."""
+    with screenshot(page, tmp_path / "classify_corrupted.png"):
+        page.locator("#classify-image input[type=file]").set_input_files(CAT)
+        sync_api.expect(page.locator("#cam-overlay img")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+        wait_until_idle(page)
+        before = loaded_image(page, page.locator("#cam-overlay img"))
+        page.locator("#classify-corruption input").click()
+        page.get_by_role("option", name="Gaussian noise").click()
+        slider = page.locator("#classify-severity input[type=number]")
+        slider.fill("5")
+        slider.press("Enter")
+        wait_until_idle(page)
+        after = loaded_image(page, page.locator("#cam-overlay img"))
+        assert ImageStat.Stat(ImageChops.difference(before.resize(after.size), after)).mean[0] > 5
+        sync_api.expect(page.locator("#ood-note")).to_contain_text(re.compile("|".join(CIFAR10)))
+        assert_no_errors(page)
+
+
+def test_model_zoo_shows_robustness_plots_and_columns(page, tmp_path):
+    page.get_by_role("tab", name="Model zoo").click()
+    with screenshot(page, tmp_path / "zoo_robustness.png"):
+        assert loaded_image(page, page.locator("#zoo-severity img")).width >= 600
+        assert loaded_image(page, page.locator("#zoo-robustness img")).width >= 600  # bars beside reliability
+        table = page.locator("#zoo-table")
+        values = [text for text in grid_cells(table, "corruption accuracy") if text]
+        assert values and all(0 < float(v) <= 1 for v in values), values
+        assert all(0 <= float(v) < 1 for v in grid_cells(table, "ECE") if v)
         assert_no_errors(page)

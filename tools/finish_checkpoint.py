@@ -13,6 +13,8 @@ Into the folder, on the validation split its config records (decoded once, share
 5. for a model with squeeze-and-excitation blocks, ``se_profiles.safetensors`` (``tools.se_profiles``);
 6. a linear probe per stage, ``probes.json`` and ``probes.safetensors`` (``tools.probes``: 5,000 training
    images, scored on the validation split; about a minute).
+7. corruption robustness and calibration, ``robustness.json`` with its plots, and config.json's
+   ``temperature`` (re-deriving ``ood`` on the scaled probabilities when it is adopted; ``tools.robustness``).
 
 Each step replaces only its own fields of config.json, atomically. Bad input (no checkpoint, data of other
 classes, too few images for the CAM choice) exits with 2 before anything is written; exit 1 means every
@@ -36,8 +38,10 @@ from tools._config import update_config
 from tools.calibrate_ood import describe, ood_entry
 from tools.choose_cam import DEFAULT_MAX_MS, cam_entry, parse_methods, print_table, select, selection_images
 from tools.probes import TRAIN_IMAGES, summary, write_probes
+from tools.robustness import run as measure_robustness
+from tools.robustness import summary as robustness_summary
 from tools.se_profiles import write_se_profiles
-from train.data import DataError, load_images
+from train.data import DataError, checkpoint_split, load_images
 from train.evaluate import EvalConfig, measure, record_accuracy
 from train.plots import plot_curves
 
@@ -47,8 +51,8 @@ LOG_NAME = "log.jsonl"
 def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = False, cam_methods=METHODS,
            cam_images: int = 200, cam_skip: int = 100, cam_sanity_images: int = 20, cam_max_ms: float = DEFAULT_MAX_MS,
            chosen_by: str = "", probe_images: int = TRAIN_IMAGES) -> dict:
-    """Write the six artefacts into ``folder``; returns what was written ({"accuracy", "accuracy_tta",
-    "curves", "ood", "cam", "se_profiles", "probes"}, None for a step that wrote nothing). Raises CheckpointError,
+    """Write the seven artefacts into ``folder``; returns what was written ({"accuracy", "accuracy_tta",
+    "curves", "ood", "cam", "se_profiles", "probes", "robustness"}, None for a step that wrote nothing). Raises CheckpointError,
     DataError or ValueError before writing anything when the folder, the data or the options are wrong."""
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file():
@@ -61,7 +65,7 @@ def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = Fa
     cam_x = None if skip_cam else selection_images(config, image_set, cam_skip, cam_images)
     done = {}
 
-    print("1/6 evaluation on the validation split, float32")
+    print("1/7 evaluation on the validation split, float32")
     scores = measure(model, EvalConfig(checkpoint=str(folder), data=data, cache_dir=cache_dir), image_set)
     record_accuracy(folder, scores["accuracy"], scores["accuracy_tta"],
                     f"python -m tools.finish_checkpoint, float32 on {next(model.parameters()).device.type}")
@@ -77,18 +81,18 @@ def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = Fa
             plot_curves(history, folder / "curves.png",
                         title=f"{config.get('display_name', config['arch'])} on {image_set.source}")
             done["curves"] = str(folder / "curves.png")
-    print(f"2/6 curves: {done['curves'] or f'no {LOG_NAME}, none drawn'}")
+    print(f"2/7 curves: {done['curves'] or f'no {LOG_NAME}, none drawn'}")
 
     entry = ood_entry(model, image_set, file_sha256(folder / WEIGHTS_NAME))
     update_config(folder, {"ood": entry})
     done["ood"] = entry
-    print(f"3/6 {describe(config['arch'], entry)}")
+    print(f"3/7 {describe(config['arch'], entry)}")
 
     done["cam"] = None
     if cam_x is None:
-        print("4/6 CAM choice skipped (--skip-cam)")
+        print("4/7 CAM choice skipped (--skip-cam)")
     else:
-        print(f"4/6 CAM choice on {len(cam_x)} validation images (after the first {cam_skip} of the tests' shuffle)")
+        print(f"4/7 CAM choice on {len(cam_x)} validation images (after the first {cam_skip} of the tests' shuffle)")
         settings, best = select(model, cam_x, cam_methods, cam_sanity_images, cam_max_ms)
         print_table(settings)
         if best is None:
@@ -104,11 +108,19 @@ def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = Fa
     if has_se(model):
         path, _ = write_se_profiles(model, image_set, folder)
         done["se_profiles"] = str(path)
-    print(f"5/6 SE profiles: {done['se_profiles'] or 'none (no squeeze-and-excitation blocks)'}")
+    print(f"5/7 SE profiles: {done['se_profiles'] or 'none (no squeeze-and-excitation blocks)'}")
 
     done["probes"] = write_probes(model, image_set, folder, probe_images,
                                   chosen_by or f"tools.finish_checkpoint.finish({str(folder)!r})")
-    print(f"6/6 {summary(config['arch'], done['probes'])}")
+    print(f"6/7 {summary(config['arch'], done['probes'])}")
+    print("7/7 corruption robustness and calibration")
+    # The tool's defaults, fewer on a validation split too small for them (a test's tiny data set).
+    n_val = len(checkpoint_split(config, image_set)[1])
+    n_corrupt, n_calibrate = min(200, n_val), min(2000, n_val)
+    done["robustness"] = measure_robustness(
+        folder, data, cache_dir, n_corrupt, n_calibrate, image_set=image_set,
+        command=f"python -m tools.robustness {folder} --data {data} --images {n_corrupt} --calibration-images {n_calibrate}")
+    print(f"    {robustness_summary(config['arch'], done['robustness'])}")
     return done
 
 
