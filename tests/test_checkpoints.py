@@ -104,6 +104,10 @@ def test_readme_zoo_table_matches_the_shipped_configs():
     assert shown == markdown_table(zoo_rows(CHECKPOINTS))
     recipes = readme[readme.index(RECIPE_START) + len(RECIPE_START):readme.index(RECIPE_END)].strip()
     assert recipes == recipe_table(CHECKPOINTS)
+    from tools.zoo_table import FAITHFUL_END, FAITHFUL_START, faithfulness_table
+
+    faithful = readme[readme.index(FAITHFUL_START) + len(FAITHFUL_START):readme.index(FAITHFUL_END)].strip()
+    assert faithful == faithfulness_table(zoo_rows(CHECKPOINTS))
 
 
 @pytest.fixture

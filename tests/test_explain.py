@@ -131,7 +131,9 @@ def test_every_layer_choice_works(arch):
         assert heatmap.shape == (32, 32) and np.isfinite(heatmap).all(), layer
 
 
-@pytest.mark.parametrize("method", [m for m in explain.METHODS if m not in explain.GRADIENT_FREE])
+# Score-CAM weighs channels by the softmax of the masked inputs: with random weights those are near-uniform for every
+# class, so its maps need not differ by target (with trained weights they do: test_app_http explains "cat").
+@pytest.mark.parametrize("method", [m for m in explain.METHODS if m not in explain.GRADIENT_FREE + ("scorecam",)])
 @pytest.mark.parametrize("arch", ARCHS)
 def test_target_class_changes_the_map(arch, method):
     """One image, each of the ten classes as target: the maps must not all be the same.

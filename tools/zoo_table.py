@@ -21,6 +21,7 @@ from train.recipes import recipe_table
 START, END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
 RECIPE_START, RECIPE_END = "<!-- recipe-table:start -->", "<!-- recipe-table:end -->"
 ROBUST_START, ROBUST_END = "<!-- robustness-table:start -->", "<!-- robustness-table:end -->"
+FAITHFUL_START, FAITHFUL_END = "<!-- faithfulness-table:start -->", "<!-- faithfulness-table:end -->"
 
 
 def zoo_rows(checkpoint_dir: Path) -> list[dict]:
@@ -48,6 +49,7 @@ def zoo_rows(checkpoint_dir: Path) -> list[dict]:
             "size_mb": (folder / WEIGHTS_NAME).stat().st_size / 1e6, "epochs": config.get("epochs"),
             "minutes": config.get("train_seconds", 0) / 60, "machines": hardware_summary(config),
             "curves": f"{checkpoint_dir.name}/{arch}/curves.png", "command": config.get("command"),
+            "cam": config.get("cam"),
         })
     return rows
 
@@ -109,6 +111,27 @@ def robustness_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def faithfulness_table(rows: list[dict]) -> str:
+    """Per checkpoint: its recommended explanation and the verdict's outcomes on the validation images it was
+    chosen on (config.json's ``cam``, written by ``tools.choose_cam``)."""
+    chosen = [r for r in rows if r["cam"] and r["cam"].get("outcomes")]
+    lines = ["| architecture | recommended | faithful | also beats the centre | faithful, centre | does not explain | "
+             "inconclusive | map + twin, ms |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in chosen:
+        cam, shares = r["cam"], r["cam"]["outcomes"]
+        where = cam["method"] + (f" at `{cam['layer']}`" if cam.get("layer") else "")
+        lines.append(f"| {r['display_name']} | {where} | {shares['faithful']:.0%} | {shares['explains']:.0%} | "
+                     f"{shares['centre']:.0%} | {shares['not explained']:.0%} | {shares['inconclusive']:.0%} | "
+                     f"{cam['ms_per_image']:.0f} |")
+    if chosen:
+        first = chosen[0]["cam"]
+        lines.append(f"Outcomes of the verdict on the {first['images']} validation images each choice was made on "
+                     f"(`{first['chosen_by'].replace(chosen[0]['arch'], '<arch>')}`); the tests check the same on "
+                     "100 others (`python -m pytest -s tests/test_explain.py -k targets`, or `python "
+                     "bench/faithfulness.py --data PATH`). Milliseconds as that run measured them, on a busy machine.")
+    return "\n".join(lines)
+
+
 @dataclass
 class TableConfig:
     checkpoints: str = "checkpoints"  # folder holding one sub-folder per architecture
@@ -119,7 +142,7 @@ def main(argv=None) -> int:
     cfg = parse_config(argv, TableConfig, description=__doc__, prog="python -m tools.zoo_table")
     rows = zoo_rows(Path(cfg.checkpoints))
     tables = {(START, END): markdown_table(rows), (RECIPE_START, RECIPE_END): recipe_table(cfg.checkpoints),
-              (ROBUST_START, ROBUST_END): robustness_table(rows)}
+              (ROBUST_START, ROBUST_END): robustness_table(rows), (FAITHFUL_START, FAITHFUL_END): faithfulness_table(rows)}
     if not cfg.write:
         print("\n\n".join(tables.values()))
         return 0
