@@ -126,7 +126,8 @@ def map_verdict(curves: dict) -> MapVerdict:
     random_won = (scores["map"] >= MIN_RATIO_OVER_RANDOM * scores["random"]
                   and scores["map"] - scores["random"] > margin)
     checks = [(random_won, f"{'beats' if random_won else 'does not beat'} random maps of its smoothness by "
-                           f"{MIN_RATIO_OVER_RANDOM:g}x ({scores['map']:.2f} against {scores['random']:.2f})")]
+                           f"{MIN_RATIO_OVER_RANDOM:g}x and by more than their noise ({scores['map']:.2f} against "
+                           f"{scores['random']:.2f}, noise margin {margin:.2f})")]
     if twin is not None:
         checks.append(_compare("the random-weights map", scores["map"] - scores["random_weights"], margin,
                                scores["random_weights"], scores["map"]))
