@@ -43,6 +43,9 @@ ENDPOINTS = [
     EndpointCase("explain-defaults", "explain", "senet"),
     *[EndpointCase(f"explain-{method}", "explain", "resnet", (method,)) for method in explain.METHODS],
     EndpointCase("compare", "compare", None),
+    EndpointCase("inside", "inside", "resnet"),
+    EndpointCase("predict-corrupted", "predict", "resnet", ("gaussian_noise", 5)),
+    EndpointCase("compare-corrupted", "compare", None, ("fog", 3)),
 ]
 
 
