@@ -42,8 +42,8 @@ RECOMMENDED = "recommended"  # the CAM method: each checkpoint's most faithful o
 GALLERY_SIDE = 256  # Compare's overlays are thumbnails: eleven full-size blends would cost more than the models
 PREDICTION_CACHE = 32
 CORRUPTION_SIZE = 32  # "corrupt this image" works on the 32 x 32 view: CIFAR-10-C's parameters are for that size
-COMPARE_HEADERS = ["architecture", "top-1", "confidence", "latency (ms)", "agrees with majority",
-                   "agreement with the others", "note"]
+# Short headers: seven columns must fit beside the gallery without running off the table.
+COMPARE_HEADERS = ["architecture", "top-1", "confidence", "ms", "with majority", "agreement", "map"]
 FAITHFULNESS_X, FAITHFULNESS_Y = "blanked first (5-50% of pixels)", "mean probability drop"
 FAITHFULNESS_BARS = {"map": "the map's hottest", "centre": "the centre", "random": "random maps as smooth",
                      "random_weights": "random weights' map"}
@@ -327,7 +327,7 @@ class ZooService:
             table.append([row.display_name, row.label, round(row.confidence, 3), round(row.latency_ms, 1),
                           "yes" if row.agrees_with_majority else "no",
                           None if row.agreement is None else round(row.agreement, 2),
-                          f"{method} {cam_ms:.0f} ms, {verdict.short}{flagged}"])
+                          f"{verdict.short} ({method}, {cam_ms:.0f} ms){flagged}"])
         answered = [row for row in rows if row.error is None]
         if not answered:
             raise RequestError("No architecture has a checkpoint yet; train one with `python -m train --arch resnet`.")
