@@ -39,7 +39,7 @@ class EndpointCase:
 
 ENDPOINTS = [
     EndpointCase("predict", "predict", "resnet"),
-    EndpointCase("describe", "describe", "senet"),
+    EndpointCase("describe", "describe", "senet", ("none", 3)),  # undocumented: /info gives no defaults
     EndpointCase("explain-defaults", "explain", "senet"),
     *[EndpointCase(f"explain-{method}", "explain", "resnet", (method,)) for method in explain.METHODS],
     EndpointCase("compare", "compare", None),
