@@ -229,7 +229,7 @@ def test_gradio_injects_progress_through_the_zerogpu_wrapper(app_module):
     from gradio.helpers import special_args
     from spaces.zero.wrappers import regular_function_wrapper
 
-    for name, index in (("compare", 1), ("measure_latency", 0)):
+    for name, index in (("compare", 3), ("measure_latency", 0)):  # compare(image, corruption, severity, progress)
         handler = getattr(app_module, name)
         wrapped = regular_function_wrapper(handler, handler.gpu_duration, None)
         assert inspect.signature(wrapped) == inspect.signature(handler)
