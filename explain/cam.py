@@ -33,8 +33,8 @@ from .perturbation import INPUT_METHODS
 # batch of six copies that all explain the original image's target. Latency: bench/cam_latency.py.
 # HiResCAM multiplies gradients and activations element-wise instead of averaging the gradients; Score-CAM
 # weighs each channel by what masking the input with it does to the class score (gradient-free; one forward
-# pass per channel, so 0.4-1.2 s a map). Not Ablation-CAM: the library's ablation layer indexes DenseNet's and
-# MLP-Mixer's layers out of range, and it costs 1-7 s a map.
+# pass per channel, so slow at wide layers). Not Ablation-CAM: the library's ablation layer indexes DenseNet's and
+# MLP-Mixer's layers out of range, and it is slower still (docs/experiments.md).
 _ENGINES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "layercam": "LayerCAM", "eigencam": "EigenCAM",
             "hirescam": "HiResCAM", "scorecam": "ScoreCAM",
             "gradcam++-fused": "GradCAMPlusPlus", "layercam-fused-tta": "LayerCAM"}

@@ -19,8 +19,8 @@ the deletion check blanks, so each map answers the check's own question.
 - "chosen": per image, whichever of ``CHOSEN_FROM`` has the best deletion curve on the model that is being
   explained (its random-weights twin chooses in the same way on its own curves). The candidates are Grad-CAM,
   the two gradient attributions, and each of those multiplied by Grad-CAM (where the fine attribution and the
-  coarse class map agree). No candidate wins on most images, and the best of them beats any one of them by
-  20-30 points of faithful images (docs/experiments.md); the app says which was chosen.
+  coarse class map agree). No candidate wins on most images, and the best of them is faithful far more often
+  than any one of them (docs/experiments.md); the app says which was chosen.
 """
 from __future__ import annotations
 
