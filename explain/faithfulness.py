@@ -24,7 +24,7 @@ from architectures import create_model
 from .cam import HOOK_LOCK, check_one_image
 
 DELETION_FRACTIONS = (0.05, 0.15, 0.3, 0.5)  # of the pixels blanked, in the map's order
-N_RANDOM_MAPS = 4                            # phase-randomised copies per map
+N_RANDOM_MAPS = 8                            # phase-randomised copies per map: their spread is the noise margin
 
 
 def top_pixels(maps: torch.Tensor, fraction: float) -> torch.Tensor:

@@ -18,9 +18,10 @@ the deletion check blanks, so each map answers the check's own question.
   one backward pass; blurred like integrated gradients.
 - "chosen": per image, whichever of ``CHOSEN_FROM`` has the best deletion curve on the model that is being
   explained (its random-weights twin chooses in the same way on its own curves). The candidates are Grad-CAM,
-  the two gradient attributions, and each of those multiplied by Grad-CAM (where the fine attribution and the
-  coarse class map agree). No candidate wins on most images, and the best of them is faithful far more often
-  than any one of them (docs/experiments.md); the app says which was chosen.
+  occlusion, the two gradient attributions at two blurs (``-coarse``: ``COARSE_BLUR_SIGMA``, for objects
+  larger than the fine blur's blobs), and products with Grad-CAM (where the fine attribution and the coarse
+  class map agree). No candidate wins on most images, and the best of them is faithful far more often than
+  any one of them (docs/experiments.md); the app says which was chosen.
 """
 from __future__ import annotations
 
@@ -34,8 +35,10 @@ BLUR_SIGMA = 1.5         # pixels, at 32 x 32
 IG_STEPS = 8             # Riemann midpoints from the blank image to the image
 FINE_WINDOW, FINE_STRIDE = 8, 4
 RISE_MASKS, RISE_CELLS, RISE_KEEP = 64, 4, 0.5
-CHOSEN_FROM = ("gradcam", "input-x-gradient", "integrated-gradients", "input-x-gradient x gradcam",
-               "integrated-gradients x gradcam")
+COARSE_BLUR_SIGMA = 3.0
+CHOSEN_FROM = ("gradcam", "occlusion", "input-x-gradient", "input-x-gradient-coarse", "integrated-gradients",
+               "integrated-gradients-coarse", "input-x-gradient x gradcam", "integrated-gradients x gradcam",
+               "integrated-gradients-coarse x gradcam", "occlusion x gradcam")
 
 
 def _predicted(model, x: torch.Tensor, targets) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,11 +53,11 @@ def _probability(model):
     return lambda z: torch.softmax(model(z).float(), 1)
 
 
-def _smooth_unit(maps: torch.Tensor) -> np.ndarray:
-    """B x H x W attributions blurred by BLUR_SIGMA and scaled to [0, 1] (order kept; a flat map stays 0)."""
+def _smooth_unit(maps: torch.Tensor, sigma: float = BLUR_SIGMA) -> np.ndarray:
+    """B x H x W attributions blurred by ``sigma`` and scaled to [0, 1] (order kept; a flat map stays 0)."""
     from scipy.ndimage import gaussian_filter  # a dependency of pytorch-grad-cam, imported on first use
 
-    maps = gaussian_filter(maps.detach().float().cpu().numpy(), (0, BLUR_SIGMA, BLUR_SIGMA), mode="nearest")
+    maps = gaussian_filter(maps.detach().float().cpu().numpy(), (0, sigma, sigma), mode="nearest")
     maps = maps - maps.min(axis=(1, 2), keepdims=True)
     return (maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-12)).astype(np.float32)
 
@@ -65,20 +68,28 @@ def _captum():
     return captum.attr
 
 
-def integrated_gradients_batch(model, x, targets=None):
-    probs, classes = _predicted(model, x, targets)
+def _integrated_gradients(model, x, classes) -> torch.Tensor:
+    """B x H x W: Captum's integrated gradients of the class probability, summed over colour channels."""
     method = _captum().IntegratedGradients(_probability(model))
     with torch.enable_grad():
-        attributions = method.attribute(x, baselines=0.0, target=classes, n_steps=IG_STEPS,
-                                        method="riemann_middle", internal_batch_size=max(IG_STEPS, 64))
-    return _smooth_unit(attributions.sum(1)), probs.cpu().numpy()
+        return method.attribute(x, baselines=0.0, target=classes, n_steps=IG_STEPS, method="riemann_middle",
+                                internal_batch_size=max(IG_STEPS, 64)).sum(1)
+
+
+def _input_x_gradient(model, x, classes) -> torch.Tensor:
+    """B x H x W: Captum's input x gradient of the class probability, summed over colour channels."""
+    with torch.enable_grad():
+        return _captum().InputXGradient(_probability(model)).attribute(x.clone(), target=classes).sum(1)
+
+
+def integrated_gradients_batch(model, x, targets=None):
+    probs, classes = _predicted(model, x, targets)
+    return _smooth_unit(_integrated_gradients(model, x, classes)), probs.cpu().numpy()
 
 
 def input_x_gradient_batch(model, x, targets=None):
     probs, classes = _predicted(model, x, targets)
-    with torch.enable_grad():
-        attributions = _captum().InputXGradient(_probability(model)).attribute(x.clone(), target=classes)
-    return _smooth_unit(attributions.sum(1)), probs.cpu().numpy()
+    return _smooth_unit(_input_x_gradient(model, x, classes)), probs.cpu().numpy()
 
 
 def occlusion_fine_batch(model, x, targets=None):
@@ -119,7 +130,11 @@ def _candidates(model, x, classes: list[int]) -> np.ndarray:
     """B x len(CHOSEN_FROM) x H x W: the candidate maps, products computed from the base maps."""
     from .cam import cam_batch
 
-    base = {name: cam_batch(model, x, classes, name)[0] for name in CHOSEN_FROM if " x " not in name}
+    base = {name: cam_batch(model, x, classes, name)[0] for name in ("gradcam", "occlusion")}
+    targets = torch.as_tensor(classes, device=x.device)
+    for name, attribute in (("input-x-gradient", _input_x_gradient), ("integrated-gradients", _integrated_gradients)):
+        raw = attribute(model, x, targets)  # once, blurred twice
+        base[name], base[name + "-coarse"] = _smooth_unit(raw), _smooth_unit(raw, COARSE_BLUR_SIGMA)
     for name in CHOSEN_FROM:
         if " x " in name:
             first, second = name.split(" x ")

@@ -11,9 +11,11 @@ A curve's score is its mean probability drop over the blanked fractions. Four ou
 - **inconclusive**: no blanking moves the probability by ``MIN_MOVEMENT``: the model is as sure with half
   the image gone, so deletion cannot tell a good map from a bad one.
 
-"Beats" means by more than the measurement's noise: ``NOISE_Z`` standard errors of the random maps' mean
-score (how much the score of an uninformed map of this smoothness varies on this image), and never less
-than ``MIN_MARGIN`` of mean probability drop.
+"Beats" means by more than the measurement's noise, measured on this image by the spread of the random maps'
+scores (how much the score of an uninformed map of this smoothness varies): the lead over their mean must
+exceed ``NOISE_Z`` standard errors of that mean, and a lead over one other map (the random-weights map, the
+centre) ``PAIR_NOISE`` standard deviations of single random maps' scores, since a single map's score varies
+like one of theirs. Never less than ``MIN_MARGIN`` of mean probability drop.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import numpy as np
 MIN_RATIO_OVER_RANDOM = 1.25
 MIN_MARGIN = 0.02
 NOISE_Z = 2.0
+PAIR_NOISE = 1.0
 MIN_MOVEMENT = 0.05
 
 
@@ -67,7 +70,8 @@ ICONS = {Outcome.EXPLAINS: "✅", Outcome.CENTRE: "🟡", Outcome.NOT_EXPLAINED:
 class MapVerdict:
     outcome: Outcome
     scores: dict            # mean drop of "map", "centre", "random" (their mean), "random_weights" (if measured)
-    margin: float           # the noise margin a lead must exceed
+    margin: float           # the noise margin a lead over the random maps' mean must exceed
+    pair_margin: float      # ... and a lead over one other map (random weights, the centre)
     reasons: tuple[str, ...]
 
     @property
@@ -118,25 +122,27 @@ def map_verdict(curves: dict) -> MapVerdict:
     scores = {"map": own.mean(), "centre": centre.mean(), "random": random_scores.mean()}
     if twin is not None:
         scores["random_weights"] = twin.mean()
-    margin = max(MIN_MARGIN, NOISE_Z * random_scores.std(ddof=1) / np.sqrt(len(random_scores)))
+    spread = random_scores.std(ddof=1)
+    margin = max(MIN_MARGIN, NOISE_Z * spread / np.sqrt(len(random_scores)))
+    pair_margin = max(MIN_MARGIN, PAIR_NOISE * spread)
     everything = [own, centre, random.ravel()] + ([] if twin is None else [twin])
     if max(np.abs(curve).max() for curve in everything) < MIN_MOVEMENT:
         reason = f"no blanking moved the probability by {MIN_MOVEMENT:g} or more"
-        return MapVerdict(Outcome.INCONCLUSIVE, scores, margin, (reason,))
+        return MapVerdict(Outcome.INCONCLUSIVE, scores, margin, pair_margin, (reason,))
     random_won = (scores["map"] >= MIN_RATIO_OVER_RANDOM * scores["random"]
                   and scores["map"] - scores["random"] > margin)
     checks = [(random_won, f"{'beats' if random_won else 'does not beat'} random maps of its smoothness by "
                            f"{MIN_RATIO_OVER_RANDOM:g}x and by more than their noise ({scores['map']:.2f} against "
                            f"{scores['random']:.2f}, noise margin {margin:.2f})")]
     if twin is not None:
-        checks.append(_compare("the random-weights map", scores["map"] - scores["random_weights"], margin,
+        checks.append(_compare("the random-weights map", scores["map"] - scores["random_weights"], pair_margin,
                                scores["random_weights"], scores["map"]))
-    centre_won, centre_reason = _compare("the centre", scores["map"] - scores["centre"], margin, scores["centre"],
+    centre_won, centre_reason = _compare("the centre", scores["map"] - scores["centre"], pair_margin, scores["centre"],
                                          scores["map"])
     reasons = tuple(reason for _, reason in checks) + (centre_reason,)
     if not all(ok for ok, _ in checks):
-        return MapVerdict(Outcome.NOT_EXPLAINED, scores, margin, reasons)
-    return MapVerdict(Outcome.EXPLAINS if centre_won else Outcome.CENTRE, scores, margin, reasons)
+        return MapVerdict(Outcome.NOT_EXPLAINED, scores, margin, pair_margin, reasons)
+    return MapVerdict(Outcome.EXPLAINS if centre_won else Outcome.CENTRE, scores, margin, pair_margin, reasons)
 
 
 def batch_verdicts(curves: dict) -> list[MapVerdict]:

@@ -387,9 +387,9 @@ def _explanation_note(method: str, layer_name: str, layers: list[str], shown: st
                  and layer_name != layers[-1] else f"layer `{layer_name}`")
         where += f" ({layers.index(layer_name) + 1} of {len(layers)})"
     if chosen is not None:
-        where += (f"; this map was **chosen** for this image: {chosen}, of "
-                  f"{', '.join(CHOSEN_FROM)}, had the best deletion curve (the random-weights "
-                  "map was chosen the same way, on the random network)")
+        where += (f"; this map was **chosen** for this image: {chosen} had the best deletion curve of the "
+                  f"{len(CHOSEN_FROM)} candidates ({', '.join(CHOSEN_FROM)}; the random-weights map was chosen "
+                  "the same way, on the random network)")
     curve = ", ".join(f"{f:.0%}: {d:.2f}" for f, d in zip(DELETION_FRACTIONS, figures["map"]))
     return (f"{method} at {where}, class **{shown}** (probability {figures['probability']:.2f} on the image as "
             f"uploaded, without the shifted and mirrored copies the top-5 also averages in). Blanking the map's "

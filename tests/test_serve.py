@@ -419,6 +419,17 @@ def test_shipped_checkpoint_serves_the_examples(name):
     assert prediction.ood["ood"] is not None  # the check is on for the shipped weights
 
 
+def test_the_first_example_with_the_default_architecture_gets_a_faithful_map():
+    """What a visitor sees first: the first example, the app's default architecture, its recommended map."""
+    store = serve.ModelStore(CHECKPOINTS, repo="", device="cpu")
+    configs = store.configs()
+    if not configs:
+        pytest.skip("no checkpoint yet")
+    default, first = serve.best_architecture(configs), serve.ui.example_paths(EXAMPLES)[0]
+    note = serve.ZooService(store).explain(first, default).note
+    assert note.startswith(("✅", "🟡")), f"{Path(first).name} with {default}: {note.splitlines()[0]}"
+
+
 def test_examples_are_small_and_attributed():
     examples = sorted(p for p in EXAMPLES.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"})
     assert len(examples) >= 10
@@ -551,6 +562,13 @@ def test_the_verdict_has_four_outcomes_each_with_a_true_sentence():
     # ... and more than their noise: widely scattered random maps make a lead of that size a coin toss.
     noisy = map_verdict(_curves(0.3, 0.0, 0.0, [0.0, 0.4, 0.02, 0.38]))
     assert noisy.margin > 0.1 and noisy.outcome is Outcome.NOT_EXPLAINED
+    # More random maps narrow the margin over their mean (its standard error), but not a lead over one other
+    # map: that must exceed one standard deviation of single random maps' scores, however many were drawn.
+    scattered = [0.1, 0.3] * 4
+    assert map_verdict(_curves(0.6, 0.0, 0.45, scattered)).faithful
+    close_twin = map_verdict(_curves(0.6, 0.0, 0.52, scattered))
+    assert close_twin.margin < 0.08 < close_twin.pair_margin and close_twin.outcome is Outcome.NOT_EXPLAINED
+    assert "does not beat the random-weights map" in close_twin.sentence()
     # Nothing moves the prediction: say so rather than judge.
     still = map_verdict(_curves(0.03, 0.01, 0.0, [0.01, 0.0, 0.02, 0.01]))
     assert still.outcome is Outcome.INCONCLUSIVE and "barely moves" in still.sentence()
