@@ -332,9 +332,10 @@ if __name__ == "__main__":
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
         max_file_size=serve.MAX_UPLOAD_BYTES,
-        # Gradio keeps ~100 KB of state per session and every plain-HTTP call opens one: the default bound
-        # (10,000) would let a busy Space grow by a gigabyte.
-        state_session_capacity=int(os.environ.get("STATE_SESSION_CAPACITY", 200)),
+        # Gradio keeps a copy of every component's settings per session, and every plain-HTTP call opens one:
+        # the default bound (10,000) would let a busy Space grow by gigabytes. As many as the queue holds
+        # waiting; an evicted browser session only falls back to the layout's defaults.
+        state_session_capacity=int(os.environ.get("STATE_SESSION_CAPACITY", 64)),
         ssr_mode=False,
         css=serve.ui.CSS,
         theme=gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],

@@ -31,7 +31,7 @@ CONFIG = {"class_names": CIFAR10, "image_size": 32, "mean": [0.49, 0.48, 0.45], 
           "val_accuracy": 0.5, "epochs": 1, "train_seconds": 1.0, "hardware": "test"}
 DECIDED_WITHIN_S = 5.0     # "nothing takes more than a few seconds", on a busy 2-core CPU
 STARTUP_TIMEOUT_S = 120    # generous: CI machines may be busy
-MAX_STATE_SESSIONS = 500   # Gradio keeps ~100 KB per API session: 500 sessions stay near the 50 MB memory budget
+MAX_STATE_SESSIONS = 100   # Gradio keeps ~300 KB per API session here: 100 sessions stay near the 50 MB memory budget
 
 
 class Explode:
