@@ -350,9 +350,9 @@ def test_ci_soak_against_the_broken_zoo(broken_server, tmp_path):
     command = [sys.executable, "bench/soak.py", "--url", broken_server["url"],
                "--pid", str(broken_server["process"].pid), "--archs", "resnet,senet", "--requests", "200",
                "--clients", "8", "--warmup", "40", "--explain-share", "0.35", "--max-growth-mb", "150",
-               # This server has already served the module's other tests (every explanation method), so its level
-               # is theirs: the CI soak bounds the growth; the 1.2 GB level is the full benchmark's (bench/soak.py).
-               "--max-rss-mb", "2000", "--no-progress", "--out", str(out)]
+               # The end bound is the benchmark's 1.2 GB (bench/soak.py's default), though this server has already
+               # served the module's other tests, every explanation method among them.
+               "--no-progress", "--out", str(out)]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
