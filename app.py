@@ -22,7 +22,7 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from a demo server
 
-from malloc_tuning import tune_malloc  # noqa: E402  before any server thread starts (see its docstring)
+from malloc_tuning import then_release, tune_malloc  # noqa: E402  before any server thread starts (see its docstring)
 
 tune_malloc()
 
@@ -64,7 +64,9 @@ def shown_as_dialog(handler):
 # ---------------------------------------------------------------------------------------------------------
 # Handlers: each turns what the service returns into what the components show. Those that run a model
 # carry zerogpu.gpu(seconds): on ZeroGPU each call borrows a GPU for at most that long (a cold worker first
-# spends a few seconds on CUDA and copying the weights); elsewhere it changes nothing.
+# spends a few seconds on CUDA and copying the weights); elsewhere it changes nothing. The slow ones then hand
+# the memory they freed back to the system (then_release; inside the GPU worker on ZeroGPU): a busy server
+# would otherwise keep their peak.
 @zerogpu.gpu(duration=10)
 @shown_as_dialog
 def predict(image, architecture, corruption=serve.NO_CORRUPTION, severity=3):
@@ -80,6 +82,7 @@ def describe(image, architecture, corruption=serve.NO_CORRUPTION, severity=3):
 
 
 @zerogpu.gpu(duration=15)  # two CAMs (the model's and its random twin's) and the deletion check
+@then_release
 @shown_as_dialog
 def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, target=PREDICTED, opacity=0.5,
                   corruption=serve.NO_CORRUPTION, severity=3):
@@ -99,6 +102,7 @@ def architecture_panel(architecture):
 
 
 @zerogpu.gpu(duration=30)  # eleven models, each with two CAMs and the deletion check
+@then_release
 @shown_as_dialog
 def compare(image, corruption=serve.NO_CORRUPTION, severity=3, progress=gr.Progress()):
     """Every architecture on one image: (table, gallery of CAM overlays, summary)."""
@@ -108,6 +112,7 @@ def compare(image, corruption=serve.NO_CORRUPTION, severity=3, progress=gr.Progr
 
 
 @zerogpu.gpu(duration=10)
+@then_release
 @shown_as_dialog
 def inside(image, architecture):
     """One picture per stage of ``architecture`` on ``image`` in forward order, and a note (serve.InsideService)."""
@@ -327,9 +332,10 @@ if __name__ == "__main__":
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
         max_file_size=serve.MAX_UPLOAD_BYTES,
-        # Gradio keeps ~100 KB of state per session and every plain-HTTP call opens one: the default bound
-        # (10,000) would let a busy Space grow by a gigabyte.
-        state_session_capacity=int(os.environ.get("STATE_SESSION_CAPACITY", 200)),
+        # Gradio keeps a copy of every component's settings per session, and every plain-HTTP call opens one:
+        # the default bound (10,000) would let a busy Space grow by gigabytes. As many as the queue holds
+        # waiting; an evicted browser session only falls back to the layout's defaults.
+        state_session_capacity=int(os.environ.get("STATE_SESSION_CAPACITY", 64)),
         ssr_mode=False,
         css=serve.ui.CSS,
         theme=gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],

@@ -1,4 +1,5 @@
-"""glibc malloc settings for the app's server process, set before any server thread starts (see ``tune_malloc``).
+"""glibc malloc settings for the app's server process (``tune_malloc``), and handing the memory that its
+requests freed back to the system (``release_freed_memory``, ``then_release``).
 
 Kept out of ``app.py`` so the app file stays layout and wiring; it imports nothing heavy, so ``app.py`` can
 call it before torch and Gradio are imported.
@@ -6,8 +7,21 @@ call it before torch and Gradio are imported.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
+
+
+@functools.lru_cache(maxsize=None)
+def _libc():
+    """glibc, or None on another system or C library (musl): nothing to tune there."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 def tune_malloc(arenas: int = 2, mmap_threshold: int = 32 * 2**20, trim_threshold: int = 64 * 2**20) -> None:
@@ -21,14 +35,35 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 32 * 2**20, trim_threshol
     before any server thread starts, since only arenas made later are bounded. A no-op off glibc; a
     setting given in the environment is left alone.
     """
-    if not sys.platform.startswith("linux"):
+    libc = _libc()
+    if libc is None:
         return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        # mallopt's parameter numbers in glibc's malloc.h; setting either threshold stops its dynamic growth.
-        for variable, number, value in (("MALLOC_ARENA_MAX", -8, arenas), ("MALLOC_MMAP_THRESHOLD_", -3, mmap_threshold),
-                                        ("MALLOC_TRIM_THRESHOLD_", -1, trim_threshold)):
-            if not os.environ.get(variable):
-                libc.mallopt(number, value)
-    except (OSError, AttributeError):
-        pass  # another C library (musl): nothing to tune
+    # mallopt's parameter numbers in glibc's malloc.h; setting either threshold stops its dynamic growth.
+    for variable, number, value in (("MALLOC_ARENA_MAX", -8, arenas), ("MALLOC_MMAP_THRESHOLD_", -3, mmap_threshold),
+                                    ("MALLOC_TRIM_THRESHOLD_", -1, trim_threshold)):
+        if not os.environ.get(variable):
+            libc.mallopt(number, value)
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's ``malloc_trim(0)``; a no-op elsewhere).
+
+    glibc returns only the top of each heap by itself: the pages of chunks freed below a live one stay
+    resident. An explanation's backward passes free far more than a prediction allocates, so without this a
+    server keeps its explanations' peak. It takes milliseconds, and the next requests fault their pages in
+    again: the app calls it after the slow requests (``then_release``), not after each /predict.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def then_release(handler):
+    """``handler``, followed by ``release_freed_memory()`` whether it returns or raises."""
+    @functools.wraps(handler)
+    def wrapped(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        finally:
+            release_freed_memory()
+    return wrapped

@@ -31,7 +31,7 @@ CONFIG = {"class_names": CIFAR10, "image_size": 32, "mean": [0.49, 0.48, 0.45], 
           "val_accuracy": 0.5, "epochs": 1, "train_seconds": 1.0, "hardware": "test"}
 DECIDED_WITHIN_S = 5.0     # "nothing takes more than a few seconds", on a busy 2-core CPU
 STARTUP_TIMEOUT_S = 120    # generous: CI machines may be busy
-MAX_STATE_SESSIONS = 500   # Gradio keeps ~100 KB per API session: 500 sessions stay near the 50 MB memory budget
+MAX_STATE_SESSIONS = 100   # Gradio keeps ~300 KB per API session here: 100 sessions stay near the 50 MB memory budget
 
 
 class Explode:
@@ -254,6 +254,30 @@ def test_launch_bounds_the_memory_kept_per_session(launch_settings):
     assert capacity <= MAX_STATE_SESSIONS
 
 
+def test_slow_handlers_hand_freed_memory_back_even_when_they_fail(monkeypatch):
+    import inspect
+
+    import malloc_tuning
+
+    released = []
+    monkeypatch.setattr(malloc_tuning, "release_freed_memory", lambda: released.append(True))
+
+    def handler(image, progress="injected"):
+        raise ValueError(image)
+
+    wrapped = malloc_tuning.then_release(handler)
+    assert inspect.signature(wrapped) == inspect.signature(handler)  # Gradio reads it to inject gr.Progress
+    with pytest.raises(ValueError):
+        wrapped("bad")
+    assert released == [True]
+
+
+def test_releasing_freed_memory_runs_anywhere():
+    import malloc_tuning
+
+    malloc_tuning.release_freed_memory()  # malloc_trim on glibc, nothing elsewhere; never an error
+
+
 # --- a partly broken checkpoint folder behind a running server, then a small soak ---------------------------
 @pytest.fixture(scope="module")
 def broken_zoo(tmp_path_factory):
@@ -326,9 +350,9 @@ def test_ci_soak_against_the_broken_zoo(broken_server, tmp_path):
     command = [sys.executable, "bench/soak.py", "--url", broken_server["url"],
                "--pid", str(broken_server["process"].pid), "--archs", "resnet,senet", "--requests", "200",
                "--clients", "8", "--warmup", "40", "--explain-share", "0.35", "--max-growth-mb", "150",
-               # This server has already served the module's other tests (every explanation method), so its level
-               # is theirs: the CI soak bounds the growth; the 1.2 GB level is the full benchmark's (bench/soak.py).
-               "--max-rss-mb", "2000", "--no-progress", "--out", str(out)]
+               # The end bound is the benchmark's 1.2 GB (bench/soak.py's default), though this server has already
+               # served the module's other tests, every explanation method among them.
+               "--no-progress", "--out", str(out)]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())

@@ -519,6 +519,18 @@ def test_the_store_owns_one_random_weights_twin_per_loaded_checkpoint(store):
     assert learned.shape == random.shape and not torch.equal(learned, random)
 
 
+def test_the_store_keeps_few_twins_on_the_cpu_and_rebuilds_the_same_one(store):
+    """A twin per architecture would double the weights held; an evicted one comes back identical (seeded)."""
+    first = store.random_twin(store.get("resnet"))
+    for name in ("senet", "mlpmixer"):
+        store.random_twin(store.get(name))
+    assert len(store._twins) == store.twins_kept < 3 and "resnet" not in store._twins
+    rebuilt = store.random_twin(store.get("resnet"))
+    assert rebuilt is not first
+    for a, b in zip(first.state_dict().values(), rebuilt.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_service_errors_are_for_the_user(store, tmp_path):
     service = serve.ZooService(store)
     with pytest.raises(serve.RequestError, match="unknown architecture") as info:
