@@ -105,7 +105,7 @@ class MapVerdict:
 
 def _compare(name: str, lead: float, margin: float, theirs: float, ours: float) -> tuple[bool, str]:
     won = lead > margin
-    return won, f"{'beats' if won else 'does not beat'} {name} ({ours:.2f} against {theirs:.2f})"
+    return won, f"{'beats' if won else 'does not beat'} {name} ({ours:.2f} against {theirs:.2f}, margin {margin:.2f})"
 
 
 def map_verdict(curves: dict) -> MapVerdict:
