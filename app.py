@@ -22,9 +22,10 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry calls from a demo server
 
-from malloc_tuning import then_release, tune_malloc  # noqa: E402  before any server thread starts (see its docstring)
+from malloc_tuning import leave_out_triton, then_release, tune_malloc  # noqa: E402  before torch and any server thread
 
 tune_malloc()
+leave_out_triton()
 
 from serve import zerogpu  # noqa: E402  first: on ZeroGPU it imports `spaces` before anything touches CUDA
 import gradio as gr  # noqa: E402

@@ -1,5 +1,6 @@
-"""glibc malloc settings for the app's server process (``tune_malloc``), and handing the memory that its
-requests freed back to the system (``release_freed_memory``, ``then_release``).
+"""The app's server process's memory: glibc malloc settings (``tune_malloc``), handing the memory that its
+requests freed back to the system (``release_freed_memory``, ``then_release``), and leaving out the GPU
+compiler that the app never uses (``leave_out_triton``).
 
 Kept out of ``app.py`` so the app file stays layout and wiring; it imports nothing heavy, so ``app.py`` can
 call it before torch and Gradio are imported.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
 import sys
 
@@ -22,6 +24,20 @@ def _libc():
         return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
     except OSError:
         return None
+
+
+def leave_out_triton() -> None:
+    """Make ``import triton`` fail in this process, so torch treats Triton as not installed.
+
+    torch's CUDA wheels install Triton, the compiler behind ``torch.compile``, and importing torchvision
+    imports ``torch._dynamo``, which imports Triton whenever it is installed: about 75 MB resident and 0.1 s
+    of start-up in a server that runs its models eagerly and compiles nothing. Training (``train/``), which
+    may compile, does not call this. Call it before torch is imported; it leaves an already imported Triton
+    alone.
+    """
+    sys.modules.setdefault("triton", None)
+    # torch warns once, at import, that flop counting will miss Triton kernels: nothing here counts flops.
+    logging.getLogger("torch.utils.flop_counter").setLevel(logging.ERROR)
 
 
 def tune_malloc(arenas: int = 2, mmap_threshold: int = 32 * 2**20, trim_threshold: int = 64 * 2**20) -> None:
