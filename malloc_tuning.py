@@ -30,8 +30,8 @@ def leave_out_triton() -> None:
     """Make ``import triton`` fail in this process, so torch treats Triton as not installed.
 
     torch's CUDA wheels install Triton, the compiler behind ``torch.compile``, and importing torchvision
-    imports ``torch._dynamo``, which imports Triton whenever it is installed: about 75 MB resident and 0.1 s
-    of start-up in a server that runs its models eagerly and compiles nothing. Training (``train/``), which
+    imports ``torch._dynamo``, which imports Triton whenever it is installed: resident memory and start-up
+    time spent in a server that runs its models eagerly and compiles nothing. Training (``train/``), which
     may compile, does not call this. Call it before torch is imported; it leaves an already imported Triton
     alone.
     """

@@ -351,9 +351,8 @@ def test_ci_soak_against_the_broken_zoo(broken_server, tmp_path):
     command = [sys.executable, "bench/soak.py", "--url", broken_server["url"],
                "--pid", str(broken_server["process"].pid), "--archs", "resnet,senet", "--requests", "200",
                "--clients", "8", "--warmup", "40", "--explain-share", "0.35", "--max-growth-mb", "150",
-               # This server has already served the module's other tests (every explanation method), so its level
-               # is theirs: the CI soak bounds the growth; the 1.2 GB level is the full benchmark's (bench/soak.py).
-               "--max-rss-mb", "2000", "--no-progress", "--out", str(out)]
+               "--max-rss-mb", "2000",  # the end level is the module's other tests' (see the docstring)
+               "--no-progress", "--out", str(out)]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -370,8 +369,7 @@ def test_ci_soak_against_the_broken_zoo(broken_server, tmp_path):
 
 def test_the_server_never_loads_the_gpu_compiler(broken_server):
     """``malloc_tuning.leave_out_triton``: torch's CUDA wheels install Triton, and without it the server would
-    map libtriton (about 75 MB resident) for compiling that it never does. Read after the soak, so no request
-    loaded it either."""
+    map libtriton for compiling that it never does. Read after the module's soak, so no request loaded it."""
     maps = Path(f"/proc/{broken_server['process'].pid}/maps")
     if not maps.exists():
         pytest.skip("needs Linux's /proc")
