@@ -16,6 +16,7 @@ when local files are absent) and stay cached.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import threading
 from pathlib import Path
@@ -52,7 +53,17 @@ if not ON_GPU:
 
 
 def shown_as_dialog(handler):
-    """Run ``handler``; a ``serve.RequestError`` (a bad upload, an unknown name) becomes a ``gr.Error`` dialog."""
+    """Run ``handler``; a ``serve.RequestError`` (a bad upload, an unknown name) becomes a ``gr.Error`` dialog.
+    A generator function stays one, so that Gradio still streams its steps."""
+    if inspect.isgeneratorfunction(handler):
+        @functools.wraps(handler)
+        def steps(*args, **kwargs):
+            try:
+                yield from handler(*args, **kwargs)
+            except serve.RequestError as error:
+                raise gr.Error(str(error), title=error.title) from None
+        return steps
+
     @functools.wraps(handler)
     def wrapped(*args, **kwargs):
         try:
@@ -87,9 +98,13 @@ def describe(image, architecture, corruption=serve.NO_CORRUPTION, severity=3):
 @shown_as_dialog
 def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, target=PREDICTED, opacity=0.5,
                   corruption=serve.NO_CORRUPTION, severity=3):
-    """Overlay, SE excitation plot, faithfulness data, note and SE-weighted map (see ``ZooService.explain``)."""
-    result = SERVICE.explain(image, architecture, method, layer, target, opacity, corruption, severity)
-    return (None, None, None, "", None) if result is None else result.as_tuple()
+    """Overlay, SE excitation plot, faithfulness data, note and SE-weighted map: first the map while its check
+    runs, then with its verdict (``ZooService.explain_steps``); an API client gets the last."""
+    answered = False
+    for answered in SERVICE.explain_steps(image, architecture, method, layer, target, opacity, corruption, severity):
+        yield answered.as_tuple()
+    if not answered:
+        yield None, None, None, "", None
 
 
 @shown_as_dialog
@@ -106,10 +121,14 @@ def architecture_panel(architecture):
 @then_release
 @shown_as_dialog
 def compare(image, corruption=serve.NO_CORRUPTION, severity=3, progress=gr.Progress()):
-    """Every architecture on one image: (table, gallery of CAM overlays, summary)."""
-    result = SERVICE.compare(image, lambda i, n, name: progress(i / n, desc=name), corruption, severity)
+    """Every architecture on one image: (table, gallery of CAM overlays, summary), filled in as each map and
+    its verdict are ready (``ZooService.compare_steps``); an API client gets the last."""
+    answered = False
+    for answered in SERVICE.compare_steps(image, lambda i, n, name: progress(i / n, desc=name), corruption, severity):
+        yield answered
     progress(1.0)
-    return (None, None, "") if result is None else result
+    if not answered:
+        yield None, None, ""
 
 
 @zerogpu.gpu(duration=10)

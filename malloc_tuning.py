@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import inspect
 import logging
 import os
 import sys
@@ -75,7 +76,17 @@ def release_freed_memory() -> None:
 
 
 def then_release(handler):
-    """``handler``, followed by ``release_freed_memory()`` whether it returns or raises."""
+    """``handler``, followed by ``release_freed_memory()`` whether it returns or raises; for a generator
+    function (a handler that answers in steps), once its last step is done or it stops."""
+    if inspect.isgeneratorfunction(handler):
+        @functools.wraps(handler)
+        def steps(*args, **kwargs):
+            try:
+                yield from handler(*args, **kwargs)
+            finally:
+                release_freed_memory()
+        return steps
+
     @functools.wraps(handler)
     def wrapped(*args, **kwargs):
         try:

@@ -7,7 +7,9 @@ Plain HTTP, as a browser or curl does (upload, then Gradio's ``/gradio_api/call/
 stream): gradio_client adds about 70 ms of its own per call. Reports the time from process start to the
 first answer, then p50/p95 of /predict for every architecture
 with a checkpoint, of /explain (default settings), of /inside (every stage's maps) and of /compare, each over
-``--repeats`` calls after one warm-up call. Targets from the app issues, on the 2-core CPU: /predict p50 <= 50
+``--repeats`` calls after one warm-up call. /explain and /compare answer in steps (the map, then its verdict;
+every map, then every verdict), so for those also the p50 of the first step (``first_p50_ms``) and, for
+/compare, of the step with every map (``maps_p50_ms``). Targets from the app issues, on the 2-core CPU: /predict p50 <= 50
 ms, /explain <= 150 ms, /inside <= 3x /predict (``inside_vs_predict``), /compare <= 1 s, answering within 10 s.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from timing import cpu_seconds, percentiles, wait_until_idle  # noqa: E402  (bench/ is on sys.path when this file runs)
-from tools.app_http import AppDidNotStart, free_port, read_events, wait_until_answering  # noqa: E402
+from tools.app_http import AppDidNotStart, free_port, iter_events, wait_until_answering  # noqa: E402
 
 
 def _start_server() -> tuple[subprocess.Popen, str, float]:
@@ -68,8 +70,12 @@ class Caller:
     def call(self, api: str, name: str, data: bytes, arch: str | None, settings: tuple = ()) -> tuple[str, str]:
         """("complete", data) or ("error", message or "null") or ("http", status and body).
 
-        ``settings`` replace the endpoint's defaults of the inputs after the architecture, in order."""
+        ``settings`` replace the endpoint's defaults of the inputs after the architecture, in order. The
+        milliseconds from the call's start to each step of the answer (each "generating" event, then
+        "complete") are left in ``steps_ms`` (one list per thread)."""
         client = self._client()
+        start = time.perf_counter()
+        self._local.steps_ms = []
         uploaded = client.post(f"{self.url}gradio_api/upload", files=[("files", (name, data))])
         if uploaded.status_code != 200:
             return "http", f"upload {uploaded.status_code}: {uploaded.text[:200]}"
@@ -86,29 +92,41 @@ class Caller:
         started = client.post(f"{self.url}gradio_api/call/{api}", json=payload)
         if started.status_code != 200:
             return "http", f"call {started.status_code}: {started.text[:200]}"
-        stream = client.get(f"{self.url}gradio_api/call/{api}/{started.json()['event_id']}")
-        for kind, body in read_events(stream.text):
-            if kind == "complete":
-                return "complete", body
-            if kind == "error":
-                try:
-                    message = json.loads(body)
-                    message = message.get("error") if isinstance(message, dict) else message
-                except ValueError:
-                    message = body
-                return "error", "null" if message is None else str(message)
-        return "http", f"stream {stream.status_code} without an answer: {stream.text[:200]}"
+        with client.stream("GET", f"{self.url}gradio_api/call/{api}/{started.json()['event_id']}") as stream:
+            for kind, body in iter_events(stream.iter_lines()):
+                if kind in ("generating", "complete"):
+                    self._local.steps_ms.append((time.perf_counter() - start) * 1000)
+                if kind == "complete":
+                    return "complete", body
+                if kind == "error":
+                    try:
+                        message = json.loads(body)
+                        message = message.get("error") if isinstance(message, dict) else message
+                    except ValueError:
+                        message = body
+                    return "error", "null" if message is None else str(message)
+        return "http", f"stream {stream.status_code} ended without an answer"
+
+    @property
+    def steps_ms(self) -> list[float]:
+        """This thread's last call: the milliseconds to each step of its answer."""
+        return getattr(self._local, "steps_ms", [])
 
 
-def _time(call, repeats: int) -> dict:
+def _time(call, repeats: int, steps: dict | None = None) -> dict:
+    """p50/p95 of ``call()`` after one warm-up call; with ``steps`` ({name: function of a call's list of
+    milliseconds to each step}, read from ``call()``'s return value) also each such step's p50."""
     call()  # warm-up: loads the model, fills caches
-    times = []
+    times, stepped = [], {name: [] for name in steps or {}}
     for _ in range(repeats):
         start = time.perf_counter()
-        call()
+        steps_ms = call()
         times.append((time.perf_counter() - start) * 1000)
+        for name, pick in (steps or {}).items():
+            stepped[name].append(pick(steps_ms))
     figures = percentiles(times, digits=1)
-    return {"p50_ms": figures["p50_ms"], "p95_ms": figures["p95_ms"], "n": repeats}
+    return {"p50_ms": figures["p50_ms"], "p95_ms": figures["p95_ms"], "n": repeats,
+            **{f"{name}_p50_ms": round(statistics.median(values), 1) for name, values in stepped.items()}}
 
 
 def load_run(caller: Caller, name: str, data: bytes, clients: int, calls: int, single: dict,
@@ -171,10 +189,15 @@ def main(argv=None) -> None:
         caller = Caller(url, timeout=120, session_per_client=True)
         data, name_sent = Path(image).read_bytes(), Path(image).name
 
-        def call(api: str, arch: str | None = None) -> None:
+        def call(api: str, arch: str | None = None) -> list[float]:
             kind, body = caller.call(api, name_sent, data, arch)
             if kind != "complete":
                 raise RuntimeError(f"/{api} {arch or ''}: {kind}: {body[:160]}")
+            return caller.steps_ms
+
+        first = {"first": lambda steps_ms: steps_ms[0]}
+        # /compare's steps: the predictions, then one per architecture's map, then one per verdict.
+        every_map = {**first, "maps": lambda steps_ms: steps_ms[(len(steps_ms) - 1) // 2]}
 
         report = {"startup_s": None if startup is None else round(startup, 1), "image": Path(image).name,
                   "predict": {}, "explain": {}, "inside": {}, "inside_vs_predict": {}}
@@ -196,11 +219,11 @@ def main(argv=None) -> None:
                 report["predict"][name] = f"unavailable: {str(error)[:80]}"
                 continue
             report["predict"][name] = _time(lambda: call("predict", name), args.repeats)
-            report["explain"][name] = _time(lambda: call("explain", name), max(3, args.repeats // 4))
+            report["explain"][name] = _time(lambda: call("explain", name), max(3, args.repeats // 4), first)
             report["inside"][name] = _time(lambda: call("inside", name), max(3, args.repeats // 4))
             report["inside_vs_predict"][name] = round(report["inside"][name]["p50_ms"]
                                                       / report["predict"][name]["p50_ms"], 2)
-        report["compare"] = _time(lambda: call("compare"), args.compare_repeats)
+        report["compare"] = _time(lambda: call("compare"), args.compare_repeats, every_map)
         if args.clients:
             report["load"] = load_run(caller, name_sent, data, args.clients, args.load_calls, report["predict"],
                                       args.pid or (process.pid if process is not None else None))

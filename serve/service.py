@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -48,6 +49,8 @@ FAITHFULNESS_X, FAITHFULNESS_Y = "blanked first (5-50% of pixels)", "mean probab
 FAITHFULNESS_BARS = {"map": "the map's hottest", "centre": "the centre", "random": "random maps as smooth",
                      "random_weights": "random weights' map"}
 BASELINE = "baseline"
+CHECKING = ("⏳ **Checking this map...** The verdict follows in a moment: blanking what it marks is being "
+            "compared with random maps, the centre and the same network with random weights.")
 # The bars' colours: the map's bar in its verdict's colour, the references grey.
 BAR_COLOURS = {**{f"this map: {SHORT[outcome]}": COLOURS[outcome] for outcome in Outcome}, BASELINE: "#9aa0a6"}
 
@@ -227,14 +230,22 @@ class ZooService:
 
     def explain(self, image, architecture, method=RECOMMENDED, layer=None, target=PREDICTED,
                 opacity=0.5, corruption=NO_CORRUPTION, severity=3) -> Explanation | None:
-        """The CAM overlay of the served class (or ``target``), its faithfulness figures and the SE attention.
+        """The CAM overlay of the served class (or ``target``), its faithfulness figures and the SE attention:
+        the last of ``explain_steps``."""
+        return _last(self.explain_steps(image, architecture, method, layer, target, opacity, corruption, severity))
+
+    def explain_steps(self, image, architecture, method=RECOMMENDED, layer=None, target=PREDICTED,
+                      opacity=0.5, corruption=NO_CORRUPTION, severity=3) -> Iterator[Explanation]:
+        """``explain`` in two steps: the map with a note that its check is running, then the same map with its
+        verdict and bars. The check (the random-weights twin's map and the deletion curves) costs as much again
+        as the map, so the app shows the map as soon as it exists. Yields nothing when the image was cleared.
 
         ``method`` RECOMMENDED takes the checkpoint's most faithful method and layer, chosen by the deletion
         and sanity checks, and ignores ``layer``; otherwise ``layer`` counts CAM layers from 1 (shallowest),
         values past the deepest meaning the deepest.
         """
         if image is None:
-            return None
+            return
         if method != RECOMMENDED and method not in explain.METHODS:
             raise RequestError(f"unknown method {method!r}; choose {RECOMMENDED!r} or one of "
                                f"{', '.join(explain.METHODS)}")
@@ -259,13 +270,9 @@ class ZooService:
             layer_name = layer_name or layers[-1]
         else:
             layer_name = layers[min(max(depth or len(layers), 1), len(layers)) - 1]
-        x, twin = prediction.x, self.store.random_twin(loaded)
+        x = prediction.x
         with loaded.lock:
             heatmap, chosen = self._map(loaded.model, x, explained, method, layer_name)
-            # The same method's map from random weights (chosen in the same way, on the random network's own
-            # curves): blanking it shows what the map's shape and the image's edges alone cost.
-            random_heatmap, _ = self._map(twin, x, explained, method, layer_name)
-            figures = explain.faithfulness(loaded.model, x, heatmap, explained, random_weights_heatmap=random_heatmap)
             excitations, se_map = explain.se_attention(loaded.model, x)
         shown = pictures.fit(pil)
         picture = pictures.framed(explain.overlay(shown, heatmap, opacity))
@@ -279,12 +286,20 @@ class ZooService:
             se_plot = None
             se_line = (f"{prediction.display_name} has no SE blocks, so there is no SE "
                        "attention to show.")
+        described = _map_description(method, layer_name, layers, names[explained], chosen)
+        shape = pictures.shape_note(shown)
+        tail = "\n\n" + se_line + ("\n\n" + shape if shape else "")
+        # No bars yet: an empty frame (not None) keeps the plot's axes while the check runs.
+        yield Explanation(picture, se_plot, faithfulness_frame(None), CHECKING + "\n\n" + described + "." + tail,
+                          se_map)
+        with loaded.lock:
+            # The same method's map from random weights (chosen in the same way, on the random network's own
+            # curves): blanking it shows what the map's shape and the image's edges alone cost.
+            random_heatmap, _ = self._map(self.store.random_twin(loaded), x, explained, method, layer_name)
+            figures = explain.faithfulness(loaded.model, x, heatmap, explained, random_weights_heatmap=random_heatmap)
         verdict = map_verdict(figures)
-        note = (verdict.sentence() + "\n\n" + _explanation_note(method, layer_name, layers, names[explained], figures,
-                                                                 chosen) + "\n\n" + se_line)
-        if shape := pictures.shape_note(shown):
-            note += "\n\n" + shape
-        return Explanation(picture, se_plot, faithfulness_frame(verdict), note, se_map)
+        note = verdict.sentence() + "\n\n" + described + ". " + _curve_description(figures) + tail
+        yield Explanation(picture, se_plot, faithfulness_frame(verdict), note, se_map)
 
     @staticmethod
     def _map(model, x, target: int, method: str, layer: str) -> tuple:
@@ -298,40 +313,64 @@ class ZooService:
     def compare(self, image, progress=None, corruption=NO_CORRUPTION,
                 severity=3) -> tuple[pd.DataFrame, list, str] | None:
         """Every architecture on one image: (table, gallery of CAM overlays with captions, summary), each
-        map by its checkpoint's most faithful method."""
+        map by its checkpoint's most faithful method; the last of ``compare_steps``."""
+        return _last(self.compare_steps(image, progress, corruption, severity))
+
+    def compare_steps(self, image, progress=None, corruption=NO_CORRUPTION,
+                      severity=3) -> Iterator[tuple[pd.DataFrame, list, str]]:
+        """``compare`` as it fills in: every prediction and the vote; then each architecture's map, captioned
+        "checking"; then each map's verdict. The maps come first because the verdicts (each a random-weights
+        twin's map and the deletion curves) take as long again, and the maps are what Compare is for.
+        ``progress(i, n, step)`` before each map and each verdict. Yields nothing when the image was cleared."""
         if image is None:
-            return None
+            return
         pil = corrupted_upload(decode(image)[0], corruption, severity)
         # Thumbnails GALLERY_SIDE long: a big upload brought down, a small one (a corrupted 32 x 32 view) raised.
         thumbnail = pictures.fit(pil, shortest=GALLERY_SIDE, longest=GALLERY_SIDE)
-        rows, majority = compare_all(self.store, pil, progress=progress)
-        table, gallery = [], []
-        for row in rows:
-            if row.error is not None:
-                table.append([display_name(row.arch), "—", None, None, "—", None,
-                              "no checkpoint yet" if "no checkpoint" in row.error else "checkpoint unusable"])
-                continue
-            loaded = self.store.get(row.arch)
-            method, layer = self.store.recommended_cam(row.arch)
-            x, explained, twin = row.prediction.x, row.prediction.index, self.store.random_twin(loaded)
-            start = time.perf_counter()
-            with loaded.lock:
-                heatmap, _ = self._map(loaded.model, x, explained, method, layer)
-                cam_ms = (time.perf_counter() - start) * 1000
-                figures = explain.faithfulness(loaded.model, x, heatmap, explained,
-                                               random_weights_heatmap=self._map(twin, x, explained, method, layer)[0])
-            verdict = map_verdict(figures)
-            gallery.append((pictures.framed(explain.overlay(thumbnail, heatmap, 0.5)),
-                            f"{verdict.icon} {row.display_name}: {row.label} {row.confidence:.0%} ({verdict.short})"))
-            flagged = "; looks like none of the classes" if row.prediction.ood["ood"] else ""
-            table.append([row.display_name, row.label, round(row.confidence, 3), round(row.latency_ms, 1),
-                          "yes" if row.agrees_with_majority else "no",
-                          None if row.agreement is None else round(row.agreement, 2),
-                          f"{verdict.short} ({method}, {cam_ms:.0f} ms){flagged}"])
+        rows, majority = compare_all(self.store, pil)  # eleven predictions: a small part of the time
         answered = [row for row in rows if row.error is None]
         if not answered:
             raise RequestError("No architecture has a checkpoint yet; train one with `python -m train --arch resnet`.")
-        return pd.DataFrame(table, columns=COMPARE_HEADERS), gallery, compare_summary(answered, majority)
+        summary = compare_summary(answered, majority)
+        table = {index: _compare_row(row, "") for index, row in enumerate(rows)}
+        gallery, maps = [], {}  # maps: row index -> (heatmap, method, layer, the CAM's ms, place in the gallery)
+
+        def answer():
+            return pd.DataFrame(list(table.values()), columns=COMPARE_HEADERS), list(gallery), summary
+
+        yield answer()
+        steps = 2 * len(answered)
+        for index, row in enumerate(rows):
+            if row.error is not None:
+                continue
+            if progress is not None:
+                progress(len(maps), steps, f"{row.display_name}: map")
+            loaded = self.store.get(row.arch)
+            method, layer = self.store.recommended_cam(row.arch)
+            start = time.perf_counter()
+            with loaded.lock:
+                heatmap, _ = self._map(loaded.model, row.prediction.x, row.prediction.index, method, layer)
+            cam_ms = (time.perf_counter() - start) * 1000
+            maps[index] = heatmap, method, layer, cam_ms, len(gallery)
+            gallery.append((pictures.framed(explain.overlay(thumbnail, heatmap, 0.5)),
+                            f"⏳ {row.display_name}: {row.label} {row.confidence:.0%} (checking)"))
+            table[index] = _compare_row(row, f"checking ({method}, {cam_ms:.0f} ms)")
+            yield answer()
+        for done, (index, (heatmap, method, layer, cam_ms, place)) in enumerate(maps.items()):
+            row = rows[index]
+            if progress is not None:
+                progress(len(maps) + done, steps, f"{row.display_name}: verdict")
+            loaded = self.store.get(row.arch)
+            x, explained, twin = row.prediction.x, row.prediction.index, self.store.random_twin(loaded)
+            with loaded.lock:
+                figures = explain.faithfulness(loaded.model, x, heatmap, explained,
+                                               random_weights_heatmap=self._map(twin, x, explained, method, layer)[0])
+            verdict = map_verdict(figures)
+            gallery[place] = (gallery[place][0], f"{verdict.icon} {row.display_name}: {row.label} "
+                                                 f"{row.confidence:.0%} ({verdict.short})")
+            flagged = "; looks like none of the classes" if row.prediction.ood["ood"] else ""
+            table[index] = _compare_row(row, f"{verdict.short} ({method}, {cam_ms:.0f} ms){flagged}")
+            yield answer()
 
     # -- Model zoo -------------------------------------------------------------------------------------
     def zoo_details(self, architecture) -> tuple[Image.Image | None, Image.Image | None, str, Image.Image,
@@ -370,16 +409,33 @@ def compare_summary(answered: list, majority: str) -> str:
 
 def faithfulness_frame(verdict) -> pd.DataFrame:
     """The faithfulness bars: each ordering's mean drop over the deletion curve, the map's bar in its verdict's
-    colour (``BAR_COLOURS``)."""
-    keys = [key for key in FAITHFULNESS_BARS if key in verdict.scores]
+    colour (``BAR_COLOURS``); no bars (the same columns) while there is no verdict yet."""
+    keys = [] if verdict is None else [key for key in FAITHFULNESS_BARS if key in verdict.scores]
     return pd.DataFrame({FAITHFULNESS_X: [FAITHFULNESS_BARS[key] for key in keys],
                          FAITHFULNESS_Y: [round(float(verdict.scores[key]), 4) for key in keys],
                          "bar": [f"this map: {verdict.short}" if key == "map" else BASELINE for key in keys]})
 
 
-def _explanation_note(method: str, layer_name: str, layers: list[str], shown: str, figures: dict,
-                      chosen: str | None = None) -> str:
-    """What the map is and how its deletion curve was measured, in words."""
+def _last(steps: Iterator):
+    """The last item of ``steps`` (None if there is none): a step-by-step answer's final state."""
+    last = None
+    for last in steps:
+        pass
+    return last
+
+
+def _compare_row(row, map_column: str) -> list:
+    """One row of Compare's table (``COMPARE_HEADERS``), ``map_column`` saying how its map fared."""
+    if row.error is not None:
+        return [display_name(row.arch), "—", None, None, "—", None,
+                "no checkpoint yet" if "no checkpoint" in row.error else "checkpoint unusable"]
+    return [row.display_name, row.label, round(row.confidence, 3), round(row.latency_ms, 1),
+            "yes" if row.agrees_with_majority else "no", None if row.agreement is None else round(row.agreement, 2),
+            map_column]
+
+
+def _map_description(method: str, layer_name: str, layers: list[str], shown: str, chosen: str | None = None) -> str:
+    """What the map is, in words (no full stop: the curve's sentence may follow)."""
     if method in explain.LAYER_FREE:
         where = "the input (no layer)"
     else:
@@ -390,9 +446,14 @@ def _explanation_note(method: str, layer_name: str, layers: list[str], shown: st
         where += (f"; this map was **chosen** for this image: {chosen} had the best deletion curve of the "
                   f"{len(CHOSEN_FROM)} candidates ({', '.join(CHOSEN_FROM)}; the random-weights map was chosen "
                   "the same way, on the random network)")
+    return f"{method} at {where}, class **{shown}**"
+
+
+def _curve_description(figures: dict) -> str:
+    """How the map's deletion curve was measured and what it showed, in words."""
     curve = ", ".join(f"{f:.0%}: {d:.2f}" for f, d in zip(DELETION_FRACTIONS, figures["map"]))
-    return (f"{method} at {where}, class **{shown}** (probability {figures['probability']:.2f} on the image as "
-            f"uploaded, without the shifted and mirrored copies the top-5 also averages in). Blanking the map's "
-            f"hottest pixels first lowers it by {curve}. The bars average each curve over those fractions, for the "
-            f"map and for three references that know nothing about this model: the centre, random maps as smooth "
-            f"as the map, and the same method's map from the same network with random weights.")
+    return (f"Its probability is {figures['probability']:.2f} on the image as uploaded, without the shifted and "
+            f"mirrored copies the top-5 also averages in. Blanking the map's hottest pixels first lowers it by "
+            f"{curve}. The bars average each curve over those fractions, for the map and for three references "
+            f"that know nothing about this model: the centre, random maps as smooth as the map, and the same "
+            f"method's map from the same network with random weights.")

@@ -601,6 +601,42 @@ def test_the_explanation_note_begins_with_its_verdict_and_the_bars_carry_it(stor
     assert min(result.overlay.size) == 256  # a CIFAR-sized upload is drawn large enough to see
 
 
+def test_the_map_comes_first_and_its_verdict_follows(store, tmp_path):
+    """explain_steps: the map with a "checking" note and no bars, then the same map with its verdict and bars;
+    explain() answers the last step."""
+    from explain.verdict import HEADLINES
+
+    service = serve.ZooService(store)
+    upload = tmp_path / "small.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(upload)
+    first, last = service.explain_steps(str(upload), "senet", method="gradcam")
+    assert first.note.startswith(serve.service.CHECKING) and first.faithfulness.empty
+    assert list(first.faithfulness.columns) == list(last.faithfulness.columns)
+    assert last.note.startswith(tuple(HEADLINES.values())) and len(last.faithfulness) == 4
+    for picture in ("overlay", "se_plot", "se_map"):  # nothing drawn in the first step changes in the second
+        assert np.array_equal(np.asarray(getattr(first, picture)), np.asarray(getattr(last, picture))), picture
+    assert last.note.endswith(first.note.split("\n\n", 2)[2])  # the same description of the map and SE line
+    again = service.explain(str(upload), "senet", method="gradcam")
+    assert again.note == last.note and again.faithfulness.equals(last.faithfulness)
+    assert list(service.explain_steps(None, "senet")) == [] and service.explain(None, "senet") is None
+
+
+def test_compare_shows_every_map_before_any_verdict(store):
+    service = serve.ZooService(store)
+    steps = list(service.compare_steps(str(EXAMPLES / "cat_chelsea.jpg")))
+    answered = 3  # the store's checkpoints
+    assert len(steps) == 1 + 2 * answered
+    sizes = [len(gallery) for _, gallery, _ in steps]
+    assert sizes == [0, 1, 2, 3, 3, 3, 3]  # the predictions, then one map at a time, then the verdicts
+    for step, (frame, gallery, summary) in enumerate(steps):
+        checking = sum(caption.endswith("(checking)") for _, caption in gallery)
+        assert checking == (sizes[step] if step <= answered else 2 * answered - step), step
+        assert summary == steps[-1][2] and len(frame) == len(steps[-1][0])
+    for (picture, _), (final, _) in zip(steps[answered][1], steps[-1][1]):  # a verdict leaves its map as it was
+        assert np.array_equal(np.asarray(picture), np.asarray(final))
+    assert not steps[-1][0]["map"].str.startswith("checking").any()
+
+
 def test_compare_marks_every_map_and_says_when_the_image_fits_no_class(store):
     from explain.verdict import ICONS, SHORT
 

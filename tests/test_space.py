@@ -212,7 +212,11 @@ def plain_service():
 
 
 def test_every_model_running_handler_asks_for_a_gpu(app_module):
-    own_layers = {app_module.shown_as_dialog(len).__code__, app_module.then_release(len).__code__}
+    def steps():
+        yield
+
+    own_layers = {app_module.shown_as_dialog(len).__code__, app_module.then_release(len).__code__,
+                  app_module.shown_as_dialog(steps).__code__, app_module.then_release(steps).__code__}
     for name in MODEL_HANDLERS:
         handler = getattr(app_module, name)
         assert handler.gpu_duration > 0, name
@@ -221,6 +225,9 @@ def test_every_model_running_handler_asks_for_a_gpu(app_module):
         # Off ZeroGPU the decoration adds no layer: only the app's own (shown_as_dialog, then_release) stand
         # before the handler.
         assert handler is raw or handler.__code__ in own_layers, name
+        # The handlers that answer in steps stay generator functions through every layer: Gradio streams those.
+        assert inspect.isgeneratorfunction(handler) == inspect.isgeneratorfunction(raw), name
+    assert inspect.isgeneratorfunction(app_module.explain_image) and inspect.isgeneratorfunction(app_module.compare)
     assert not hasattr(app_module.zoo_table, "gpu_duration")  # reads config files only
 
 
@@ -228,11 +235,12 @@ def test_every_model_running_handler_asks_for_a_gpu(app_module):
 def test_gradio_injects_progress_through_the_zerogpu_wrapper(app_module):
     """ZeroGPU puts spaces' own wrapper in front of a handler; Gradio must still see its gr.Progress default."""
     from gradio.helpers import special_args
-    from spaces.zero.wrappers import regular_function_wrapper
+    from spaces.zero.wrappers import generator_function_wrapper, regular_function_wrapper
 
     for name, index in (("compare", 3), ("measure_latency", 0)):  # compare(image, corruption, severity, progress)
         handler = getattr(app_module, name)
-        wrapped = regular_function_wrapper(handler, handler.gpu_duration, None)
+        wrapper = generator_function_wrapper if inspect.isgeneratorfunction(handler) else regular_function_wrapper
+        wrapped = wrapper(handler, handler.gpu_duration, None)
         assert inspect.signature(wrapped) == inspect.signature(handler)
         assert special_args(handler)[1] == index and special_args(wrapped)[1] == index, name
 
@@ -263,7 +271,7 @@ def test_decorated_classify_handlers_answer_as_the_service_does(app_module, plai
     plain_note, plain_view = plain_service.describe(EXAMPLE, architecture)
     assert note == plain_note and np.array_equal(_pixels(view), _pixels(plain_view))
 
-    shown = app_module.explain_image(EXAMPLE, architecture)
+    *_, shown = app_module.explain_image(EXAMPLE, architecture)  # its steps; the last has the verdict
     plain = plain_service.explain(EXAMPLE, architecture, app_module.RECOMMENDED, app_module.MAX_DEPTH,
                                   app_module.PREDICTED, 0.5).as_tuple()
     assert len(shown) == len(plain) == 5
@@ -286,7 +294,7 @@ def _without_timings(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_decorated_compare_answers_as_the_service_does(app_module, plain_service):
-    table, gallery, summary = app_module.compare(EXAMPLE, progress=lambda *args, **kwargs: None)
+    *_, (table, gallery, summary) = app_module.compare(EXAMPLE, progress=lambda *args, **kwargs: None)
     plain_table, plain_gallery, plain_summary = plain_service.compare(EXAMPLE)
     pd.testing.assert_frame_equal(_without_timings(table), _without_timings(plain_table))
     assert [caption for _, caption in gallery] == [caption for _, caption in plain_gallery]

@@ -35,13 +35,17 @@ def wait_until_answering(process: subprocess.Popen, url: str, timeout_s: float, 
         time.sleep(poll_s)
 
 
-def read_events(text: str) -> list[tuple[str, str]]:
-    """(event, data) pairs of a server-sent event stream."""
-    events, kind = [], None
-    for line in text.splitlines():
+def read_events(text) -> list[tuple[str, str]]:
+    """(event, data) pairs of a server-sent event stream: its whole text, or (as it arrives) its lines."""
+    return list(iter_events(text.splitlines() if isinstance(text, str) else text))
+
+
+def iter_events(lines):
+    """(event, data) pairs of a server-sent event stream's lines, each as soon as its data line is read."""
+    kind = None
+    for line in lines:
         if line.startswith("event:"):
             kind = line[6:].strip()
         elif line.startswith("data:") and kind is not None:
-            events.append((kind, line[5:].strip()))
+            yield kind, line[5:].strip()
             kind = None
-    return events
