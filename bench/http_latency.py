@@ -7,9 +7,12 @@ Plain HTTP, as a browser or curl does (upload, then Gradio's ``/gradio_api/call/
 stream): gradio_client adds about 70 ms of its own per call. Reports the time from process start to the
 first answer, then p50/p95 of /predict for every architecture
 with a checkpoint, of /explain (default settings), of /inside (every stage's maps) and of /compare, each over
-``--repeats`` calls after one warm-up call. /explain and /compare answer in steps (the map, then its verdict;
-every map, then every verdict), so for those also the p50 of the first step (``first_p50_ms``) and, for
-/compare, of the step with every map (``maps_p50_ms``). Targets from the app issues, on the 2-core CPU: /predict p50 <= 50
+``--repeats`` calls after one warm-up call. Every call uploads a fresh copy of the image (one pixel changed),
+since the app keeps what it computed for an upload and would otherwise only redraw it; what such a redraw
+costs (/explain of the same upload again, at another opacity; /predict of the same upload again) is
+``again_p50_ms``. /explain and /compare
+answer in steps (the map, then its verdict; every map, then every verdict), so for those also the p50 of the
+first step (``first_p50_ms``) and, for /compare, of the step with every map (``maps_p50_ms``). Targets from the app issues, on the 2-core CPU: /predict p50 <= 50
 ms, /explain <= 150 ms, /inside <= 3x /predict (``inside_vs_predict``), /compare <= 1 s, answering within 10 s.
 """
 from __future__ import annotations
@@ -24,7 +27,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
 from pathlib import Path
 
 import httpx
@@ -67,21 +72,27 @@ class Caller:
             self._local.session = uuid.uuid4().hex[:11] if self.session_per_client else None
         return self._local.client
 
-    def call(self, api: str, name: str, data: bytes, arch: str | None, settings: tuple = ()) -> tuple[str, str]:
+    def call(self, api: str, name: str, data: bytes | None, arch: str | None, settings: tuple = (),
+             uploaded_path: str | None = None) -> tuple[str, str]:
         """("complete", data) or ("error", message or "null") or ("http", status and body).
 
         ``settings`` replace the endpoint's defaults of the inputs after the architecture, in order. The
         milliseconds from the call's start to each step of the answer (each "generating" event, then
-        "complete") are left in ``steps_ms`` (one list per thread)."""
+        "complete") are left in ``steps_ms`` (one list per thread), the uploaded file's path on the server in
+        ``uploaded_path``; give that path instead of ``data`` to send the same upload again, as the page does
+        when a setting changes."""
         client = self._client()
         start = time.perf_counter()
         self._local.steps_ms = []
-        uploaded = client.post(f"{self.url}gradio_api/upload", files=[("files", (name, data))])
-        if uploaded.status_code != 200:
-            return "http", f"upload {uploaded.status_code}: {uploaded.text[:200]}"
+        if uploaded_path is None:
+            uploaded = client.post(f"{self.url}gradio_api/upload", files=[("files", (name, data))])
+            if uploaded.status_code != 200:
+                return "http", f"upload {uploaded.status_code}: {uploaded.text[:200]}"
+            uploaded_path = uploaded.json()[0]
+        self._local.uploaded_path = uploaded_path
         # (image, architecture, settings...) for /predict and /explain; (image,) for /compare. An endpoint that
         # /info leaves out (undocumented, such as /describe) has no defaults there: it gets what is given.
-        file = {"path": uploaded.json()[0], "meta": {"_type": "gradio.FileData"}}
+        file = {"path": uploaded_path, "meta": {"_type": "gradio.FileData"}}
         inputs = [file, *self.defaults[api][1:]] if api in self.defaults else [file, *([arch] if arch else [])]
         if arch is not None:
             inputs[1] = arch
@@ -112,16 +123,35 @@ class Caller:
         """This thread's last call: the milliseconds to each step of its answer."""
         return getattr(self._local, "steps_ms", [])
 
+    @property
+    def uploaded_path(self) -> str | None:
+        """This thread's last call: where its upload lies on the server."""
+        return getattr(self._local, "uploaded_path", None)
+
+
+def fresh_copies(path: str) -> Iterator[bytes]:
+    """The image again and again as a JPEG (quality 95), each copy with one pixel changed: a new upload each
+    time, whose answer the app cannot have kept from an earlier call."""
+    from PIL import Image
+
+    with Image.open(path) as opened:
+        pixels = opened.convert("RGB")
+    for serial in range(1, 2 ** 24):
+        pixels.putpixel((0, 0), (serial & 255, (serial >> 8) & 255, serial >> 16))
+        buffer = BytesIO()
+        pixels.save(buffer, "JPEG", quality=95)
+        yield buffer.getvalue()
+
 
 def _time(call, repeats: int, steps: dict | None = None) -> dict:
-    """p50/p95 of ``call()`` after one warm-up call; with ``steps`` ({name: function of a call's list of
-    milliseconds to each step}, read from ``call()``'s return value) also each such step's p50."""
+    """p50/p95 of ``call()`` (which returns the milliseconds from its upload to each step of the answer, the
+    last being the whole answer) after one warm-up call; with ``steps`` ({name: function of that list}) also
+    each such step's p50."""
     call()  # warm-up: loads the model, fills caches
     times, stepped = [], {name: [] for name in steps or {}}
     for _ in range(repeats):
-        start = time.perf_counter()
         steps_ms = call()
-        times.append((time.perf_counter() - start) * 1000)
+        times.append(steps_ms[-1])
         for name, pick in (steps or {}).items():
             stepped[name].append(pick(steps_ms))
     figures = percentiles(times, digits=1)
@@ -129,10 +159,10 @@ def _time(call, repeats: int, steps: dict | None = None) -> dict:
             **{f"{name}_p50_ms": round(statistics.median(values), 1) for name, values in stepped.items()}}
 
 
-def load_run(caller: Caller, name: str, data: bytes, clients: int, calls: int, single: dict,
+def load_run(caller: Caller, name: str, uploads: list[bytes], clients: int, calls: int, single: dict,
              server_pid: int | None = None) -> dict:
     """``clients`` threads each sending ``calls`` /predict requests at once, round-robin over the
-    architectures: failures, total throughput against one client's (1000 / its p50), and the p95 under
+    architectures, each call a fresh upload of ``uploads`` (clients x calls of them): failures, total throughput against one client's (1000 / its p50), and the p95 under
     load against 10x one client's p50 (queueing is expected on two cores; starving is not).
 
     Also the CPU time per request of the server (``server_pid``) and of these client threads, which share
@@ -145,7 +175,7 @@ def load_run(caller: Caller, name: str, data: bytes, clients: int, calls: int, s
         times, failures = [], 0
         for call in range(calls):
             started = time.perf_counter()
-            kind, _ = caller.call("predict", name, data, archs[(index + call) % len(archs)])
+            kind, _ = caller.call("predict", name, uploads[index * calls + call], archs[(index + call) % len(archs)])
             times.append((time.perf_counter() - started) * 1000)
             failures += kind != "complete"
         return times, failures
@@ -187,13 +217,22 @@ def main(argv=None) -> None:
         process, url, startup = _start_server()
     try:
         caller = Caller(url, timeout=120, session_per_client=True)
-        data, name_sent = Path(image).read_bytes(), Path(image).name
+        name_sent = Path(image).name
+        copies = fresh_copies(image)
 
-        def call(api: str, arch: str | None = None) -> list[float]:
-            kind, body = caller.call(api, name_sent, data, arch)
+        def call(api: str, arch: str | None = None, settings: tuple = (), uploaded_path: str | None = None) -> list[float]:
+            kind, body = caller.call(api, name_sent, None if uploaded_path else next(copies), arch, settings,
+                                     uploaded_path)
             if kind != "complete":
                 raise RuntimeError(f"/{api} {arch or ''}: {kind}: {body[:160]}")
             return caller.steps_ms
+
+        def explain_again(arch: str) -> list[float]:
+            """/explain of a new upload, then of the same upload at another opacity, as the page sends it when
+            the slider moves: the second call's steps."""
+            call("explain", arch)
+            # method, layer, target, opacity: the defaults but the opacity
+            return call("explain", arch, ("recommended", 99, "predicted", 0.7), caller.uploaded_path)
 
         first = {"first": lambda steps_ms: steps_ms[0]}
         # /compare's steps: the predictions, then one per architecture's map, then one per verdict.
@@ -219,13 +258,17 @@ def main(argv=None) -> None:
                 report["predict"][name] = f"unavailable: {str(error)[:80]}"
                 continue
             report["predict"][name] = _time(lambda: call("predict", name), args.repeats)
+            report["predict"][name]["again_p50_ms"] = _time(
+                lambda: call("predict", name, uploaded_path=caller.uploaded_path), args.repeats)["p50_ms"]
             report["explain"][name] = _time(lambda: call("explain", name), max(3, args.repeats // 4), first)
+            report["explain"][name]["again_p50_ms"] = _time(lambda: explain_again(name), 3)["p50_ms"]
             report["inside"][name] = _time(lambda: call("inside", name), max(3, args.repeats // 4))
             report["inside_vs_predict"][name] = round(report["inside"][name]["p50_ms"]
                                                       / report["predict"][name]["p50_ms"], 2)
         report["compare"] = _time(lambda: call("compare"), args.compare_repeats, every_map)
         if args.clients:
-            report["load"] = load_run(caller, name_sent, data, args.clients, args.load_calls, report["predict"],
+            uploads = [next(copies) for _ in range(args.clients * args.load_calls)]
+            report["load"] = load_run(caller, name_sent, uploads, args.clients, args.load_calls, report["predict"],
                                       args.pid or (process.pid if process is not None else None))
         print(json.dumps(report, indent=2))
     finally:

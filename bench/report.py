@@ -101,11 +101,12 @@ def http_markdown(result: dict) -> str:
     lines = [f"Start-up to first answer: {startup}; image `{result['image']}`; /compare p50 "
              f"{compare['p50_ms']:.0f} ms{shown}, p95 {compare['p95_ms']:.0f} ms "
              f"({compare['n']} calls). Targets: /predict p50 <= 50 ms, /explain <= 150 ms, "
-             "/compare <= 1 s, start-up <= 10 s. /explain shows its map first (\"map shown\") and its verdict "
-             "with the whole answer.", "",
-             "| architecture | /predict p50 (ms) | /predict p95 (ms) | /explain map shown, p50 (ms) "
-             "| /explain p50 (ms) | /explain p95 (ms) |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "/compare <= 1 s, start-up <= 10 s. Every call a new upload; \"again\": the same upload once more "
+             "(what a change of opacity costs /explain), which the app answers from what it kept. /explain shows "
+             "its map first (\"map shown\") and its verdict with the whole answer.", "",
+             "| architecture | /predict p50 (ms) | /predict p95 (ms) | /predict again (ms) | /explain map shown, p50 (ms) "
+             "| /explain p50 (ms) | /explain p95 (ms) | /explain again (ms) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     load = result.get("load")
     if load and "error" not in load:
         lines[1:1] = ["", f"{load['clients']} concurrent clients, {load['requests']} /predict calls: {load['failed']} "
@@ -117,12 +118,13 @@ def http_markdown(result: dict) -> str:
                          f"own client threads {load['client_cpu_ms_per_request']:.1f} ms, on the same two cores.")
     for arch, predict in result["predict"].items():
         if isinstance(predict, str):
-            lines.append(f"| {arch} | {predict} | | | | |")
+            lines.append(f"| {arch} | {predict} | | | | | | |")
             continue
         explain = result["explain"].get(arch, {})
         lines.append(f"| {arch} | {predict['p50_ms']:.1f} | {predict['p95_ms']:.1f} | "
-                     f"{explain.get('first_p50_ms', float('nan')):.1f} | "
-                     f"{explain.get('p50_ms', float('nan')):.1f} | {explain.get('p95_ms', float('nan')):.1f} |")
+                     f"{predict.get('again_p50_ms', float('nan')):.1f} | {explain.get('first_p50_ms', float('nan')):.1f} | "
+                     f"{explain.get('p50_ms', float('nan')):.1f} | {explain.get('p95_ms', float('nan')):.1f} | "
+                     f"{explain.get('again_p50_ms', float('nan')):.1f} |")
     return "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -42,6 +43,7 @@ PREDICTED = "predicted"      # the explained class: the one the top-5 shows
 RECOMMENDED = "recommended"  # the CAM method: each checkpoint's most faithful one (its config's "cam")
 GALLERY_SIDE = 256  # Compare's overlays are thumbnails: eleven full-size blends would cost more than the models
 PREDICTION_CACHE = 32
+CHECKED_MAP_CACHE = 256  # maps with their verdicts, a few KB each (ZooService.checked_map)
 CORRUPTION_SIZE = 32  # "corrupt this image" works on the 32 x 32 view: CIFAR-10-C's parameters are for that size
 # Short headers: seven columns must fit beside the gallery without running off the table.
 COMPARE_HEADERS = ["architecture", "top-1", "confidence", "ms", "with majority", "agreement", "map"]
@@ -146,12 +148,31 @@ class Explanation:
         return self.overlay, self.se_plot, self.faithfulness, self.note, self.se_map
 
 
+@dataclass
+class CheckedMap:
+    """One explanation of one upload by one checkpoint (method, layer, class) and, once its check has run, the
+    deletion curves its verdict is read from. Kept (``ZooService.checked_map``) so that what only redraws it
+    (another opacity, a return to the architecture, Compare after Classify or the other way) costs no
+    forward pass."""
+    heatmap: np.ndarray
+    chosen: str | None      # the candidate the "chosen" method took for this image, else None
+    ms: float               # what computing the map took
+    figures: dict | None = None
+
+
+def _shown_corruption(corruption, severity) -> tuple:
+    """The corruption part of a cache key: (None, None) for the upload as it is."""
+    return (None, None) if corruption in (None, "", NO_CORRUPTION) else (corruption, int(severity))
+
+
 class ZooService:
     def __init__(self, store: ModelStore):
         self.store = store
         self.zoo = ZooTable(store)
         self._predictions: OrderedDict[tuple, Prediction] = OrderedDict()
         self._predictions_lock = threading.Lock()
+        self._checked: OrderedDict[tuple, CheckedMap] = OrderedDict()
+        self._checked_lock = threading.Lock()
 
     # -- inputs ----------------------------------------------------------------------------------------
     def model(self, architecture) -> LoadedModel:
@@ -169,11 +190,14 @@ class ZooService:
         """The upload (corrupted when asked), its model and the prediction the top-5 shows: computed once per
         upload, corruption, architecture and weights, then reused by the click's other events (and by every
         change of explanation setting)."""
+        return self._served(image, architecture, corruption, severity)[:3]
+
+    def _served(self, image, architecture, corruption, severity) -> tuple[Image.Image, LoadedModel, Prediction, tuple]:
+        """``served_prediction`` and its cache key (upload, corruption, architecture, weights)."""
         pil, source_key = decode(image)
         pil = corrupted_upload(pil, corruption, severity)
         loaded = self.model(architecture)
-        shown = (None, None) if corruption in (None, "", NO_CORRUPTION) else (corruption, int(severity))
-        key = (source_key, shown, loaded.name, loaded.weights_sha256)
+        key = (source_key, _shown_corruption(corruption, severity), loaded.name, loaded.weights_sha256)
         with self._predictions_lock:
             prediction = self._predictions.get(key)
             if prediction is not None:
@@ -184,7 +208,39 @@ class ZooService:
                 self._predictions[key] = prediction
                 while len(self._predictions) > PREDICTION_CACHE:
                     self._predictions.popitem(last=False)
-        return pil, loaded, prediction
+        return pil, loaded, prediction, key
+
+    # -- Maps and their checks, computed once ---------------------------------------------------------
+    def checked_map(self, loaded: LoadedModel, prediction_key: tuple, x, explained: int, method: str,
+                    layer: str) -> CheckedMap:
+        """The map of class ``explained`` by ``method`` at ``layer`` for the prediction ``prediction_key``
+        (``_served``'s key) names: from the cache, or computed (its check not yet run) and kept."""
+        key = prediction_key + (method, layer, explained)
+        with self._checked_lock:
+            entry = self._checked.get(key)
+            if entry is not None:
+                self._checked.move_to_end(key)
+                return entry
+        start = time.perf_counter()
+        with loaded.lock:
+            heatmap, chosen = self._map(loaded.model, x, explained, method, layer)
+        entry = CheckedMap(heatmap, chosen, (time.perf_counter() - start) * 1000)
+        with self._checked_lock:
+            self._checked[key] = entry
+            while len(self._checked) > CHECKED_MAP_CACHE:
+                self._checked.popitem(last=False)
+        return entry
+
+    def check(self, loaded: LoadedModel, entry: CheckedMap, x, explained: int, method: str, layer: str) -> dict:
+        """``entry``'s deletion curves (``explain.faithfulness``), measured once: against random maps, the centre
+        and the same method's map from random weights (chosen in the same way, on the random network's own
+        curves), which shows what the map's shape and the image's edges alone cost."""
+        if entry.figures is None:
+            with loaded.lock:
+                random_heatmap, _ = self._map(self.store.random_twin(loaded), x, explained, method, layer)
+                entry.figures = explain.faithfulness(loaded.model, x, entry.heatmap, explained,
+                                                     random_weights_heatmap=random_heatmap)
+        return entry.figures
 
     # -- Classify --------------------------------------------------------------------------------------
     def predict(self, image, architecture, corruption=NO_CORRUPTION, severity=3) -> dict[str, float] | None:
@@ -256,7 +312,7 @@ class ZooService:
             raise RequestError("layer must be a whole number and opacity a number from 0 to 1") from None
         if not 0 <= opacity <= 1:
             raise RequestError(f"opacity must be between 0 and 1, got {opacity}")
-        pil, loaded, prediction = self.served_prediction(image, architecture, corruption, severity)
+        pil, loaded, prediction, prediction_key = self._served(image, architecture, corruption, severity)
         names = loaded.config["class_names"]
         if target in (None, "", PREDICTED):
             explained = prediction.index
@@ -271,11 +327,11 @@ class ZooService:
         else:
             layer_name = layers[min(max(depth or len(layers), 1), len(layers)) - 1]
         x = prediction.x
+        entry = self.checked_map(loaded, prediction_key, x, explained, method, layer_name)
         with loaded.lock:
-            heatmap, chosen = self._map(loaded.model, x, explained, method, layer_name)
             excitations, se_map = explain.se_attention(loaded.model, x)
         shown = pictures.fit(pil)
-        picture = pictures.framed(explain.overlay(shown, heatmap, opacity))
+        picture = pictures.framed(explain.overlay(shown, entry.heatmap, opacity))
         if excitations:
             se_plot = _se_plot(loaded, excitations, prediction.index)
             se_map = pictures.framed(explain.overlay(shown, se_map, opacity))
@@ -286,17 +342,14 @@ class ZooService:
             se_plot = None
             se_line = (f"{prediction.display_name} has no SE blocks, so there is no SE "
                        "attention to show.")
-        described = _map_description(method, layer_name, layers, names[explained], chosen)
+        described = _map_description(method, layer_name, layers, names[explained], entry.chosen)
         shape = pictures.shape_note(shown)
         tail = "\n\n" + se_line + ("\n\n" + shape if shape else "")
-        # No bars yet: an empty frame (not None) keeps the plot's axes while the check runs.
-        yield Explanation(picture, se_plot, faithfulness_frame(None), CHECKING + "\n\n" + described + "." + tail,
-                          se_map)
-        with loaded.lock:
-            # The same method's map from random weights (chosen in the same way, on the random network's own
-            # curves): blanking it shows what the map's shape and the image's edges alone cost.
-            random_heatmap, _ = self._map(self.store.random_twin(loaded), x, explained, method, layer_name)
-            figures = explain.faithfulness(loaded.model, x, heatmap, explained, random_weights_heatmap=random_heatmap)
+        if entry.figures is None:
+            # No bars yet: an empty frame (not None) keeps the plot's axes while the check runs.
+            yield Explanation(picture, se_plot, faithfulness_frame(None), CHECKING + "\n\n" + described + "." + tail,
+                              se_map)
+        figures = self.check(loaded, entry, x, explained, method, layer_name)
         verdict = map_verdict(figures)
         note = verdict.sentence() + "\n\n" + described + ". " + _curve_description(figures) + tail
         yield Explanation(picture, se_plot, faithfulness_frame(verdict), note, se_map)
@@ -324,7 +377,9 @@ class ZooService:
         ``progress(i, n, step)`` before each map and each verdict. Yields nothing when the image was cleared."""
         if image is None:
             return
-        pil = corrupted_upload(decode(image)[0], corruption, severity)
+        pil, source_key = decode(image)
+        pil = corrupted_upload(pil, corruption, severity)
+        shown = _shown_corruption(corruption, severity)
         # Thumbnails GALLERY_SIDE long: a big upload brought down, a small one (a corrupted 32 x 32 view) raised.
         thumbnail = pictures.fit(pil, shortest=GALLERY_SIDE, longest=GALLERY_SIDE)
         rows, majority = compare_all(self.store, pil)  # eleven predictions: a small part of the time
@@ -333,7 +388,7 @@ class ZooService:
             raise RequestError("No architecture has a checkpoint yet; train one with `python -m train --arch resnet`.")
         summary = compare_summary(answered, majority)
         table = {index: _compare_row(row, "") for index, row in enumerate(rows)}
-        gallery, maps = [], {}  # maps: row index -> (heatmap, method, layer, the CAM's ms, place in the gallery)
+        gallery, maps = [], {}  # maps: row index -> (CheckedMap, method, layer, place in the gallery)
 
         def answer():
             return pd.DataFrame(list(table.values()), columns=COMPARE_HEADERS), list(gallery), summary
@@ -347,29 +402,24 @@ class ZooService:
                 progress(len(maps), steps, f"{row.display_name}: map")
             loaded = self.store.get(row.arch)
             method, layer = self.store.recommended_cam(row.arch)
-            start = time.perf_counter()
-            with loaded.lock:
-                heatmap, _ = self._map(loaded.model, row.prediction.x, row.prediction.index, method, layer)
-            cam_ms = (time.perf_counter() - start) * 1000
-            maps[index] = heatmap, method, layer, cam_ms, len(gallery)
-            gallery.append((pictures.framed(explain.overlay(thumbnail, heatmap, 0.5)),
+            layer = layer or explain.cam_layer_choices(loaded.model)[-1]  # as Classify names it: one cache entry
+            entry = self.checked_map(loaded, (source_key, shown, loaded.name, loaded.weights_sha256),
+                                     row.prediction.x, row.prediction.index, method, layer)
+            maps[index] = entry, method, layer, len(gallery)
+            gallery.append((pictures.framed(explain.overlay(thumbnail, entry.heatmap, 0.5)),
                             f"⏳ {row.display_name}: {row.label} {row.confidence:.0%} (checking)"))
-            table[index] = _compare_row(row, f"checking ({method}, {cam_ms:.0f} ms)")
+            table[index] = _compare_row(row, f"checking ({method}, {entry.ms:.0f} ms)")
             yield answer()
-        for done, (index, (heatmap, method, layer, cam_ms, place)) in enumerate(maps.items()):
+        for done, (index, (entry, method, layer, place)) in enumerate(maps.items()):
             row = rows[index]
             if progress is not None:
                 progress(len(maps) + done, steps, f"{row.display_name}: verdict")
             loaded = self.store.get(row.arch)
-            x, explained, twin = row.prediction.x, row.prediction.index, self.store.random_twin(loaded)
-            with loaded.lock:
-                figures = explain.faithfulness(loaded.model, x, heatmap, explained,
-                                               random_weights_heatmap=self._map(twin, x, explained, method, layer)[0])
-            verdict = map_verdict(figures)
+            verdict = map_verdict(self.check(loaded, entry, row.prediction.x, row.prediction.index, method, layer))
             gallery[place] = (gallery[place][0], f"{verdict.icon} {row.display_name}: {row.label} "
                                                  f"{row.confidence:.0%} ({verdict.short})")
             flagged = "; looks like none of the classes" if row.prediction.ood["ood"] else ""
-            table[index] = _compare_row(row, f"{verdict.short} ({method}, {cam_ms:.0f} ms){flagged}")
+            table[index] = _compare_row(row, f"{verdict.short} ({method}, {entry.ms:.0f} ms){flagged}")
             yield answer()
 
     # -- Model zoo -------------------------------------------------------------------------------------

@@ -637,6 +637,51 @@ def test_compare_shows_every_map_before_any_verdict(store):
     assert not steps[-1][0]["map"].str.startswith("checking").any()
 
 
+def _counting_maps(monkeypatch) -> list:
+    """Record every map ZooService computes (the model's and the random-weights twin's), as (model class, method)."""
+    computed, original = [], serve.ZooService._map
+
+    def counted(model, x, target, method, layer):
+        computed.append((type(model).__name__, method))
+        return original(model, x, target, method, layer)
+
+    monkeypatch.setattr(serve.ZooService, "_map", staticmethod(counted))
+    return computed
+
+
+def test_a_new_opacity_redraws_the_map_without_computing_it_again(store, tmp_path, monkeypatch):
+    service = serve.ZooService(store)
+    upload = tmp_path / "small.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(upload)
+    computed = _counting_maps(monkeypatch)
+    first = list(service.explain_steps(str(upload), "senet", method="gradcam", opacity=0.5))
+    assert len(first) == 2 and len(computed) == 2  # the map, then its twin's for the check
+    again = list(service.explain_steps(str(upload), "senet", method="gradcam", opacity=0.9))
+    assert len(again) == 1 and len(computed) == 2  # the verdict at once: nothing recomputed
+    assert again[0].note == first[-1].note and again[0].faithfulness.equals(first[-1].faithfulness)
+    assert not np.array_equal(np.asarray(again[0].overlay), np.asarray(first[-1].overlay))  # drawn at the new opacity
+    # Another class, method, layer or corruption is another map.
+    predicted = max(service.predict(str(upload), "senet").items(), key=lambda item: item[1])[0]
+    service.explain(str(upload), "senet", method="gradcam", target="dog" if predicted != "dog" else "cat")
+    service.explain(str(upload), "senet", method="gradcam", layer=1)
+    service.explain(str(upload), "senet", method="gradcam", corruption="fog", severity=2)
+    service.explain(str(upload), "senet", method="occlusion")
+    assert len(computed) == 2 + 4 * 2
+
+
+def test_compare_and_classify_share_their_maps(store, monkeypatch):
+    service = serve.ZooService(store)
+    image = str(EXAMPLES / "cat_chelsea.jpg")
+    computed = _counting_maps(monkeypatch)
+    explained = service.explain(image, "senet")  # the recommended map, as Compare draws it
+    assert len(computed) == 2
+    table, gallery, _ = service.compare(image)
+    assert len(computed) == 2 + 2 * 2  # the other two checkpoints' maps and twins; SENet's is reused
+    caption = next(caption for _, caption in gallery if serve.service.display_name("senet") in caption)
+    assert caption.split()[0] == explained.note.split()[0]  # the same verdict's icon in its caption
+    assert len(list(service.explain_steps(image, "resnet"))) == 1  # and Classify reuses Compare's
+
+
 def test_compare_marks_every_map_and_says_when_the_image_fits_no_class(store):
     from explain.verdict import ICONS, SHORT
 
