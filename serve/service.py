@@ -160,9 +160,11 @@ class CheckedMap:
     figures: dict | None = None
 
 
-def _shown_corruption(corruption, severity) -> tuple:
-    """The corruption part of a cache key: (None, None) for the upload as it is."""
-    return (None, None) if corruption in (None, "", NO_CORRUPTION) else (corruption, int(severity))
+def _prediction_key(source_key: tuple, corruption, severity, loaded: LoadedModel) -> tuple:
+    """What a served prediction, and every map of it, is kept under: the upload's content (``decode``'s key),
+    the corruption applied to it and the checkpoint."""
+    shown = (None, None) if corruption in (None, "", NO_CORRUPTION) else (corruption, int(severity))
+    return source_key, shown, loaded.name, loaded.weights_sha256
 
 
 class ZooService:
@@ -197,7 +199,7 @@ class ZooService:
         pil, source_key = decode(image)
         pil = corrupted_upload(pil, corruption, severity)
         loaded = self.model(architecture)
-        key = (source_key, _shown_corruption(corruption, severity), loaded.name, loaded.weights_sha256)
+        key = _prediction_key(source_key, corruption, severity, loaded)
         with self._predictions_lock:
             prediction = self._predictions.get(key)
             if prediction is not None:
@@ -379,7 +381,6 @@ class ZooService:
             return
         pil, source_key = decode(image)
         pil = corrupted_upload(pil, corruption, severity)
-        shown = _shown_corruption(corruption, severity)
         # Thumbnails GALLERY_SIDE long: a big upload brought down, a small one (a corrupted 32 x 32 view) raised.
         thumbnail = pictures.fit(pil, shortest=GALLERY_SIDE, longest=GALLERY_SIDE)
         rows, majority = compare_all(self.store, pil)  # eleven predictions: a small part of the time
@@ -403,7 +404,7 @@ class ZooService:
             loaded = self.store.get(row.arch)
             method, layer = self.store.recommended_cam(row.arch)
             layer = layer or explain.cam_layer_choices(loaded.model)[-1]  # as Classify names it: one cache entry
-            entry = self.checked_map(loaded, (source_key, shown, loaded.name, loaded.weights_sha256),
+            entry = self.checked_map(loaded, _prediction_key(source_key, corruption, severity, loaded),
                                      row.prediction.x, row.prediction.index, method, layer)
             maps[index] = entry, method, layer, len(gallery)
             gallery.append((pictures.framed(explain.overlay(thumbnail, entry.heatmap, 0.5)),
