@@ -18,6 +18,7 @@ ms, /explain <= 150 ms, /inside <= 3x /predict (``inside_vs_predict``), /compare
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -130,16 +131,23 @@ class Caller:
 
 
 def fresh_copies(path: str) -> Iterator[bytes]:
-    """The image again and again as a JPEG (quality 95), each copy with one pixel changed: a new upload each
-    time, whose answer the app cannot have kept from an earlier call."""
-    from PIL import Image
+    """The image again and again, each copy a new file whose answer the app cannot have kept from an earlier
+    call, with the same pixels: a JPEG gets a comment segment naming the copy after its start marker, any
+    other image is sent as a PNG with that name in a text chunk."""
+    data = Path(path).read_bytes()
+    if data[:2] == b"\xff\xd8":  # JPEG: SOI, then a COM segment (marker, big-endian length including itself)
+        for serial in itertools.count(1):
+            comment = f"copy {serial}".encode()
+            yield data[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + data[2:]
+    from PIL import Image, PngImagePlugin
 
     with Image.open(path) as opened:
-        pixels = opened.convert("RGB")
-    for serial in range(1, 2 ** 24):
-        pixels.putpixel((0, 0), (serial & 255, (serial >> 8) & 255, serial >> 16))
+        pixels = opened.copy()
+    for serial in itertools.count(1):
+        info = PngImagePlugin.PngInfo()
+        info.add_text("copy", str(serial))
         buffer = BytesIO()
-        pixels.save(buffer, "JPEG", quality=95)
+        pixels.save(buffer, "PNG", pnginfo=info)
         yield buffer.getvalue()
 
 

@@ -155,3 +155,24 @@ def test_wait_until_idle_waits_out_a_busy_process_and_not_an_idle_one():
         for process in (idle, busy):
             process.kill()
             process.wait()
+
+
+def test_http_latency_sends_a_new_upload_every_call():
+    """The app keeps what it computed for an upload, so the latency benchmark must never send the same bytes twice."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    http_latency = _load_bench("http_latency")
+    example = sorted((REPO_ROOT / "examples").glob("*.jpg"))[0]
+    copies = http_latency.fresh_copies(str(example))
+    sent = [next(copies) for _ in range(300)]
+    assert len(set(sent)) == len(sent)
+    with Image.open(example) as original, Image.open(io.BytesIO(sent[-1])) as copy:
+        assert copy.format == "JPEG" and np.array_equal(np.asarray(copy), np.asarray(original))  # the same pixels
+    png = sorted((REPO_ROOT / "examples").glob("*.png"))[0]
+    copies = http_latency.fresh_copies(str(png))
+    first, second = next(copies), next(copies)
+    with Image.open(png) as original, Image.open(io.BytesIO(second)) as copy:
+        assert first != second and np.array_equal(np.asarray(copy), np.asarray(original))
