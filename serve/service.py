@@ -23,7 +23,7 @@ from PIL import Image
 import explain
 from explain.diagram import diagram_for
 from explain.faithfulness import DELETION_FRACTIONS
-from explain.perturbation import CHOSEN_FROM, SCREEN_FRACTION, SHORTLIST, chosen_batch
+from explain.perturbation import CHOSEN_FROM, chosen_batch
 from explain.verdict import COLOURS, SHORT, Outcome, map_verdict
 from architectures import check_name, create_model, list_models
 from preprocess import model_view
@@ -495,7 +495,6 @@ def _map_description(method: str, layer_name: str, layers: list[str], shown: str
         where += f" ({layers.index(layer_name) + 1} of {len(layers)})"
     if chosen is not None:
         where += (f"; this map was **chosen** for this image: {chosen} had the best deletion curve of the "
-                  f"{SHORTLIST} that blanking {SCREEN_FRACTION:.0%} of the pixels ranked first among "
                   f"{len(CHOSEN_FROM)} candidates ({', '.join(CHOSEN_FROM)}; the random-weights map was chosen "
                   "the same way, on the random network)")
     return f"{method} at {where}, class **{shown}**"
