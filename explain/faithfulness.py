@@ -95,10 +95,9 @@ def deletion_curves(model, x: torch.Tensor, heatmaps, targets=None, random_weigh
 
 
 @torch.no_grad()
-def deletion_drops(model, x: torch.Tensor, candidate_maps, targets, fractions=DELETION_FRACTIONS) -> np.ndarray:
-    """B x C x F: the probability drop of each image's target when each of C candidate maps' hottest
-    ``fractions`` of pixels are blanked (no baselines), for the per-image choice of
-    ``explain.perturbation.chosen_batch``. One forward pass."""
+def deletion_scores(model, x: torch.Tensor, candidate_maps, targets, fractions=DELETION_FRACTIONS) -> np.ndarray:
+    """B x C: each of C candidate maps' mean probability drop over ``fractions`` (the deletion curve's score,
+    no baselines), for the per-image choice of ``explain.perturbation.chosen_batch``. One forward pass."""
     maps = torch.as_tensor(np.asarray(candidate_maps, dtype=np.float32))          # B x C x H x W
     batch, count = maps.shape[:2]
     masks = torch.stack([top_pixels(maps, f) for f in fractions], 2)              # B x C x F x H x W
@@ -109,12 +108,7 @@ def deletion_drops(model, x: torch.Tensor, candidate_maps, targets, fractions=DE
     before = probs[:batch].gather(1, targets[:, None])                            # B x 1
     after = probs[batch:].view(batch, count * len(fractions), -1).gather(
         2, targets.view(batch, 1, 1).expand(batch, count * len(fractions), 1))[..., 0]
-    return (before - after).view(batch, count, len(fractions)).cpu().numpy()
-
-
-def deletion_scores(model, x: torch.Tensor, candidate_maps, targets, fractions=DELETION_FRACTIONS) -> np.ndarray:
-    """B x C: each of C candidate maps' mean probability drop over ``fractions`` (the deletion curve's score)."""
-    return deletion_drops(model, x, candidate_maps, targets, fractions).mean(2)
+    return (before - after).view(batch, count, len(fractions)).mean(2).cpu().numpy()
 
 
 def randomised(model):

@@ -21,9 +21,7 @@ the deletion check blanks, so each map answers the check's own question.
   occlusion, the two gradient attributions at two blurs (``-coarse``: ``COARSE_BLUR_SIGMA``, for objects
   larger than the fine blur's blobs), and products with Grad-CAM (where the fine attribution and the coarse
   class map agree). No candidate wins on most images, and the best of them is faithful far more often than
-  any one of them (docs/experiments.md); the app says which was chosen. The best is looked for in two steps
-  (a screen at one fraction, then the whole curve of a shortlist), which finds it for about half the
-  forward passes.
+  any one of them (docs/experiments.md); the app says which was chosen.
 """
 from __future__ import annotations
 
@@ -38,10 +36,6 @@ IG_STEPS = 8             # Riemann midpoints from the blank image to the image
 FINE_WINDOW, FINE_STRIDE = 8, 4
 RISE_MASKS, RISE_CELLS, RISE_KEEP = 64, 4, 0.5
 COARSE_BLUR_SIGMA = 3.0
-# The choice scores every candidate at one fraction of the deletion curve, then the SHORTLIST best there on the
-# whole curve: 22 blanked copies instead of 40 for ten candidates, the same choice on all but a few images.
-SCREEN_FRACTION = 0.3     # one of explain.faithfulness.DELETION_FRACTIONS
-SHORTLIST = 4
 CHOSEN_FROM = ("gradcam", "occlusion", "input-x-gradient", "input-x-gradient-coarse", "integrated-gradients",
                "integrated-gradients-coarse", "input-x-gradient x gradcam", "integrated-gradients x gradcam",
                "integrated-gradients-coarse x gradcam", "occlusion x gradcam")
@@ -152,19 +146,13 @@ def _candidates(model, x, classes: list[int]) -> np.ndarray:
 
 def chosen_batch(model, x, targets=None, return_choice: bool = False):
     """Per image, the map of ``CHOSEN_FROM`` with the highest mean drop on the deletion curve of ``model``
-    itself, among the ``SHORTLIST`` that blanking their hottest ``SCREEN_FRACTION`` of pixels lowers most; with
-    ``return_choice`` also the chosen candidate's name per image."""
-    from .faithfulness import DELETION_FRACTIONS, deletion_drops
+    itself; with ``return_choice`` also the chosen candidate's name per image."""
+    from .faithfulness import deletion_scores
 
     probs, classes = _predicted(model, x, targets)
     classes = classes.tolist()
-    candidates = _candidates(model, x, classes)                                   # B x C x H x W
-    rows = np.arange(len(x))[:, None]
-    screened = deletion_drops(model, x, candidates, classes, (SCREEN_FRACTION,))[..., 0]
-    shortlist = np.argsort(-screened, axis=1, kind="stable")[:, :SHORTLIST]       # B x S
-    rest = tuple(f for f in DELETION_FRACTIONS if f != SCREEN_FRACTION)  # the screen measured its own fraction
-    whole = deletion_drops(model, x, candidates[rows, shortlist], classes, rest).sum(2) + screened[rows, shortlist]
-    best = shortlist[np.arange(len(x)), whole.argmax(1)]
+    candidates = _candidates(model, x, classes)
+    best = deletion_scores(model, x, candidates, classes).argmax(1)
     maps = candidates[np.arange(len(x)), best]
     names = [CHOSEN_FROM[i] for i in best]
     return (maps, probs.cpu().numpy(), names) if return_choice else (maps, probs.cpu().numpy())
