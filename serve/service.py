@@ -42,6 +42,9 @@ from .zoo import ZooTable, architecture_card, checkpoint_picture, display_name, 
 PREDICTED = "predicted"      # the explained class: the one the top-5 shows
 RECOMMENDED = "recommended"  # the CAM method: each checkpoint's most faithful one (its config's "cam")
 GALLERY_SIDE = 256  # Compare's overlays are thumbnails: eleven full-size blends would cost more than the models
+# Compare shows its progress at most this often (and at the end of each phase): each step sends the whole table
+# and gallery again, some 40 ms over HTTP, which one step per map and per verdict added up to about a second.
+COMPARE_STEP_S = 1.0
 PREDICTION_CACHE = 32
 CHECKED_MAP_CACHE = 256  # maps with their verdicts, a few KB each (ZooService.checked_map)
 CORRUPTION_SIZE = 32  # "corrupt this image" works on the 32 x 32 view: CIFAR-10-C's parameters are for that size
@@ -376,7 +379,9 @@ class ZooService:
         """``compare`` as it fills in: every prediction and the vote; then each architecture's map, captioned
         "checking"; then each map's verdict. The maps come first because the verdicts (each a random-weights
         twin's map and the deletion curves) take as long again, and the maps are what Compare is for.
-        ``progress(i, n, step)`` before each map and each verdict. Yields nothing when the image was cleared."""
+        A step comes at most every ``COMPARE_STEP_S`` while maps or verdicts are added, and once each phase is
+        done. ``progress(i, n, step)`` before each map and each verdict. Yields nothing when the image was
+        cleared."""
         if image is None:
             return
         pil, source_key = decode(image)
@@ -394,6 +399,15 @@ class ZooService:
         def answer():
             return pd.DataFrame(list(table.values()), columns=COMPARE_HEADERS), list(gallery), summary
 
+        shown_at = time.perf_counter()
+
+        def due() -> bool:
+            nonlocal shown_at
+            if time.perf_counter() - shown_at < COMPARE_STEP_S:
+                return False
+            shown_at = time.perf_counter()
+            return True
+
         yield answer()
         steps = 2 * len(answered)
         for index, row in enumerate(rows):
@@ -410,7 +424,10 @@ class ZooService:
             gallery.append((pictures.framed(explain.overlay(thumbnail, entry.heatmap, 0.5)),
                             f"⏳ {row.display_name}: {row.label} {row.confidence:.0%} (checking)"))
             table[index] = _compare_row(row, f"checking ({method}, {entry.ms:.0f} ms)")
-            yield answer()
+            if due() and len(maps) < len(answered):
+                yield answer()
+        yield answer()  # every map
+        shown_at = time.perf_counter()
         for done, (index, (entry, method, layer, place)) in enumerate(maps.items()):
             row = rows[index]
             if progress is not None:
@@ -421,7 +438,9 @@ class ZooService:
                                                  f"{row.confidence:.0%} ({verdict.short})")
             flagged = "; looks like none of the classes" if row.prediction.ood["ood"] else ""
             table[index] = _compare_row(row, f"{verdict.short} ({method}, {entry.ms:.0f} ms){flagged}")
-            yield answer()
+            if due() and done + 1 < len(maps):
+                yield answer()
+        yield answer()  # every verdict
 
     # -- Model zoo -------------------------------------------------------------------------------------
     def zoo_details(self, architecture) -> tuple[Image.Image | None, Image.Image | None, str, Image.Image,

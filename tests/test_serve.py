@@ -621,19 +621,26 @@ def test_the_map_comes_first_and_its_verdict_follows(store, tmp_path):
     assert list(service.explain_steps(None, "senet")) == [] and service.explain(None, "senet") is None
 
 
-def test_compare_shows_every_map_before_any_verdict(store):
+@pytest.mark.parametrize("interval_s, count", [(0.0, 7), (1e9, 3)])
+def test_compare_shows_every_map_before_any_verdict(store, monkeypatch, interval_s, count):
+    """The predictions, then the maps (one step each when steps may come at any time; together when they may
+    come only once a phase is done), then the verdicts."""
+    monkeypatch.setattr(serve.service, "COMPARE_STEP_S", interval_s)
     service = serve.ZooService(store)
     steps = list(service.compare_steps(str(EXAMPLES / "cat_chelsea.jpg")))
     answered = 3  # the store's checkpoints
-    assert len(steps) == 1 + 2 * answered
+    assert len(steps) == count
     sizes = [len(gallery) for _, gallery, _ in steps]
-    assert sizes == [0, 1, 2, 3, 3, 3, 3]  # the predictions, then one map at a time, then the verdicts
+    assert sizes[0] == 0 and sizes == sorted(sizes) and sizes[-1] == answered
     for step, (frame, gallery, summary) in enumerate(steps):
         checking = sum(caption.endswith("(checking)") for _, caption in gallery)
-        assert checking == (sizes[step] if step <= answered else 2 * answered - step), step
+        assert checking == len(gallery) or len(gallery) == answered, step  # no verdict before every map is shown
         assert summary == steps[-1][2] and len(frame) == len(steps[-1][0])
-    for (picture, _), (final, _) in zip(steps[answered][1], steps[-1][1]):  # a verdict leaves its map as it was
+    every_map = sizes.index(answered)
+    assert all(caption.endswith("(checking)") for _, caption in steps[every_map][1])
+    for (picture, _), (final, _) in zip(steps[every_map][1], steps[-1][1]):  # a verdict leaves its map as it was
         assert np.array_equal(np.asarray(picture), np.asarray(final))
+    assert not any(caption.endswith("(checking)") for _, caption in steps[-1][1])
     assert not steps[-1][0]["map"].str.startswith("checking").any()
 
 
