@@ -7,8 +7,8 @@ Plain HTTP, as a browser or curl does (upload, then Gradio's ``/gradio_api/call/
 stream): gradio_client adds about 70 ms of its own per call. Reports the time from process start to the
 first answer, then p50/p95 of /predict for every architecture
 with a checkpoint, of /explain (default settings), of /inside (every stage's maps) and of /compare, each over
-``--repeats`` calls after one warm-up call. Every call uploads a fresh copy of the image (one pixel changed),
-since the app keeps what it computed for an upload and would otherwise only redraw it; what such a redraw
+``--repeats`` calls after one warm-up call. Every call uploads a fresh copy of the image (the same pixels in a
+new file, ``fresh_copies``), so that no answer can come from what the app keeps for an upload; what such a redraw
 costs (/explain of the same upload again, at another opacity; /predict of the same upload again) is
 ``again_p50_ms``. /explain and /compare
 answer in steps (the map, then its verdict; every map, then every verdict), so for those also the p50 of the
@@ -79,12 +79,13 @@ class Caller:
 
         ``settings`` replace the endpoint's defaults of the inputs after the architecture, in order. The
         milliseconds from the call's start to each step of the answer (each "generating" event, then
-        "complete") are left in ``steps_ms`` (one list per thread), the uploaded file's path on the server in
+        "complete") and the step's data are left in ``steps`` (one list per thread), the uploaded file's path on
+        the server in
         ``uploaded_path``; give that path instead of ``data`` to send the same upload again, as the page does
         when a setting changes."""
         client = self._client()
         start = time.perf_counter()
-        self._local.steps_ms = []
+        self._local.steps = []
         if uploaded_path is None:
             uploaded = client.post(f"{self.url}gradio_api/upload", files=[("files", (name, data))])
             if uploaded.status_code != 200:
@@ -107,7 +108,7 @@ class Caller:
         with client.stream("GET", f"{self.url}gradio_api/call/{api}/{started.json()['event_id']}") as stream:
             for kind, body in iter_events(stream.iter_lines()):
                 if kind in ("generating", "complete"):
-                    self._local.steps_ms.append((time.perf_counter() - start) * 1000)
+                    self._local.steps.append(((time.perf_counter() - start) * 1000, body))
                 if kind == "complete":
                     return "complete", body
                 if kind == "error":
@@ -120,9 +121,9 @@ class Caller:
         return "http", f"stream {stream.status_code} ended without an answer"
 
     @property
-    def steps_ms(self) -> list[float]:
-        """This thread's last call: the milliseconds to each step of its answer."""
-        return getattr(self._local, "steps_ms", [])
+    def steps(self) -> list[tuple[float, str]]:
+        """This thread's last call: (milliseconds to it, its data as JSON) for each step of its answer."""
+        return getattr(self._local, "steps", [])
 
     @property
     def uploaded_path(self) -> str | None:
@@ -152,16 +153,16 @@ def fresh_copies(path: str) -> Iterator[bytes]:
 
 
 def _time(call, repeats: int, steps: dict | None = None) -> dict:
-    """p50/p95 of ``call()`` (which returns the milliseconds from its upload to each step of the answer, the
-    last being the whole answer) after one warm-up call; with ``steps`` ({name: function of that list}) also
-    each such step's p50."""
+    """p50/p95 of ``call()`` (which returns ``Caller.steps``: the milliseconds from its upload to each step of
+    the answer, the last being the whole answer, and each step's data) after one warm-up call; with ``steps``
+    ({name: function of that list, returning milliseconds}) also each such step's p50."""
     call()  # warm-up: loads the model, fills caches
     times, stepped = [], {name: [] for name in steps or {}}
     for _ in range(repeats):
-        steps_ms = call()
-        times.append(steps_ms[-1])
+        answer = call()
+        times.append(answer[-1][0])
         for name, pick in (steps or {}).items():
-            stepped[name].append(pick(steps_ms))
+            stepped[name].append(pick(answer))
     figures = percentiles(times, digits=1)
     return {"p50_ms": figures["p50_ms"], "p95_ms": figures["p95_ms"], "n": repeats,
             **{f"{name}_p50_ms": round(statistics.median(values), 1) for name, values in stepped.items()}}
@@ -228,23 +229,26 @@ def main(argv=None) -> None:
         name_sent = Path(image).name
         copies = fresh_copies(image)
 
-        def call(api: str, arch: str | None = None, settings: tuple = (), uploaded_path: str | None = None) -> list[float]:
+        def call(api: str, arch: str | None = None, settings: tuple = (),
+                 uploaded_path: str | None = None) -> list[tuple[float, str]]:
             kind, body = caller.call(api, name_sent, None if uploaded_path else next(copies), arch, settings,
                                      uploaded_path)
             if kind != "complete":
                 raise RuntimeError(f"/{api} {arch or ''}: {kind}: {body[:160]}")
-            return caller.steps_ms
+            return caller.steps
 
-        def explain_again(arch: str) -> list[float]:
+        def explain_again(arch: str) -> list[tuple[float, str]]:
             """/explain of a new upload, then of the same upload at another opacity, as the page sends it when
             the slider moves: the second call's steps."""
             call("explain", arch)
             # method, layer, target, opacity: the defaults but the opacity
             return call("explain", arch, ("recommended", 99, "predicted", 0.7), caller.uploaded_path)
 
-        first = {"first": lambda steps_ms: steps_ms[0]}
-        # /compare's steps: the predictions, then one per architecture's map, then one per verdict.
-        every_map = {**first, "maps": lambda steps_ms: steps_ms[(len(steps_ms) - 1) // 2]}
+        first = {"first": lambda steps: steps[0][0]}
+        # /compare's steps: the predictions, then the maps, then the verdicts; "maps": the first step whose
+        # gallery (its second output) holds as many maps as the whole answer's.
+        every_map = {**first, "maps": lambda steps: next(ms for ms, data in steps
+                                                         if len(json.loads(data)[1]) == len(json.loads(steps[-1][1])[1]))}
 
         report = {"startup_s": None if startup is None else round(startup, 1), "image": Path(image).name,
                   "predict": {}, "explain": {}, "inside": {}, "inside_vs_predict": {}}

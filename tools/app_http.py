@@ -35,9 +35,9 @@ def wait_until_answering(process: subprocess.Popen, url: str, timeout_s: float, 
         time.sleep(poll_s)
 
 
-def read_events(text) -> list[tuple[str, str]]:
-    """(event, data) pairs of a server-sent event stream: its whole text, or (as it arrives) its lines."""
-    return list(iter_events(text.splitlines() if isinstance(text, str) else text))
+def read_events(text: str) -> list[tuple[str, str]]:
+    """(event, data) pairs of a server-sent event stream's whole text."""
+    return list(iter_events(text.splitlines()))
 
 
 def iter_events(lines):
