@@ -2,6 +2,7 @@
 
     python bench/faithfulness.py --data ../shared/data/cifar10-jpeg/train.tar.gz            # recommended maps
     python bench/faithfulness.py --data ... --method gradcam --archs resnet,vgg --images 40
+    python bench/faithfulness.py --data ... --method gradcam++-fused --layer blocks.5 --archs resnet
 
 For each architecture: the share of images whose map is faithful (``explain.verdict``: it beats random maps
 as smooth by 1.25x and the random-weights map), the share that also beats the centre prior, and the four
@@ -31,10 +32,10 @@ from train.augment import normalize  # noqa: E402
 from train.data import load_images  # noqa: E402
 
 
-def measure(arch: str, image_set, images: int, method: str | None, checkpoints: Path) -> dict:
+def measure(arch: str, image_set, images: int, method: str | None, checkpoints: Path, layer: str | None = None) -> dict:
     model = for_serving(load_pretrained(checkpoints / arch))
     config = model.config
-    chosen, layer = explain.recommended_cam(config) if method in (None, "recommended") else (method, None)
+    chosen, layer = explain.recommended_cam(config) if method in (None, "recommended") else (method, layer)
     x = normalize(selection_images(config, image_set, 0, images), torch.tensor(config["mean"]), torch.tensor(config["std"]))
     started = time.perf_counter()
     with torch.enable_grad():
@@ -61,6 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"))
     parser.add_argument("--archs", default=",".join(list_models()))
     parser.add_argument("--method", default="recommended", help="'recommended' (each config's cam) or one method")
+    parser.add_argument("--layer", help="with --method: the layer it reads (default: the deepest)")
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--out", help="also write the rows as JSON here")
     args = parser.parse_args(argv)
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
     image_set = load_images(args.data, 32, args.cache_dir, progress=False)
     rows = []
     for arch in args.archs.split(","):
-        rows.append(measure(arch, image_set, args.images, args.method, Path(args.checkpoints)))
+        rows.append(measure(arch, image_set, args.images, args.method, Path(args.checkpoints), args.layer))
         print(f"{arch}: faithful {rows[-1]['faithful']:.0%}, explains {rows[-1]['explains']:.0%}", file=sys.stderr)
     print(table(rows))
     if args.out:
