@@ -8,9 +8,7 @@ prediction is computed once, by the first, and reused by the others. Errors a us
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,6 +33,7 @@ from robustness.corruptions import corrupt_image
 
 from .errors import RequestError
 from .predict import Prediction, compare_all, run_model
+from .recent import RecentlyUsed
 from .store import LoadedModel, ModelStore, ModelUnavailable
 from .uploads import decode
 from .zoo import ZooTable, architecture_card, checkpoint_picture, display_name, robustness_picture
@@ -174,10 +173,8 @@ class ZooService:
     def __init__(self, store: ModelStore):
         self.store = store
         self.zoo = ZooTable(store)
-        self._predictions: OrderedDict[tuple, Prediction] = OrderedDict()
-        self._predictions_lock = threading.Lock()
-        self._checked: OrderedDict[tuple, CheckedMap] = OrderedDict()
-        self._checked_lock = threading.Lock()
+        self._predictions = RecentlyUsed(PREDICTION_CACHE)  # (upload, corruption, checkpoint) -> Prediction
+        self._checked = RecentlyUsed(CHECKED_MAP_CACHE)      # ... + (method, layer, class) -> CheckedMap
 
     # -- inputs ----------------------------------------------------------------------------------------
     def model(self, architecture) -> LoadedModel:
@@ -203,16 +200,10 @@ class ZooService:
         pil = corrupted_upload(pil, corruption, severity)
         loaded = self.model(architecture)
         key = _prediction_key(source_key, corruption, severity, loaded)
-        with self._predictions_lock:
-            prediction = self._predictions.get(key)
-            if prediction is not None:
-                self._predictions.move_to_end(key)
+        prediction = self._predictions.get(key)
         if prediction is None:
             prediction = run_model(loaded, pil, ood_entry=self.store.ood_entry(loaded.name))
-            with self._predictions_lock:
-                self._predictions[key] = prediction
-                while len(self._predictions) > PREDICTION_CACHE:
-                    self._predictions.popitem(last=False)
+            self._predictions.put(key, prediction)
         return pil, loaded, prediction, key
 
     # -- Maps and their checks, computed once ---------------------------------------------------------
@@ -221,27 +212,23 @@ class ZooService:
         """The map of class ``explained`` by ``method`` at ``layer`` for the prediction ``prediction_key``
         (``_served``'s key) names: from the cache, or computed (its check not yet run) and kept."""
         key = prediction_key + (method, layer, explained)
-        with self._checked_lock:
-            entry = self._checked.get(key)
-            if entry is not None:
-                self._checked.move_to_end(key)
-                return entry
-        start = time.perf_counter()
-        with loaded.lock:
-            heatmap, chosen = self._map(loaded.model, x, explained, method, layer)
-        entry = CheckedMap(heatmap, chosen, (time.perf_counter() - start) * 1000)
-        with self._checked_lock:
-            self._checked[key] = entry
-            while len(self._checked) > CHECKED_MAP_CACHE:
-                self._checked.popitem(last=False)
+        entry = self._checked.get(key)
+        if entry is None:
+            with loaded.lock:
+                entry = self._checked.get(key)  # another request (Compare beside Classify) may have just made it
+                if entry is None:
+                    start = time.perf_counter()
+                    heatmap, chosen = self._map(loaded.model, x, explained, method, layer)
+                    entry = CheckedMap(heatmap, chosen, (time.perf_counter() - start) * 1000)
+                    self._checked.put(key, entry)
         return entry
 
     def check(self, loaded: LoadedModel, entry: CheckedMap, x, explained: int, method: str, layer: str) -> dict:
         """``entry``'s deletion curves (``explain.faithfulness``), measured once: against random maps, the centre
         and the same method's map from random weights (chosen in the same way, on the random network's own
         curves), which shows what the map's shape and the image's edges alone cost."""
-        if entry.figures is None:
-            with loaded.lock:
+        with loaded.lock:  # checked under the lock: a request that waited for it finds the figures made
+            if entry.figures is None:
                 random_heatmap, _ = self._map(self.store.random_twin(loaded), x, explained, method, layer)
                 entry.figures = explain.faithfulness(loaded.model, x, entry.heatmap, explained,
                                                      random_weights_heatmap=random_heatmap)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,8 @@ import torch
 
 from architectures import CheckpointError, check_name, list_models, load_config, load_pretrained
 from architectures.checkpoint import CONFIG_NAME, WEIGHTS_NAME, file_sha256
+
+from .recent import RecentlyUsed
 
 
 HUB_RETRY_S = 300  # after a failed Hub download, the same architecture is retried at most every 5 minutes
@@ -102,9 +103,8 @@ class ModelStore:
         self._hub_failures: dict[str, tuple[float, str]] = {}
         self._failures: dict[str, tuple[tuple | None, str]] = {}
         self._name_locks = {name: threading.Lock() for name in list_models()}
-        self._twins: OrderedDict[str, tuple[LoadedModel, torch.nn.Module]] = OrderedDict()  # most recent last
-        self._twins_lock = threading.Lock()
         self.twins_kept = TWINS_KEPT_ON_CPU if self.device.type == "cpu" else len(self._name_locks)
+        self._twins = RecentlyUsed(self.twins_kept)  # name -> (LoadedModel, its random-weights twin)
 
     # -- where a checkpoint lives ----------------------------------------------------------------------
     def local_folder(self, name: str) -> Path:
@@ -233,22 +233,16 @@ class ModelStore:
     def random_twin(self, loaded: LoadedModel) -> torch.nn.Module:
         """``loaded``'s architecture with random weights (``explain.randomised_twin``): the faithfulness panel
         compares each map with the same method's map from it. The ``twins_kept`` most recently used are kept."""
-        with self._twins_lock:
-            kept = self._twins.get(loaded.name)
-            if kept is not None and kept[0] is loaded:
-                self._twins.move_to_end(loaded.name)
-                return kept[1]
+        kept = self._twins.get(loaded.name)
+        if kept is not None and kept[0] is loaded:
+            return kept[1]
         with self._name_locks[loaded.name]:
             kept = self._twins.get(loaded.name)
             if kept is None or kept[0] is not loaded:
                 from explain import randomised_twin  # the explanation package is only needed once one is asked for
 
                 kept = (loaded, for_serving(randomised_twin(loaded.model)))
-            with self._twins_lock:
-                self._twins[loaded.name] = kept
-                self._twins.move_to_end(loaded.name)
-                while len(self._twins) > self.twins_kept:
-                    self._twins.popitem(last=False)
+                self._twins.put(loaded.name, kept)
             return kept[1]
 
     def ood_entry(self, name: str) -> dict | None:

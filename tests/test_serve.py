@@ -703,3 +703,15 @@ def test_compare_marks_every_map_and_says_when_the_image_fits_no_class(store):
         for name in ("resnet", "senet", "mlpmixer")})
     _, _, summary = serve.ZooService(calibrated).compare(str(EXAMPLES / "cat_chelsea.jpg"))
     assert summary.startswith("⚠️ **This image looks like none of the ten classes** to 3 of 3 architectures")
+
+
+def test_recently_used_keeps_the_latest_and_drops_the_least_recently_used():
+    from serve.recent import RecentlyUsed
+
+    kept = RecentlyUsed(2)
+    kept.put("a", 1)
+    kept.put("b", 2)
+    assert kept.get("a") == 1  # a use: "b" is now the least recent
+    kept.put("c", 3)
+    assert "b" not in kept and len(kept) == 2 and kept.get("b") is None
+    assert kept.get("a") == 1 and kept.get("c") == 3
