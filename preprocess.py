@@ -29,6 +29,9 @@ MAX_SIDE = 1024                      # longest side kept after decoding; the mod
 # Formats a photo or a screenshot arrives in. Pillow would otherwise try every plugin it has.
 ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "PPM", "AVIF")
 FORMAT_NAMES = "JPEG, PNG, GIF, WebP, BMP or TIFF"
+# CIFAR-10's classes in its label order: the app's examples and the tests' small data sets use it. A checkpoint's
+# own classes travel in its config.json ("class_names"), so a model trained on another folder needs none of this.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def _formats() -> tuple[str, ...]:
