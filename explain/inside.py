@@ -1,12 +1,12 @@
 """Look inside a network: what each stage of the diagram makes of one image, from one forward pass.
 
-The stages are ``explain.diagram.diagram_facts``'s boxes, under the same names and in forward order; a
-hook on the last module of each box reads its output. Nothing here is written per architecture: the
+The stages are the diagram's boxes (``explain.stages.diagram_facts``), under the same names and in forward
+order; a hook on the last module of each box reads its output. Nothing here is written per architecture: the
 extras key off what the diagram recognised (squeeze-excite, Inception branches, dense concatenation,
 token mixing) and off module types (the first ``nn.Conv2d`` that reads the three colour channels).
 
-- ``stage_label``, ``shape_text``, ``stage_sentence``: what a stage is called, its output's shape, and a
-  sentence or two of what happens there;
+- ``stage_sentence``: a sentence or two of what happens in a stage (``stage_label`` and ``shape_text``, its
+  name and its output's shape, are ``explain.stages``'s, here too for the callers of this view);
 - ``stage_outputs`` / ``pooled_features``: each stage's output for a batch, and its global average (the
   features the linear probes of ``tools.probes`` read);
 - ``look_inside(model, x, stages, target)``: each stage's most informative channels (activation times the
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -32,11 +32,10 @@ from PIL import Image, ImageDraw, ImageFont
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from architectures._blocks import SqueezeExcite
-
-from .cam import HOOK_LOCK, check_one_image
-from .diagram import Stage, _child_words
-from .plots import _colour_table
+from .common import check_one_image, model_lock, unit_range
+from .figures import colour_table
+from .stages import (Stage, concatenated_children, first_tensor, forward_hooks, is_squeeze_excite, module_words,
+                     shape_text, stage_label)
 
 __all__ = ["StageView", "stage_label", "shape_text", "stage_sentence", "stage_outputs", "pooled_features",
            "look_inside", "draw_stage", "first_colour_conv", "PROBES_JSON", "PROBES_WEIGHTS", "load_probes",
@@ -50,26 +49,7 @@ SELECTION = ("activation × gradient: each channel's activation times the gradie
 PROBES_JSON, PROBES_WEIGHTS = "probes.json", "probes.safetensors"
 
 
-# ------------------------------------------------------------------------------------------ naming
-
-def stage_label(stage: Stage) -> str:
-    """The diagram's name for a stage: its modules and its box title ("blocks.0–2 · 3 x Basic block")."""
-    first, last = stage.names[0] or "model", stage.names[-1] or "model"
-    if first == last:
-        where = first
-    else:
-        head, _, tail = last.rpartition(".")
-        where = f"{first}–{tail}" if head and first.startswith(head + ".") else f"{first}–{last}"
-    return f"{where} · {stage.title}"
-
-
-def shape_text(shape) -> str:
-    """C×H×W for a map, tokens×C for tokens, the length for a vector."""
-    shape = tuple(shape)
-    if len(shape) == 2:
-        return f"{shape[0]} tokens×{shape[1]}"
-    return "×".join(map(str, shape))
-
+# -------------------------------------------------------------------------------------------------- words
 
 def _change(before: int, after: int, what: str) -> str:
     if after == before:
@@ -121,31 +101,19 @@ def stage_sentence(stage: Stage, class_count: int | None = None) -> str:
 
 # ---------------------------------------------------------------------------------------- forward pass
 
-def _tensor(value):
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)):
-        return next((t for t in map(_tensor, value) if t is not None), None)
-    return None
-
-
 @contextmanager
 def _hooked(modules: dict[str, nn.Module], keep_grad: bool = False):
     """Yield a dict that fills with each named module's first output of the forward pass; hooks removed after."""
     found: dict[str, torch.Tensor] = {}
 
-    def hook_for(key):
-        def hook(module, inputs, output):
-            tensor = _tensor(output)
-            if key not in found and tensor is not None:
-                if keep_grad and tensor.requires_grad:
-                    tensor.retain_grad()
-                found[key] = tensor
-        return hook
+    def record(key, module, inputs, output):
+        tensor = first_tensor(output)
+        if key not in found and tensor is not None:
+            if keep_grad and tensor.requires_grad:
+                tensor.retain_grad()
+            found[key] = tensor
 
-    with ExitStack() as stack:
-        for key, module in modules.items():
-            stack.callback(module.register_forward_hook(hook_for(key)).remove)
+    with forward_hooks(modules, record):
         yield found
 
 
@@ -171,7 +139,7 @@ def pooled_features(model: nn.Module, stages: list[Stage], x: torch.Tensor) -> l
 def stage_outputs(model: nn.Module, stages: list[Stage], x: torch.Tensor) -> list[torch.Tensor]:
     """Each stage's output for the batch ``x``, in forward order, from one forward pass."""
     modules = _stage_modules(model, stages)
-    with HOOK_LOCK, _hooked(modules) as found:
+    with model_lock(model), _hooked(modules) as found:
         model(x)
     missing = [stage_label(s) for i, s in enumerate(stages) if f"stage{i}" not in found]
     if missing:
@@ -246,19 +214,14 @@ def _top_channels(maps: torch.Tensor, grads: torch.Tensor | None, count: int, am
 
 
 def _branch_channels(module: nn.Module, outputs: dict[str, torch.Tensor], total: torch.Tensor) -> list:
-    """(words, channel range) of each child of ``module`` whose outputs, concatenated, are ``total`` (the
-    Inception test of ``explain.diagram``); [] when they are not."""
-    children = [(n, c) for n, c in module.named_children() if n in outputs]
-    outs = [outputs[n] for n, _ in children]
-    if len(outs) < 2 or total.dim() != 4 or any(o.dim() != 4 or o.shape[2:] != total.shape[2:] for o in outs):
-        return []
-    if sum(o.shape[1] for o in outs) != total.shape[1] or not torch.equal(torch.cat(outs, 1), total):
-        return []
+    """(words, channel range) of each child of ``module`` whose outputs, concatenated, are ``total`` (an
+    Inception module's branches, as the diagram recognises them); [] when they are not."""
     ranges, start = [], 0
-    for (_, child), out in zip(children, outs):
-        words = [w for w in _child_words(child, 60).split(" · ") if w.split()[0] in ("conv", "max", "avg", "depthwise")]
-        ranges.append((" → ".join(words) or _child_words(child), range(start, start + out.shape[1])))
-        start += out.shape[1]
+    for name, child in concatenated_children(module, outputs, total):
+        words = [w for w in module_words(child, 60).split(" · ") if w.split()[0] in ("conv", "max", "avg", "depthwise")]
+        width = outputs[name].shape[1]
+        ranges.append((" → ".join(words) or module_words(child), range(start, start + width)))
+        start += width
     return ranges
 
 
@@ -276,15 +239,15 @@ def look_inside(model: nn.Module, x: torch.Tensor, stages: list[Stage], target: 
         last = model.get_submodule(stage.names[-1])
         if "se" in stage.features:
             gates = [m.gate for name in stage.names for m in model.get_submodule(name).modules()
-                     if isinstance(m, SqueezeExcite)]
+                     if is_squeeze_excite(m)]
             extras[f"{i}:se"] = gates[-1]
         if "inception" in stage.features:
             extras.update({f"{i}:branch:{n}": c for n, c in last.named_children()})
         if "dense" in stage.features:
             extras.update({f"{i}:layer:{j}": c for j, (_, c) in enumerate(last.named_children())})
-    with HOOK_LOCK, torch.enable_grad(), _hooked({**modules, **extras}, keep_grad=True) as found:
+    with model_lock(model), torch.enable_grad(), _hooked({**modules, **extras}, keep_grad=True) as found:
         x = x.detach().clone().requires_grad_(True)
-        logits = _tensor(model(x))
+        logits = first_tensor(model(x))
         outputs = [found[f"stage{i}"] for i in range(len(stages))]
         wanted = [o for o in outputs if o.requires_grad]
         grads = dict(zip(map(id, wanted), torch.autograd.grad(logits[0, target], wanted, allow_unused=True)))
@@ -384,9 +347,9 @@ def _tile(level_map: np.ndarray, side: int, colormap: str = "viridis", symmetric
     if symmetric:
         m = 0.5 + 0.5 * m / (np.abs(m).max() + 1e-12)
     else:
-        m = (m - m.min()) / (m.max() - m.min() + 1e-12)
+        m = unit_range(m)
     levels = (np.clip(m, 0, 1) * 255 + 0.5).astype(np.uint8)
-    picture = Image.fromarray(_colour_table(colormap)[levels])
+    picture = Image.fromarray(colour_table(colormap)[levels])
     # Few positions: draw them as blocks, so a 4 x 4 map does not pretend to more detail than it has.
     return picture.resize((side, round(side * m.shape[0] / m.shape[1])),
                           Image.Resampling.NEAREST if max(m.shape) <= 16 else Image.Resampling.BILINEAR)

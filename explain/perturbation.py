@@ -1,10 +1,10 @@
-"""Attributions computed on the input rather than read from a layer: Captum's integrated gradients and
-occlusion, RISE, and a per-image choice among several maps by the deletion curve.
+"""Attributions computed on the input rather than read from a layer: Captum's integrated gradients, input x
+gradient and occlusion, and RISE.
 
 Each function takes (model, x, targets) with ``targets`` one checked class index per image or None (each
 image's predicted class) and returns (B x H x W float32 maps in [0, 1], B x K class probabilities of ``x``),
 like ``explain.occlusion.occlusion_batch``. Blanking means 0 after normalisation (the data set's mean), as
-the deletion check blanks, so each map answers the check's own question.
+the per-image choice's curve blanks (``explain.curves.choice_scores``).
 
 - "integrated-gradients" (Sundararajan et al., 2017; Captum's ``IntegratedGradients``) from the blank image
   to the image: by completeness its pixel attributions add up to the probability lost when the whole image
@@ -16,12 +16,8 @@ the deletion check blanks, so each map answers the check's own question.
   Captum nor pytorch-grad-cam has it, hence the few lines here.
 - "input-x-gradient" (Captum's ``InputXGradient``): the first-order estimate of what blanking each pixel costs,
   one backward pass; blurred like integrated gradients.
-- "chosen": per image, whichever of ``CHOSEN_FROM`` has the best deletion curve on the model that is being
-  explained (its random-weights twin chooses in the same way on its own curves). The candidates are Grad-CAM,
-  occlusion, the two gradient attributions at two blurs (``-coarse``: ``COARSE_BLUR_SIGMA``, for objects
-  larger than the fine blur's blobs), and products with Grad-CAM (where the fine attribution and the coarse
-  class map agree). No candidate wins on most images, and the best of them is faithful far more often than
-  any one of them (docs/experiments.md); the app says which was chosen.
+
+The per-image choice among these and the layer CAMs is ``explain.choice``.
 """
 from __future__ import annotations
 
@@ -31,17 +27,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .common import unit_range
+
 BLUR_SIGMA = 1.5         # pixels, at 32 x 32
 IG_STEPS = 8             # Riemann midpoints from the blank image to the image
 FINE_WINDOW, FINE_STRIDE = 8, 4
 RISE_MASKS, RISE_CELLS, RISE_KEEP = 64, 4, 0.5
-COARSE_BLUR_SIGMA = 3.0
-CHOSEN_FROM = ("gradcam", "occlusion", "input-x-gradient", "input-x-gradient-coarse", "integrated-gradients",
-               "integrated-gradients-coarse", "input-x-gradient x gradcam", "integrated-gradients x gradcam",
-               "integrated-gradients-coarse x gradcam", "occlusion x gradcam")
 
 
-def _predicted(model, x: torch.Tensor, targets) -> tuple[torch.Tensor, torch.Tensor]:
+def predicted(model, x: torch.Tensor, targets) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     with torch.no_grad():
         probs = torch.softmax(model(x).float(), 1)
@@ -53,13 +47,11 @@ def _probability(model):
     return lambda z: torch.softmax(model(z).float(), 1)
 
 
-def _smooth_unit(maps: torch.Tensor, sigma: float = BLUR_SIGMA) -> np.ndarray:
+def smooth_unit(maps: torch.Tensor, sigma: float = BLUR_SIGMA) -> np.ndarray:
     """B x H x W attributions blurred by ``sigma`` and scaled to [0, 1] (order kept; a flat map stays 0)."""
     from scipy.ndimage import gaussian_filter  # a dependency of pytorch-grad-cam, imported on first use
 
-    maps = gaussian_filter(maps.detach().float().cpu().numpy(), (0, sigma, sigma), mode="nearest")
-    maps = maps - maps.min(axis=(1, 2), keepdims=True)
-    return (maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-12)).astype(np.float32)
+    return unit_range(gaussian_filter(maps.detach().float().cpu().numpy(), (0, sigma, sigma), mode="nearest"))
 
 
 @lru_cache(maxsize=None)
@@ -68,37 +60,42 @@ def _captum():
     return captum.attr
 
 
-def _integrated_gradients(model, x, classes) -> torch.Tensor:
+def _needs_gradients(x: torch.Tensor) -> torch.Tensor:
+    """A copy of the input that says it needs gradients, as Captum's gradient methods take it."""
+    return x.detach().clone().requires_grad_(True)
+
+
+def integrated_gradients(model, x, classes) -> torch.Tensor:
     """B x H x W: Captum's integrated gradients of the class probability, summed over colour channels."""
     method = _captum().IntegratedGradients(_probability(model))
     with torch.enable_grad():
-        return method.attribute(x, baselines=0.0, target=classes, n_steps=IG_STEPS, method="riemann_middle",
+        return method.attribute(_needs_gradients(x), baselines=0.0, target=classes, n_steps=IG_STEPS, method="riemann_middle",
                                 internal_batch_size=max(IG_STEPS, 64)).sum(1)
 
 
-def _input_x_gradient(model, x, classes) -> torch.Tensor:
+def input_x_gradient(model, x, classes) -> torch.Tensor:
     """B x H x W: Captum's input x gradient of the class probability, summed over colour channels."""
     with torch.enable_grad():
-        return _captum().InputXGradient(_probability(model)).attribute(x.clone(), target=classes).sum(1)
+        return _captum().InputXGradient(_probability(model)).attribute(_needs_gradients(x), target=classes).sum(1)
 
 
 def integrated_gradients_batch(model, x, targets=None):
-    probs, classes = _predicted(model, x, targets)
-    return _smooth_unit(_integrated_gradients(model, x, classes)), probs.cpu().numpy()
+    probs, classes = predicted(model, x, targets)
+    return smooth_unit(integrated_gradients(model, x, classes)), probs.cpu().numpy()
 
 
 def input_x_gradient_batch(model, x, targets=None):
-    probs, classes = _predicted(model, x, targets)
-    return _smooth_unit(_input_x_gradient(model, x, classes)), probs.cpu().numpy()
+    probs, classes = predicted(model, x, targets)
+    return smooth_unit(input_x_gradient(model, x, classes)), probs.cpu().numpy()
 
 
 def occlusion_fine_batch(model, x, targets=None):
-    probs, classes = _predicted(model, x, targets)
+    probs, classes = predicted(model, x, targets)
     with torch.no_grad():
         attributions = _captum().Occlusion(_probability(model)).attribute(
             x, sliding_window_shapes=(3, FINE_WINDOW, FINE_WINDOW), strides=(3, FINE_STRIDE, FINE_STRIDE),
             baselines=0.0, target=classes, perturbations_per_eval=64)
-    return _smooth_unit(attributions.sum(1)), probs.cpu().numpy()
+    return smooth_unit(attributions.sum(1)), probs.cpu().numpy()
 
 
 @lru_cache(maxsize=8)
@@ -116,48 +113,11 @@ def rise_masks(height: int, width: int) -> torch.Tensor:
 
 
 def rise_batch(model, x, targets=None):
-    probs, classes = _predicted(model, x, targets)
+    probs, classes = predicted(model, x, targets)
     masks = rise_masks(x.shape[-2], x.shape[-1]).to(x.device)
     maps = []
     with torch.no_grad():
         for image, target in zip(x, classes):
             kept = torch.softmax(model(image[None] * masks[:, None]).float(), 1)[:, target]
             maps.append((kept[:, None, None] * masks).sum(0) / masks.sum(0).clamp_min(1e-6))
-    return _smooth_unit(torch.stack(maps)), probs.cpu().numpy()
-
-
-def _candidates(model, x, classes: list[int]) -> np.ndarray:
-    """B x len(CHOSEN_FROM) x H x W: the candidate maps, products computed from the base maps."""
-    from .cam import cam_batch
-
-    base = {name: cam_batch(model, x, classes, name)[0] for name in ("gradcam", "occlusion")}
-    targets = torch.as_tensor(classes, device=x.device)
-    for name, attribute in (("input-x-gradient", _input_x_gradient), ("integrated-gradients", _integrated_gradients)):
-        raw = attribute(model, x, targets)  # once, blurred twice
-        base[name], base[name + "-coarse"] = _smooth_unit(raw), _smooth_unit(raw, COARSE_BLUR_SIGMA)
-    for name in CHOSEN_FROM:
-        if " x " in name:
-            first, second = name.split(" x ")
-            product = base[first] * base[second]
-            peak = product.max(axis=(1, 2), keepdims=True)
-            base[name] = np.where(peak > 0, product / np.maximum(peak, 1e-12), product).astype(np.float32)
-    return np.stack([base[name] for name in CHOSEN_FROM], 1)
-
-
-def chosen_batch(model, x, targets=None, return_choice: bool = False):
-    """Per image, the map of ``CHOSEN_FROM`` with the highest mean drop on the deletion curve of ``model``
-    itself; with ``return_choice`` also the chosen candidate's name per image."""
-    from .faithfulness import deletion_scores
-
-    probs, classes = _predicted(model, x, targets)
-    classes = classes.tolist()
-    candidates = _candidates(model, x, classes)
-    best = deletion_scores(model, x, candidates, classes).argmax(1)
-    maps = candidates[np.arange(len(x)), best]
-    names = [CHOSEN_FROM[i] for i in best]
-    return (maps, probs.cpu().numpy(), names) if return_choice else (maps, probs.cpu().numpy())
-
-
-INPUT_METHODS = {"input-x-gradient": input_x_gradient_batch, "integrated-gradients": integrated_gradients_batch,
-                 "occlusion-fine": occlusion_fine_batch,
-                 "rise": rise_batch, "chosen": chosen_batch}
+    return smooth_unit(torch.stack(maps)), probs.cpu().numpy()

@@ -6,7 +6,6 @@ figure state, so concurrent requests cannot draw into each other's plots and not
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
 
 import matplotlib
 import numpy as np
@@ -14,19 +13,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
+from .figures import colour_table, figure_to_image
 from .se import class_specificity
-
-
-def _to_image(figure: Figure) -> Image.Image:
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
-
-
-@lru_cache(maxsize=16)
-def _colour_table(colormap: str) -> np.ndarray:
-    """256 x 3 uint8: the colour map sampled once, so colouring a map is one table lookup per pixel."""
-    return (matplotlib.colormaps[colormap](np.linspace(0, 1, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
 
 
 def overlay(image: Image.Image, heatmap: np.ndarray, opacity: float = 0.5, colormap: str = "jet") -> Image.Image:
@@ -49,7 +37,7 @@ def overlay(image: Image.Image, heatmap: np.ndarray, opacity: float = 0.5, color
     left, top = (base.width - side) // 2, (base.height - side) // 2
     levels = Image.fromarray((np.clip(heatmap, 0, 1) * 255 + 0.5).astype(np.uint8))
     levels = levels.resize((side, side), Image.Resampling.BILINEAR)
-    colours = Image.fromarray(_colour_table(colormap)[np.asarray(levels)])
+    colours = Image.fromarray(colour_table(colormap)[np.asarray(levels)])
     box = (left, top, left + side, top + side)
     base.paste(Image.blend(base.crop(box), colours, opacity), box)
     return base
@@ -129,7 +117,7 @@ class SEExcitationPlot:
             self._axes.draw_artist(self._image_line)
             self._title.set_text(f"SE excitation per channel, block by block (predicted: {class_name})")
             self._figure.draw_artist(self._title)
-            return Image.fromarray(np.asarray(self._canvas.buffer_rgba())).convert("RGB")  # a copy
+            return figure_to_image(self._figure, redraw=False)
 
 
 def plot_se_excitations(excitations: list[tuple[str, np.ndarray]], profiles: dict | None, predicted_class: int,
@@ -150,4 +138,4 @@ def plot_class_specificity(profiles: dict) -> Image.Image:
     ax.set_xticks(range(len(spread)), [block for block, _ in spread], rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("std across class means\n(mean over channels)", fontsize=8)
     ax.set_title("Class-specificity of SE excitations by depth", fontsize=10)
-    return _to_image(figure)
+    return figure_to_image(figure)

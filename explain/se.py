@@ -25,7 +25,7 @@ from architectures._blocks import SqueezeExcite
 from architectures.checkpoint import atomic_save_tensors
 from preprocess import normalize
 
-from .cam import HOOK_LOCK, check_one_image
+from .common import check_one_image, model_lock
 
 PROFILES_NAME = "se_profiles.safetensors"
 
@@ -68,7 +68,7 @@ def se_attention(model, x: torch.Tensor) -> tuple[list[tuple[str, np.ndarray]], 
     def hook(module, inputs, output):
         captured["weighted"] = output  # x * e: the last block's input scaled by its excitation
 
-    with HOOK_LOCK, torch.no_grad(), _record_gates(model) as records:
+    with model_lock(model), torch.no_grad(), _record_gates(model) as records:
         handle = blocks[-1][1].register_forward_hook(hook)
         try:
             model(x)
@@ -118,7 +118,7 @@ def compute_se_profiles(model, images_uint8: torch.Tensor, labels: torch.Tensor,
     for start in range(0, len(images_uint8), batch_size):
         batch = normalize(images_uint8[start:start + batch_size].to(device), mean, std)
         batch_labels = labels[start:start + batch_size].to(device)
-        with HOOK_LOCK, _record_gates(model) as records:
+        with model_lock(model), _record_gates(model) as records:
             model(batch)
         for name, gate in records:
             if name not in sums:

@@ -2,8 +2,12 @@
 
 ``ZooService`` holds the model store and what one click shares between its events: a Classify click runs
 /predict, then /describe, then /explain on the same upload, and the served (test-time augmented)
-prediction is computed once, by the first, and reused by the others. Errors a user can fix raise
-``RequestError``; ``app.py`` shows them. No Gradio here.
+prediction is computed once, by the first, and reused by the others. Maps and their checks are computed once
+per upload and kept. Every sentence, header and colour of what it returns comes from ``serve.wording``.
+Errors a user can fix raise ``RequestError``; ``app.py`` shows them. No Gradio here.
+
+Each model runs under its own lock (``LoadedModel.lock``, explain's ``model_lock``), so requests for different
+architectures run side by side; a map's check takes the model's lock, then its random-weights twin's.
 """
 from __future__ import annotations
 
@@ -19,24 +23,23 @@ import pandas as pd
 from PIL import Image
 
 import explain
+from explain.common import model_lock
 from explain.diagram import diagram_for
-from explain.faithfulness import DELETION_FRACTIONS
-from explain.perturbation import CHOSEN_FROM, chosen_batch
-from explain.verdict import COLOURS, SHORT, Outcome, map_verdict
-from architectures import check_name, create_model, list_models
+from explain.choice import chosen_batch
+from explain.verdict import map_verdict
+from architectures import create_model, list_models
 from preprocess import model_view
-
-from . import pictures
 from robustness.corruptions import NONE as NO_CORRUPTION
 from robustness.corruptions import check as check_corruption
 from robustness.corruptions import corrupt_image
 
-from .errors import RequestError
+from . import pictures, wording
+from .errors import RequestError, known_architecture
 from .predict import Prediction, compare_all, run_model
 from .recent import RecentlyUsed
 from .store import LoadedModel, ModelStore, ModelUnavailable
 from .uploads import decode
-from .zoo import ZooTable, architecture_card, checkpoint_picture, display_name, robustness_picture
+from .zoo import ZooTable, architecture_card, checkpoint_picture, robustness_picture
 
 PREDICTED = "predicted"      # the explained class: the one the top-5 shows
 RECOMMENDED = "recommended"  # the CAM method: each checkpoint's most faithful one (its config's "cam")
@@ -47,16 +50,6 @@ COMPARE_STEP_S = 1.0
 PREDICTION_CACHE = 32
 CHECKED_MAP_CACHE = 256  # maps with their verdicts, a few KB each (ZooService.checked_map)
 CORRUPTION_SIZE = 32  # "corrupt this image" works on the 32 x 32 view: CIFAR-10-C's parameters are for that size
-# Short headers: seven columns must fit beside the gallery without running off the table.
-COMPARE_HEADERS = ["architecture", "top-1", "confidence", "ms", "with majority", "agreement", "map"]
-FAITHFULNESS_X, FAITHFULNESS_Y = "blanked first (5-50% of pixels)", "mean probability drop"
-FAITHFULNESS_BARS = {"map": "the map's hottest", "centre": "the centre", "random": "random maps as smooth",
-                     "random_weights": "random weights' map"}
-BASELINE = "baseline"
-CHECKING = ("⏳ **Checking this map...** The verdict follows in a moment: blanking what it marks is being "
-            "compared with random maps, the centre and the same network with random weights.")
-# The bars' colours: the map's bar in its verdict's colour, the references grey.
-BAR_COLOURS = {**{f"this map: {SHORT[outcome]}": COLOURS[outcome] for outcome in Outcome}, BASELINE: "#9aa0a6"}
 
 
 def corrupted_upload(pil: Image.Image, corruption=NO_CORRUPTION, severity=3) -> Image.Image:
@@ -178,12 +171,9 @@ class ZooService:
 
     # -- inputs ----------------------------------------------------------------------------------------
     def model(self, architecture) -> LoadedModel:
+        """The loaded model of ``architecture``; ``RequestError`` for an unknown name or a missing checkpoint."""
         try:
-            name = check_name(architecture)
-        except ValueError as error:
-            raise RequestError(str(error), title="Unknown architecture") from None
-        try:
-            return self.store.get(name)
+            return self.store.get(known_architecture(architecture))
         except ModelUnavailable as error:
             raise RequestError(str(error), title="Checkpoint not available") from None
 
@@ -229,7 +219,9 @@ class ZooService:
         curves), which shows what the map's shape and the image's edges alone cost."""
         with loaded.lock:  # checked under the lock: a request that waited for it finds the figures made
             if entry.figures is None:
-                random_heatmap, _ = self._map(self.store.random_twin(loaded), x, explained, method, layer)
+                twin = self.store.random_twin(loaded)
+                with model_lock(twin):  # the model's lock, then its twin's: the one order, so no deadlock
+                    random_heatmap, _ = self._map(twin, x, explained, method, layer)
                 entry.figures = explain.faithfulness(loaded.model, x, entry.heatmap, explained,
                                                      random_weights_heatmap=random_heatmap)
         return entry.figures
@@ -246,19 +238,13 @@ class ZooService:
         if image is None:
             return "", None
         pil, loaded, prediction = self.served_prediction(image, architecture, corruption, severity)
-        verdict = prediction.ood
-        icon = {True: "⚠️ ", False: "✅ ", None: ""}[verdict["ood"]]
-        note = (f"{icon}**{prediction.label}** at {prediction.confidence:.0%} by {prediction.display_name}. "
-                f"{verdict['message']}")
         view = Image.fromarray(model_view(pil, loaded.config))
         # Blown up with nearest-neighbour so its pixels stay visible.
-        return note, pictures.bounded(view, resample=Image.Resampling.NEAREST)
+        return wording.ood_note(prediction), pictures.bounded(view, resample=Image.Resampling.NEAREST)
 
     def panel(self, architecture) -> Panel:
-        try:
-            name = check_name(architecture)
-        except ValueError as error:
-            raise RequestError(str(error), title="Unknown architecture") from None
+        """The card, the layer count, the SE class-specificity plot and the diagram of ``architecture``."""
+        name = known_architecture(architecture)
         config = self.store.config(name)
         depth, specificity = len(default_cam_layers(name)), None
         if config is not None:
@@ -324,27 +310,19 @@ class ZooService:
             excitations, se_map = explain.se_attention(loaded.model, x)
         shown = pictures.fit(pil)
         picture = pictures.framed(explain.overlay(shown, entry.heatmap, opacity))
-        if excitations:
-            se_plot = _se_plot(loaded, excitations, prediction.index)
-            se_map = pictures.framed(explain.overlay(shown, se_map, opacity))
-            se_line = (f"SE attention: {len(excitations)} squeeze-and-excitation blocks; the plot shows how much "
-                       "each block turned each channel up (1) or down (0) for this image, and the SE-weighted map "
-                       "where the channels that the last block turned up are active.")
-        else:
-            se_plot = None
-            se_line = (f"{prediction.display_name} has no SE blocks, so there is no SE "
-                       "attention to show.")
-        described = _map_description(method, layer_name, layers, names[explained], entry.chosen)
-        shape = pictures.shape_note(shown)
-        tail = "\n\n" + se_line + ("\n\n" + shape if shape else "")
+        se_plot = _se_plot(loaded, excitations, prediction.index) if excitations else None
+        se_map = pictures.framed(explain.overlay(shown, se_map, opacity)) if excitations else None
+        words = dict(map_words=wording.map_description(method, layer_name, layers, names[explained], entry.chosen),
+                     se_words=wording.se_description(len(excitations), prediction.display_name),
+                     shape_words=pictures.shape_note(shown))
         if entry.figures is None:
             # No bars yet: an empty frame (not None) keeps the plot's axes while the check runs.
-            yield Explanation(picture, se_plot, faithfulness_frame(None), CHECKING + "\n\n" + described + "." + tail,
-                              se_map)
+            yield Explanation(picture, se_plot, wording.faithfulness_frame(None),
+                              wording.explanation_note(None, None, **words), se_map)
         figures = self.check(loaded, entry, x, explained, method, layer_name)
         verdict = map_verdict(figures)
-        note = verdict.sentence() + "\n\n" + described + ". " + _curve_description(figures) + tail
-        yield Explanation(picture, se_plot, faithfulness_frame(verdict), note, se_map)
+        yield Explanation(picture, se_plot, wording.faithfulness_frame(verdict),
+                          wording.explanation_note(verdict, figures, **words), se_map)
 
     @staticmethod
     def _map(model, x, target: int, method: str, layer: str) -> tuple:
@@ -379,12 +357,12 @@ class ZooService:
         answered = [row for row in rows if row.error is None]
         if not answered:
             raise RequestError("No architecture has a checkpoint yet; train one with `python -m train --arch resnet`.")
-        summary = compare_summary(answered, majority)
-        table = {index: _compare_row(row, "") for index, row in enumerate(rows)}
+        summary = wording.compare_summary(answered, majority)
+        table = {index: wording.compare_row(row) for index, row in enumerate(rows)}
         gallery, maps = [], {}  # maps: row index -> (CheckedMap, method, layer, place in the gallery)
 
         def answer():
-            return pd.DataFrame(list(table.values()), columns=COMPARE_HEADERS), list(gallery), summary
+            return pd.DataFrame(list(table.values()), columns=wording.COMPARE_HEADERS), list(gallery), summary
 
         shown_at = time.perf_counter()
 
@@ -409,8 +387,8 @@ class ZooService:
                                      row.prediction.x, row.prediction.index, method, layer)
             maps[index] = entry, method, layer, len(gallery)
             gallery.append((pictures.framed(explain.overlay(thumbnail, entry.heatmap, 0.5)),
-                            f"⏳ {row.display_name}: {row.label} {row.confidence:.0%} (checking)"))
-            table[index] = _compare_row(row, f"checking ({method}, {entry.ms:.0f} ms)")
+                            wording.compare_caption(row)))
+            table[index] = wording.compare_row(row, None, method, entry.ms)
             if due() and len(maps) < len(answered):
                 yield answer()
         yield answer()  # every map
@@ -421,10 +399,8 @@ class ZooService:
                 progress(len(maps) + done, steps, f"{row.display_name}: verdict")
             loaded = self.store.get(row.arch)
             verdict = map_verdict(self.check(loaded, entry, row.prediction.x, row.prediction.index, method, layer))
-            gallery[place] = (gallery[place][0], f"{verdict.icon} {row.display_name}: {row.label} "
-                                                 f"{row.confidence:.0%} ({verdict.short})")
-            flagged = "; looks like none of the classes" if row.prediction.ood["ood"] else ""
-            table[index] = _compare_row(row, f"{verdict.short} ({method}, {entry.ms:.0f} ms){flagged}")
+            gallery[place] = (gallery[place][0], wording.compare_caption(row, verdict))
+            table[index] = wording.compare_row(row, verdict, method, entry.ms)
             if due() and done + 1 < len(maps):
                 yield answer()
         yield answer()  # every verdict
@@ -433,10 +409,7 @@ class ZooService:
     def zoo_details(self, architecture) -> tuple[Image.Image | None, Image.Image | None, str, Image.Image,
                                                  Image.Image | None]:
         """Training curves, confusion matrix, card, block diagram and robustness plots of one architecture."""
-        try:
-            name = check_name(architecture)
-        except ValueError as error:
-            raise RequestError(str(error), title="Unknown architecture") from None
+        name = known_architecture(architecture)
         config = self.store.config(name)
         card, diagram = architecture_card(self.store, name), self.diagram(name)
         if config is None:
@@ -444,33 +417,8 @@ class ZooService:
         folder = Path(config["_folder"])
         confusion = checkpoint_picture(folder, "confusion.png")
         if confusion is None:
-            card += "\n\nNo confusion matrix yet (`python -m tools.finish_checkpoint` writes `confusion.png`)."
+            card += "\n\n" + wording.NO_CONFUSION
         return checkpoint_picture(folder, "curves.png"), confusion, card, diagram, robustness_picture(folder)
-
-
-def compare_summary(answered: list, majority: str) -> str:
-    """The vote, and first of all whether the image looks like none of the classes to most architectures."""
-    agree = sum(row.agrees_with_majority for row in answered)
-    checked = [row for row in answered if row.prediction.ood["ood"] is not None]
-    flagged = [row for row in checked if row.prediction.ood["ood"]]
-    vote = f"Majority vote: **{majority}** ({agree} of {len(answered)} architectures agree)."
-    if checked and 2 * len(flagged) > len(checked):
-        return (f"⚠️ **This image looks like none of the ten classes** to {len(flagged)} of {len(checked)} "
-                f"architectures (each is less sure than on almost every validation image), so the vote is a "
-                f"guess. {vote}")
-    if flagged:
-        vote += (f" {len(flagged)} of {len(checked)} find it unlike any class: "
-                 f"{', '.join(row.display_name for row in flagged)}.")
-    return vote
-
-
-def faithfulness_frame(verdict) -> pd.DataFrame:
-    """The faithfulness bars: each ordering's mean drop over the deletion curve, the map's bar in its verdict's
-    colour (``BAR_COLOURS``); no bars (the same columns) while there is no verdict yet."""
-    keys = [] if verdict is None else [key for key in FAITHFULNESS_BARS if key in verdict.scores]
-    return pd.DataFrame({FAITHFULNESS_X: [FAITHFULNESS_BARS[key] for key in keys],
-                         FAITHFULNESS_Y: [round(float(verdict.scores[key]), 4) for key in keys],
-                         "bar": [f"this map: {verdict.short}" if key == "map" else BASELINE for key in keys]})
 
 
 def _last(steps: Iterator):
@@ -479,38 +427,3 @@ def _last(steps: Iterator):
     for last in steps:
         pass
     return last
-
-
-def _compare_row(row, map_column: str) -> list:
-    """One row of Compare's table (``COMPARE_HEADERS``), ``map_column`` saying how its map fared."""
-    if row.error is not None:
-        return [display_name(row.arch), "—", None, None, "—", None,
-                "no checkpoint yet" if "no checkpoint" in row.error else "checkpoint unusable"]
-    return [row.display_name, row.label, round(row.confidence, 3), round(row.latency_ms, 1),
-            "yes" if row.agrees_with_majority else "no", None if row.agreement is None else round(row.agreement, 2),
-            map_column]
-
-
-def _map_description(method: str, layer_name: str, layers: list[str], shown: str, chosen: str | None = None) -> str:
-    """What the map is, in words (no full stop: the curve's sentence may follow)."""
-    if method in explain.LAYER_FREE:
-        where = "the input (no layer)"
-    else:
-        where = (f"layers `{layer_name}` to `{layers[-1]}` fused" if method in explain.FUSED
-                 and layer_name != layers[-1] else f"layer `{layer_name}`")
-        where += f" ({layers.index(layer_name) + 1} of {len(layers)})"
-    if chosen is not None:
-        where += (f"; this map was **chosen** for this image: {chosen} had the best deletion curve of the "
-                  f"{len(CHOSEN_FROM)} candidates ({', '.join(CHOSEN_FROM)}; the random-weights map was chosen "
-                  "the same way, on the random network)")
-    return f"{method} at {where}, class **{shown}**"
-
-
-def _curve_description(figures: dict) -> str:
-    """How the map's deletion curve was measured and what it showed, in words."""
-    curve = ", ".join(f"{f:.0%}: {d:.2f}" for f, d in zip(DELETION_FRACTIONS, figures["map"]))
-    return (f"Its probability is {figures['probability']:.2f} on the image as uploaded, without the shifted and "
-            f"mirrored copies the top-5 also averages in. Blanking the map's hottest pixels first lowers it by "
-            f"{curve}. The bars average each curve over those fractions, for the map and for three references "
-            f"that know nothing about this model: the centre, random maps as smooth as the map, and the same "
-            f"method's map from the same network with random weights.")
