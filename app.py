@@ -9,14 +9,13 @@ API (every event has an ``api_name``; the README's table gives the parameters): 
 /explain(image, architecture, method, layer, target, opacity), /compare(image), /inside(image, architecture);
 /predict, /explain and /compare also take optional trailing corruption="none", severity=3.
 
-This file only lays out and wires; the work is done by ``serve.ZooService``. Nothing reaches the network
+This file only lays out and wires, with what ``serve`` exports: the work is done by ``serve.ZooService``, the
+words and colours come from ``serve.wording``. Nothing reaches the network
 at import time; checkpoints load on first use (from $CHECKPOINT_DIR, or from $CHECKPOINT_REPO on the Hub
 when local files are absent) and stay cached.
 """
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 import threading
 from pathlib import Path
@@ -37,7 +36,6 @@ import serve  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples"
-CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PREDICTED, RECOMMENDED = serve.PREDICTED, serve.RECOMMENDED
 MAX_DEPTH = serve.max_cam_depth()
 
@@ -52,27 +50,6 @@ if not ON_GPU:
     torch.set_num_threads(1)  # one 32 x 32 image gains nothing from more threads; requests run side by side
 
 
-def shown_as_dialog(handler):
-    """Run ``handler``; a ``serve.RequestError`` (a bad upload, an unknown name) becomes a ``gr.Error`` dialog.
-    A generator function stays one, so that Gradio still streams its steps."""
-    if inspect.isgeneratorfunction(handler):
-        @functools.wraps(handler)
-        def steps(*args, **kwargs):
-            try:
-                yield from handler(*args, **kwargs)
-            except serve.RequestError as error:
-                raise gr.Error(str(error), title=error.title) from None
-        return steps
-
-    @functools.wraps(handler)
-    def wrapped(*args, **kwargs):
-        try:
-            return handler(*args, **kwargs)
-        except serve.RequestError as error:
-            raise gr.Error(str(error), title=error.title) from None
-    return wrapped
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Handlers: each turns what the service returns into what the components show. Those that run a model
 # carry zerogpu.gpu(seconds): on ZeroGPU each call borrows a GPU for at most that long (a cold worker first
@@ -80,14 +57,14 @@ def shown_as_dialog(handler):
 # the memory they freed back to the system (then_release; inside the GPU worker on ZeroGPU): a busy server
 # would otherwise keep their peak.
 @zerogpu.gpu(duration=10)
-@shown_as_dialog
+@serve.shown_as_dialog
 def predict(image, architecture, corruption=serve.NO_CORRUPTION, severity=3):
     """The top classes of ``architecture`` for ``image`` (corrupted when asked): {class name: probability}."""
     return SERVICE.predict(image, architecture, corruption, severity)
 
 
 @zerogpu.gpu(duration=10)
-@shown_as_dialog
+@serve.shown_as_dialog
 def describe(image, architecture, corruption=serve.NO_CORRUPTION, severity=3):
     """The out-of-distribution note beside the label and the model's 32 x 32 view of the image."""
     return SERVICE.describe(image, architecture, corruption, severity)
@@ -95,7 +72,7 @@ def describe(image, architecture, corruption=serve.NO_CORRUPTION, severity=3):
 
 @zerogpu.gpu(duration=15)  # two CAMs (the model's and its random twin's) and the deletion check
 @then_release
-@shown_as_dialog
+@serve.shown_as_dialog
 def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, target=PREDICTED, opacity=0.5,
                   corruption=serve.NO_CORRUPTION, severity=3):
     """Overlay, SE excitation plot, faithfulness data, note and SE-weighted map: first the map while its check
@@ -107,7 +84,7 @@ def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, targ
         yield None, None, None, "", None
 
 
-@shown_as_dialog
+@serve.shown_as_dialog
 def architecture_panel(architecture):
     """The card, the layer slider's range (set to the deepest layer) and the SE plots' visibility. The slider is
     an output only: as an input, Gradio checked it against the maximum set for the previous architecture."""
@@ -119,7 +96,7 @@ def architecture_panel(architecture):
 
 @zerogpu.gpu(duration=30)  # eleven models, each with two CAMs and the deletion check
 @then_release
-@shown_as_dialog
+@serve.shown_as_dialog
 def compare(image, corruption=serve.NO_CORRUPTION, severity=3, progress=gr.Progress()):
     """Every architecture on one image: (table, gallery of CAM overlays, summary), filled in as each map and
     its verdict are ready (``ZooService.compare_steps``); an API client gets the last."""
@@ -133,10 +110,10 @@ def compare(image, corruption=serve.NO_CORRUPTION, severity=3, progress=gr.Progr
 
 @zerogpu.gpu(duration=10)
 @then_release
-@shown_as_dialog
+@serve.shown_as_dialog
 def inside(image, architecture):
     """One picture per stage of ``architecture`` on ``image`` in forward order, and a note (serve.InsideService)."""
-    return INSIDE.inside(image, architecture) or ([], "Upload an image in the Classify tab first.")
+    return INSIDE.inside(image, architecture) or ([], serve.wording.INSIDE_EMPTY)
 
 
 def zoo_table(current=None, zoo_current=None):
@@ -158,8 +135,8 @@ def measure_latency(progress=gr.Progress()):
     return zoo_table()[0]
 
 
-zoo_details = shown_as_dialog(SERVICE.zoo_details)
-probe_curve = shown_as_dialog(INSIDE.depth_plot)
+zoo_details = serve.shown_as_dialog(SERVICE.zoo_details)
+probe_curve = serve.shown_as_dialog(INSIDE.depth_plot)
 
 
 def after_start_up():
@@ -173,12 +150,12 @@ def after_start_up():
 def build_demo() -> gr.Blocks:
     configs = STORE.configs()  # local files only: no network at import time
     default = serve.best_architecture(configs)
-    class_names = next(iter(configs.values()))["class_names"] if configs else CIFAR10
-    examples = serve.ui.example_paths(EXAMPLES_DIR)
+    class_names = next(iter(configs.values()))["class_names"] if configs else list(serve.CIFAR10_CLASSES)
+    examples = serve.wording.example_paths(EXAMPLES_DIR)
     has_se = serve.default_has_se(default)
 
     with gr.Blocks(title="CIFAR-10 model zoo", analytics_enabled=False) as demo:
-        gr.Markdown(serve.ui.INTRO)
+        gr.Markdown(serve.wording.INTRO)
         with gr.Tabs():
             with gr.Tab("Classify", id="classify"):
                 with gr.Row():
@@ -194,15 +171,16 @@ def build_demo() -> gr.Blocks:
                         with gr.Accordion("Explanation settings", open=True):
                             method = gr.Radio([("most faithful for this architecture", RECOMMENDED)]
                                               + [(m, m) for m in explain.METHODS], value=RECOMMENDED,
-                                              label="Explanation method", info=serve.ui.METHOD_INFO)
+                                              label="Explanation method", info=serve.wording.METHOD_INFO)
                             layer = gr.Slider(1, MAX_DEPTH, value=MAX_DEPTH, step=1, label="Layer depth",
-                                              info=serve.ui.LAYER_INFO)
+                                              info=serve.wording.LAYER_INFO)
                             target = gr.Dropdown([("predicted class", PREDICTED)] + [(n, n) for n in class_names],
                                                  value=PREDICTED, label="Explain class")
                             opacity = gr.Slider(0, 1, value=0.5, step=0.05, label="Overlay opacity")
                         if examples:
-                            gr.Examples([[p] for p in examples], [image], example_labels=serve.ui.example_labels(examples),
-                                        examples_per_page=16, label="Examples (see examples/ATTRIBUTION.md)")
+                            gr.Examples([[p] for p in examples], [image], examples_per_page=16,
+                                        example_labels=serve.wording.example_labels(examples),
+                                        label="Examples (see examples/ATTRIBUTION.md)")
                     with gr.Column(scale=6):
                         label = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="top5")
                         ood_note = gr.Markdown(label="out-of-distribution note", elem_id="ood-note")
@@ -212,8 +190,9 @@ def build_demo() -> gr.Blocks:
                             # Encoding is part of every answer: JPEG takes ~1 ms here, WebP (the default) ~20 ms.
                             overlay = gr.Image(label="Class activation map", height=220, interactive=False,
                                                format="jpeg", elem_id="cam-overlay")
-                        faithfulness = gr.BarPlot(x=serve.service.FAITHFULNESS_X, y=serve.service.FAITHFULNESS_Y, height=240,
-                                                  color="bar", color_map=serve.service.BAR_COLOURS, color_title="", y_lim=[0, 1],
+                        faithfulness = gr.BarPlot(x=serve.wording.FAITHFULNESS_X, y=serve.wording.FAITHFULNESS_Y,
+                                                  height=240, color="bar", color_map=serve.wording.BAR_COLOURS,
+                                                  color_title="", y_lim=[0, 1],
                                                   label="Faithfulness: probability drop when pixels are blanked",
                                                   elem_id="faithfulness")
                         explain_note = gr.Markdown(label="explanation note", elem_id="explain-note")
@@ -230,7 +209,7 @@ def build_demo() -> gr.Blocks:
                                            format="png", elem_id="architecture-diagram", show_label=False)
 
             with gr.Tab("Compare", id="compare"):
-                gr.Markdown(serve.ui.COMPARE_INTRO)
+                gr.Markdown(serve.wording.COMPARE_INTRO)
                 with gr.Row():
                     with gr.Column(scale=4):
                         compare_image = gr.Image(type="filepath", image_mode=None,
@@ -240,17 +219,17 @@ def build_demo() -> gr.Blocks:
                         compare_run = gr.Button("Compare all", variant="primary", elem_id="compare-run")
                         if examples:
                             gr.Examples([[p] for p in examples], [compare_image], examples_per_page=16,
-                                        example_labels=serve.ui.example_labels(examples))
+                                        example_labels=serve.wording.example_labels(examples))
                     with gr.Column(scale=7):
                         compare_summary = gr.Markdown(label="summary", elem_id="compare-summary")
-                        compare_table = gr.Dataframe(headers=serve.service.COMPARE_HEADERS, label="Predictions",
+                        compare_table = gr.Dataframe(headers=serve.wording.COMPARE_HEADERS, label="Predictions",
                                                      interactive=False, elem_id="compare-table")
                         compare_gallery = gr.Gallery(label="Class activation map of each (its most faithful method)",
                                                      columns=4, height="auto", format="jpeg",
                                                      elem_id="compare-gallery")
 
             with gr.Tab("Look inside", id="inside") as inside_tab:
-                gr.Markdown(serve.ui.INSIDE_INTRO)
+                gr.Markdown(serve.wording.INSIDE_INTRO)
                 inside_run = gr.Button("Look inside", variant="primary", elem_id="inside-run")
                 with gr.Row():
                     inside_gallery = gr.Gallery(label="Every stage, in forward order", columns=1, height="auto", scale=6,
@@ -357,7 +336,7 @@ if __name__ == "__main__":
         # waiting; an evicted browser session only falls back to the layout's defaults.
         state_session_capacity=int(os.environ.get("STATE_SESSION_CAPACITY", 64)),
         ssr_mode=False,
-        css=serve.ui.CSS,
+        css=serve.wording.CSS,
         theme=gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                              font_mono=["ui-monospace", "monospace"]),
     )

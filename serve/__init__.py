@@ -1,24 +1,39 @@
 """The serving layer of the app: checkpoints loaded and cached, predictions, explanations, the zoo's tables.
 
-No Gradio here: ``app.py`` lays out what ``ZooService`` returns, and tests call it directly. Image
-decoding and the model's input live in ``preprocess``, shared with training.
+``ZooService`` computes, caches and returns data; ``wording`` puts it into sentences, headers and colours;
+``app.py`` lays it out, and the tests call the service directly. Importing this package does not import
+Gradio: its only Gradio pieces, ``corruption_controls`` and ``shown_as_dialog`` (``serve/controls.py``), load
+when first asked for. Image decoding and the model's input live in ``preprocess``, shared with training.
 """
-from preprocess import MAX_PIXELS, MAX_SIDE, MAX_UPLOAD_BYTES, ImageDecodeError, load_image, model_view, to_tensor
+from preprocess import (CIFAR10_CLASSES, MAX_PIXELS, MAX_SIDE, MAX_UPLOAD_BYTES, ImageDecodeError, load_image,
+                        model_view, to_tensor)
 
-from .controls import corruption_controls
-from .errors import RequestError
-from . import ui
+from . import wording, zerogpu
+from .errors import RequestError, known_architecture
 from .inside import InsideService
-from .ood import verdict
+from .ood import ood_check
 from .predict import CompareRow, Prediction, compare_all, predict, run_model
-from .service import NO_CORRUPTION, PREDICTED, RECOMMENDED, Explanation, Panel, ZooService, default_has_se, max_cam_depth
-from .store import LoadedModel, ModelStore, ModelUnavailable, pick_device
+from .service import (NO_CORRUPTION, PREDICTED, RECOMMENDED, Explanation, Panel, ZooService, default_has_se,
+                      max_cam_depth)
+from .store import LoadedModel, ModelStore, ModelUnavailable, Unavailable, pick_device
 from .uploads import decode, upload_source
 from .zoo import ZOO_HEADERS, architecture_card, architecture_choices, best_architecture, served_accuracy
 
-__all__ = ["ImageDecodeError", "load_image", "model_view", "to_tensor", "MAX_PIXELS", "MAX_SIDE", "MAX_UPLOAD_BYTES",
-           "RequestError", "InsideService", "corruption_controls", "NO_CORRUPTION", "verdict", "CompareRow", "Prediction",
-           "compare_all", "predict", "run_model",
-           "PREDICTED", "RECOMMENDED", "Explanation", "Panel", "ZooService", "default_has_se", "max_cam_depth",
-           "LoadedModel", "ModelStore", "ModelUnavailable", "pick_device", "decode", "upload_source", "ZOO_HEADERS",
-           "architecture_card", "architecture_choices", "best_architecture", "served_accuracy"]
+_GRADIO_PIECES = ("corruption_controls", "shown_as_dialog")  # in serve/controls.py, imported on first use
+
+__all__ = ["ImageDecodeError", "load_image", "model_view", "to_tensor", "CIFAR10_CLASSES", "MAX_PIXELS", "MAX_SIDE",
+           "MAX_UPLOAD_BYTES", "RequestError", "known_architecture", "InsideService", "NO_CORRUPTION", "ood_check",
+           "CompareRow", "Prediction", "compare_all", "predict", "run_model", "PREDICTED", "RECOMMENDED",
+           "Explanation", "Panel", "ZooService", "default_has_se", "max_cam_depth", "LoadedModel", "ModelStore",
+           "ModelUnavailable", "Unavailable", "pick_device", "decode", "upload_source", "ZOO_HEADERS",
+           "architecture_card", "architecture_choices", "best_architecture", "served_accuracy", "wording", "zerogpu",
+           *_GRADIO_PIECES]
+
+
+def __getattr__(name: str):
+    """``serve.corruption_controls`` and ``serve.shown_as_dialog``: Gradio is imported only when they are used."""
+    if name in _GRADIO_PIECES:
+        from . import controls
+
+        return getattr(controls, name)
+    raise AttributeError(f"module 'serve' has no attribute {name!r}")

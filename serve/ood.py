@@ -39,8 +39,9 @@ def score(probs: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"unknown OOD score {kind!r}")
 
 
-def verdict(probs: np.ndarray, entry: dict | None, weights_sha256: str | None) -> dict:
+def ood_check(probs: np.ndarray, entry: dict | None, weights_sha256: str | None) -> dict:
     """Is this one prediction (softmax row) out of distribution under ``entry``? Always explains itself.
+    (Not the map's verdict, ``explain.verdict``: this judges the upload, not an explanation.)
 
     Returns {"ood": bool | None, "score": kind, "value": float, "threshold": float | None, "message": str}.
     ``ood`` is None when no valid threshold exists for these weights.

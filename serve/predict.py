@@ -1,4 +1,4 @@
-"""Predictions: top-k with probabilities, the out-of-distribution verdict, and all architectures compared.
+"""Predictions: top-k with probabilities, the out-of-distribution check, and all architectures compared.
 
 Pure functions over a ``ModelStore`` and a decoded image; the app only lays out what they return.
 """
@@ -15,8 +15,8 @@ from PIL import Image
 from architectures import list_models
 from preprocess import served_probs, to_tensor
 
-from .ood import verdict
-from .store import LoadedModel, ModelStore, ModelUnavailable
+from .ood import ood_check
+from .store import LoadedModel, ModelStore, ModelUnavailable, Unavailable
 from .zoo import display_name
 
 
@@ -27,7 +27,7 @@ class Prediction:
     class_names: list[str]
     probs: np.ndarray                 # softmax over all classes, averaged over the TTA views; float64
     top: list[tuple[str, float]]      # the k most likely (class, probability), best first
-    ood: dict                         # serve.ood.verdict(...)
+    ood: dict                         # serve.ood.ood_check(...)
     latency_ms: float                 # preprocessing + forward pass, on the serving device
     x: torch.Tensor = field(repr=False)  # the normalised input, for explanations
 
@@ -76,7 +76,7 @@ def run_model(loaded: LoadedModel, image: Image.Image, k: int = 5, ood_entry: di
     order = np.argsort(-probs)[:k]
     top = [(names[i], float(probs[i])) for i in order]
     return Prediction(loaded.name, display_name(loaded.name), names, probs, top,
-                      verdict(probs, ood_entry, loaded.weights_sha256), latency_ms,
+                      ood_check(probs, ood_entry, loaded.weights_sha256), latency_ms,
                       x.detach())
 
 
@@ -94,7 +94,8 @@ class CompareRow:
     latency_ms: float | None
     agrees_with_majority: bool | None
     agreement: float | None           # share of the other available models with the same top-1
-    error: str | None = None
+    error: str | None = None          # why there is no prediction (``ModelUnavailable``'s message)
+    unavailable: Unavailable | None = None  # ... and its reason, for whatever words it differently
     prediction: Prediction | None = field(default=None, repr=False)
 
 
@@ -113,7 +114,8 @@ def compare_all(store: ModelStore, image: Image.Image, names: list[str] | None =
         try:
             prediction = predict(store, name, image)
         except ModelUnavailable as error:
-            rows.append(CompareRow(name, name, None, None, None, None, None, error=str(error)))
+            rows.append(CompareRow(name, name, None, None, None, None, None, error=str(error),
+                                   unavailable=error.reason))
             continue
         rows.append(CompareRow(name, prediction.display_name, prediction.label, prediction.confidence,
                                prediction.latency_ms, None, None, prediction=prediction))

@@ -15,6 +15,7 @@ architecture only; the others keep working.
 """
 from __future__ import annotations
 
+import enum
 import os
 import threading
 import time
@@ -25,6 +26,7 @@ import torch
 
 from architectures import CheckpointError, check_name, list_models, load_config, load_pretrained
 from architectures.checkpoint import CONFIG_NAME, WEIGHTS_NAME, file_sha256
+from explain.common import model_lock
 
 from .recent import RecentlyUsed
 
@@ -38,8 +40,19 @@ HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, "log.jsonl", "curves.png", "confusion.pn
              "probes.json", "probes.safetensors")
 
 
+class Unavailable(enum.Enum):
+    """Why an architecture cannot be served: what a caller that words it differently reads, not the message."""
+    NO_CHECKPOINT = "no checkpoint"      # no files for it, locally or in the Hub repository
+    UNUSABLE = "unusable"                # its files are there but cannot be loaded
+    NOT_DOWNLOADED = "not downloaded"    # the Hub download failed (network, authentication, revision)
+
+
 class ModelUnavailable(RuntimeError):
-    """This architecture's checkpoint is missing or unusable; the message says which and why."""
+    """This architecture's checkpoint is missing or unusable: ``reason`` says which, the message why."""
+
+    def __init__(self, message: str, reason: Unavailable):
+        super().__init__(message)
+        self.reason = reason
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -80,8 +93,13 @@ class LoadedModel:
     folder: Path
     weights_sha256: str
     signature: tuple
-    # Held while the model runs: Grad-CAM hooks must only ever see their own forward pass.
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Held while the model runs: Grad-CAM hooks must only ever see their own forward pass. It is the model's
+    # own lock (``explain.common.model_lock``), the one explain/ takes, so serve and explain never hold two
+    # different locks for one model, and two models never wait for each other.
+    lock: threading.RLock = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.lock = model_lock(self.model)
 
 
 class ModelStore:
@@ -100,7 +118,7 @@ class ModelStore:
         self.ood_overrides = ood_thresholds
         self._loaded: dict[str, LoadedModel] = {}
         self._hub_folders: dict[str, Path] = {}
-        self._hub_failures: dict[str, tuple[float, str]] = {}
+        self._hub_failures: dict[str, tuple[float, ModelUnavailable]] = {}
         self._failures: dict[str, tuple[tuple | None, str]] = {}
         self._name_locks = {name: threading.Lock() for name in list_models()}
         self.twins_kept = TWINS_KEPT_ON_CPU if self.device.type == "cpu" else len(self._name_locks)
@@ -121,11 +139,11 @@ class ModelStore:
             return self._hub_folders[name]
         failed = self._hub_failures.get(name)
         if failed is not None and time.monotonic() - failed[0] < HUB_RETRY_S:
-            raise ModelUnavailable(failed[1])  # do not make every request wait for the same network error
+            raise failed[1]  # do not make every request wait for the same network error
         try:
             folder = self._download(name)
         except ModelUnavailable as error:
-            self._hub_failures[name] = (time.monotonic(), str(error))
+            self._hub_failures[name] = (time.monotonic(), error)
             raise
         self._hub_failures.pop(name, None)
         self._hub_folders[name] = folder
@@ -144,9 +162,11 @@ class ModelStore:
                 folder = root / name
         except Exception as error:  # network, authentication, missing repository or revision
             raise ModelUnavailable(f"{name}: could not download its checkpoint from the Hugging Face Hub "
-                                   f"({self.repo}, revision {self.revision or 'main'}): {error}") from error
+                                   f"({self.repo}, revision {self.revision or 'main'}): {error}",
+                                   Unavailable.NOT_DOWNLOADED) from error
         if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
-            raise ModelUnavailable(f"{name}: the Hub repository {self.repo} has no checkpoint for it")
+            raise ModelUnavailable(f"{name}: the Hub repository {self.repo} has no checkpoint for it",
+                                   Unavailable.NO_CHECKPOINT)
         return folder
 
     def folder(self, name: str, fetch: bool = True) -> Path | None:
@@ -208,14 +228,16 @@ class ModelStore:
             if folder is None:
                 raise ModelUnavailable(f"{name}: no checkpoint yet (expected {name}/{WEIGHTS_NAME} and "
                                        f"{CONFIG_NAME} in the checkpoint folder); train it with "
-                                       f"`python -m train --arch {name}`")
+                                       f"`python -m train --arch {name}`", Unavailable.NO_CHECKPOINT)
             try:
                 signature = _signature(folder)
             except OSError as error:
-                raise ModelUnavailable(f"{name}: checkpoint files vanished while loading ({error})") from None
+                raise ModelUnavailable(f"{name}: checkpoint files vanished while loading ({error})",
+                                       Unavailable.NO_CHECKPOINT) from None
             failure = self._failures.get(name)
             if failure is not None and failure[0] == signature:
-                raise ModelUnavailable(failure[1])  # the same broken files: do not parse them again
+                # The same broken files: do not parse them again.
+                raise ModelUnavailable(failure[1], Unavailable.UNUSABLE)
             try:
                 model = for_serving(load_pretrained(folder, device=self.device))
                 sha = file_sha256(folder / WEIGHTS_NAME)
@@ -224,7 +246,7 @@ class ModelStore:
                 detail = str(error).replace(f"{folder.parent}{os.sep}", "")
                 message = f"{name}: its checkpoint cannot be used: {detail}"
                 self._failures[name] = (signature, message)
-                raise ModelUnavailable(message) from None
+                raise ModelUnavailable(message, Unavailable.UNUSABLE) from None
             self._failures.pop(name, None)
             loaded = LoadedModel(name, model, model.config, folder, sha, signature)
             self._loaded[name] = loaded

@@ -17,7 +17,7 @@ from PIL import Image
 import serve
 from architectures import create_model, list_models, save_pretrained
 from upload_corpus import png_bomb, write_corpus
-from serve.ood import calibrate, verdict
+from serve.ood import calibrate, ood_check
 from preprocess import normalize, served_probs, to_square_rgb
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -323,18 +323,18 @@ def test_predictions_average_the_tta_views(store):
         assert int(served_probs(model, prediction.x)[0].argmax()) == prediction.index
 
 
-def test_ood_verdict_follows_the_threshold():
+def test_ood_check_follows_the_threshold():
     sha = "a" * 64
     confident, unsure = np.array([0.9, 0.05, 0.05]), np.array([0.4, 0.35, 0.25])
     entry = {"score": "max_prob", "threshold": 0.6, "weights_sha256": sha, "keep_fraction": 0.95}
-    assert verdict(confident, entry, sha)["ood"] is False
-    flagged = verdict(unsure, entry, sha)
+    assert ood_check(confident, entry, sha)["ood"] is False
+    flagged = ood_check(unsure, entry, sha)
     assert flagged["ood"] is True and "does not look like any of the classes" in flagged["message"]
     entropy_entry = {**entry, "score": "entropy", "threshold": 0.5}
-    assert verdict(confident, entropy_entry, sha)["ood"] is False
-    assert verdict(unsure, entropy_entry, sha)["ood"] is True
-    assert verdict(unsure, entry, "b" * 64)["ood"] is None                   # other weights: no verdict
-    assert verdict(unsure, None, sha)["ood"] is None
+    assert ood_check(confident, entropy_entry, sha)["ood"] is False
+    assert ood_check(unsure, entropy_entry, sha)["ood"] is True
+    assert ood_check(unsure, entry, "b" * 64)["ood"] is None                   # other weights: no verdict
+    assert ood_check(unsure, None, sha)["ood"] is None
 
 
 def test_calibration_keeps_95_percent_of_validation(store):
@@ -349,7 +349,7 @@ def test_calibration_keeps_95_percent_of_validation(store):
         probs = served_probs(loaded.model, normalize(images, torch.tensor(CONFIG["mean"]),
                                                      torch.tensor(CONFIG["std"]))).numpy()
     entry["weights_sha256"] = loaded.weights_sha256
-    flagged = [verdict(p, entry, loaded.weights_sha256)["ood"] for p in probs]
+    flagged = [ood_check(p, entry, loaded.weights_sha256)["ood"] for p in probs]
     assert 0.03 <= np.mean(flagged) <= 0.07
 
 
@@ -391,7 +391,7 @@ def test_compare_all_tie_goes_to_the_most_confident(monkeypatch, store):
 
     def fake_predict(store, name, image, k=5):
         if name not in fake:
-            raise serve.ModelUnavailable(f"{name}: no checkpoint yet")
+            raise serve.ModelUnavailable(f"{name}: no checkpoint yet", serve.Unavailable.NO_CHECKPOINT)
         label, confidence = fake[name]
         probs = np.full(10, (1 - confidence) / 9)
         probs[CIFAR10.index(label)] = confidence
@@ -425,7 +425,7 @@ def test_the_first_example_with_the_default_architecture_gets_a_faithful_map():
     configs = store.configs()
     if not configs:
         pytest.skip("no checkpoint yet")
-    default, first = serve.best_architecture(configs), serve.ui.example_paths(EXAMPLES)[0]
+    default, first = serve.best_architecture(configs), serve.wording.example_paths(EXAMPLES)[0]
     note = serve.ZooService(store).explain(first, default).note
     assert note.startswith(("✅", "🟡")), f"{Path(first).name} with {default}: {note.splitlines()[0]}"
 
@@ -597,7 +597,7 @@ def test_the_explanation_note_begins_with_its_verdict_and_the_bars_carry_it(stor
     result = service.explain(str(upload), "resnet", method="gradcam")
     outcome = next(outcome for outcome, headline in HEADLINES.items() if result.note.startswith(headline))
     assert result.faithfulness["bar"].tolist() == [f"this map: {SHORT[outcome]}"] + ["baseline"] * 3
-    assert set(result.faithfulness["bar"]) <= set(serve.service.BAR_COLOURS)
+    assert set(result.faithfulness["bar"]) <= set(serve.wording.BAR_COLOURS)
     assert min(result.overlay.size) == 256  # a CIFAR-sized upload is drawn large enough to see
 
 
@@ -610,7 +610,7 @@ def test_the_map_comes_first_and_its_verdict_follows(store, tmp_path):
     upload = tmp_path / "small.png"
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(upload)
     first, last = service.explain_steps(str(upload), "senet", method="gradcam")
-    assert first.note.startswith(serve.service.CHECKING) and first.faithfulness.empty
+    assert first.note.startswith(serve.wording.CHECKING) and first.faithfulness.empty
     assert list(first.faithfulness.columns) == list(last.faithfulness.columns)
     assert last.note.startswith(tuple(HEADLINES.values())) and len(last.faithfulness) == 4
     for picture in ("overlay", "se_plot", "se_map"):  # nothing drawn in the first step changes in the second
@@ -684,7 +684,7 @@ def test_compare_and_classify_share_their_maps(store, monkeypatch):
     assert len(computed) == 2
     table, gallery, _ = service.compare(image)
     assert len(computed) == 2 + 2 * 2  # the other two checkpoints' maps and twins; SENet's is reused
-    caption = next(caption for _, caption in gallery if serve.service.display_name("senet") in caption)
+    caption = next(caption for _, caption in gallery if serve.zoo.display_name("senet") in caption)
     assert caption.split()[0] == explained.note.split()[0]  # the same verdict's icon in its caption
     assert len(list(service.explain_steps(image, "resnet"))) == 1  # and Classify reuses Compare's
 
