@@ -106,6 +106,7 @@ def forward_hooks(modules: dict[str, nn.Module], record):
 
 
 def has_children(module: nn.Module) -> bool:
+    """True for a container; a leaf (conv, BN, activation...) has no children."""
     return next(module.children(), None) is not None
 
 

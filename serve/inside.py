@@ -12,14 +12,14 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 import numpy as np
+from matplotlib.figure import Figure
 from PIL import Image
 
 from architectures import create_model
-from explain.diagram import diagram_facts
+from explain.figures import figure_to_image
 from explain.inside import PROBES_JSON, SELECTION, draw_stage, load_probes, look_inside, probe_predictions
+from explain.stages import diagram_facts
 
 from .store import LoadedModel
 from .zoo import display_name
@@ -48,12 +48,6 @@ def _probes(folder: str, mtime_ns: int, size: int, weights_sha256: str):
     return load_probes(folder, weights_sha256)
 
 
-def _figure_image(figure: Figure) -> Image.Image:
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
-
-
 def probe_curve(facts: dict, title: str) -> Image.Image:
     """Probe accuracy on the validation split against depth (stage number) for one checkpoint."""
     figure = Figure(figsize=(7.5, 3.6), dpi=100)
@@ -72,7 +66,7 @@ def probe_curve(facts: dict, title: str) -> Image.Image:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     figure.tight_layout()
-    return _figure_image(figure)
+    return figure_to_image(figure)
 
 
 def probe_zoo_chart(all_facts: dict[str, dict]) -> Image.Image:
@@ -92,7 +86,7 @@ def probe_zoo_chart(all_facts: dict[str, dict]) -> Image.Image:
     ax.legend(fontsize=7.5, ncol=2, loc="lower right")
     ax.set_title("Where each design \"knows\" the class: linear probes on each stage's pooled features", fontsize=10)
     figure.tight_layout()
-    return _figure_image(figure)
+    return figure_to_image(figure)
 
 
 @lru_cache(maxsize=16)

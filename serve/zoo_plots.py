@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 from PIL import Image
 
+from explain.figures import figure_to_image
+
 __all__ = ["accuracy_vs_parameters", "evolution", "paper_years", "robustness_by_severity"]
 
 SIZE_IN, DPI = (8.0, 5.0), 100  # 800 x 500 px
@@ -57,16 +59,10 @@ def _rows(frame) -> list[dict]:
     return rows
 
 
-def _to_image(figure: Figure) -> Image.Image:
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB")
-
-
 def _placeholder(message: str) -> Image.Image:
     figure = Figure(figsize=SIZE_IN, dpi=DPI)
     figure.text(0.5, 0.5, message, ha="center", va="center", fontsize=13, color="#555")
-    return _to_image(figure)
+    return figure_to_image(figure)
 
 
 # Offsets (points) tried for a label, nearest first: right, left, above, below, then the diagonals, further out.
@@ -161,7 +157,7 @@ def accuracy_vs_parameters(frame, _boxes: list | None = None) -> Image.Image:
     boxes = _place_labels(figure, ax, xs, ys, labels, [5] * len(xs))
     if _boxes is not None:
         _boxes.extend(boxes)
-    return _to_image(figure)
+    return figure_to_image(figure)
 
 
 def evolution(frame, years: dict[str, int], _boxes: list | None = None) -> Image.Image:
@@ -202,7 +198,7 @@ def evolution(frame, years: dict[str, int], _boxes: list | None = None) -> Image
     boxes = _place_labels(figure, ax, xs, ys, labels, radii, avoid=[legend])
     if _boxes is not None:
         _boxes.extend(boxes)
-    return _to_image(figure)
+    return figure_to_image(figure)
 
 
 def robustness_by_severity(curves: dict[str, list[float]]) -> Image.Image:
@@ -221,4 +217,4 @@ def robustness_by_severity(curves: dict[str, list[float]]) -> Image.Image:
     ax.set_title("Accuracy as the corruptions grow stronger", fontsize=12)
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
-    return _to_image(figure)
+    return figure_to_image(figure)
