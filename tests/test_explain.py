@@ -22,9 +22,10 @@ from explain.plots import SEExcitationPlot
 from explain.cam import FUSED_BLUR_SIGMA
 from architectures import create_model, list_models, load_config, load_pretrained, save_pretrained
 from architectures._blocks import SqueezeExcite
-from explain.faithfulness import (DELETION_FRACTIONS, N_RANDOM_MAPS, centre_prior, deletion_scores, phase_randomised,
-                                  randomised, randomised_twin)
-from explain.verdict import outcome_shares
+from explain.curves import (CHOICE_FRACTIONS, VERDICT_FRACTIONS, blurred, centre_prior, choice_scores,
+                            phase_randomised, verdict_curves)
+from explain.faithfulness import CURVE_PARTS, N_RANDOM_MAPS, randomised, randomised_twin
+from explain.verdict import Z_RANDOM, map_verdict, outcome_shares
 from scipy.ndimage import gaussian_filter
 from tools.choose_cam import deletion_figures, map_spearman, validation_order
 from tools.se_profiles import main as profiles_main
@@ -453,8 +454,9 @@ def test_faithfulness_of_one_image():
     model = random_model("resnet")
     centre = centre_prior(32, 32).numpy()
     result = explain.faithfulness(model, random_input(), centre)
-    assert set(result) == {"map", "centre", "random", "target", "probability"}
-    assert result["map"].shape == (len(DELETION_FRACTIONS),) and result["random"].shape == (N_RANDOM_MAPS, len(DELETION_FRACTIONS))
+    assert set(result) == {"map", "centre", "random", "target", "probability", "blurred_probability"}
+    points = len(CURVE_PARTS) * len(VERDICT_FRACTIONS)
+    assert result["map"].shape == (points,) and result["random"].shape == (N_RANDOM_MAPS, points)
     np.testing.assert_allclose(result["map"], result["centre"], atol=1e-6)
     again = explain.faithfulness(model, random_input(), centre)
     for key in ("map", "centre", "random"):
@@ -493,40 +495,109 @@ def test_randomised_twin_is_seeded_and_leaves_the_callers_random_state_alone():
     assert any(not torch.equal(a, b) for a, b in zip(twin.state_dict().values(), model.state_dict().values()))
 
 
-def test_deletion_curves_blank_more_as_the_fraction_grows_and_score_candidates_alike():
+def test_the_verdicts_curves_are_measured_by_hand():
+    """Deletion replaces the hottest pixels by the blurred image, insertion pastes them into it; the choice's curve
+    blanks them to 0. Each checked against the probabilities computed directly."""
+    model = random_model("resnet")
+    x = torch.cat([random_input(seed) for seed in range(2)])
+    maps = torch.as_tensor(np.random.default_rng(0).random((2, 1, 32, 32), dtype=np.float32))
+    curves = verdict_curves(model, x, maps, [1, 4], fractions=(0.25,))
+    soft = blurred(x)
+    mask = maps[:, 0] >= maps[:, 0].flatten(1).quantile(0.75, dim=1)[:, None, None]
+
+    def p(images):
+        with torch.no_grad():
+            return torch.softmax(model(images), 1)[[0, 1], [1, 4]].numpy()
+
+    before, floor = p(x), p(soft)
+    deleted, inserted = p(torch.where(mask[:, None], soft, x)), p(torch.where(mask[:, None], x, soft))
+    np.testing.assert_allclose(curves["deletion"][:, 0, 0], before - deleted, atol=1e-4)
+    np.testing.assert_allclose(curves["insertion"][:, 0, 0], inserted - floor, atol=1e-4)
+    np.testing.assert_allclose(curves["blurred_probability"], floor, atol=1e-5)
+    scores = choice_scores(model, x, maps.numpy(), [1, 4], fractions=(0.25,))
+    blanked = p(x.masked_fill(mask[:, None], 0.0))
+    np.testing.assert_allclose(scores[:, 0], before - blanked, atol=1e-4)
+
+
+def test_the_verdict_reads_no_curve_the_choice_reads():
+    """The held-out design: the verdict's infill is a blur, the choice's the mean; so a map that blanks exactly what
+    the blur leaves unchanged (a flat image) moves the choice's curve and not the verdict's."""
+    model = TopLeftOnly()
+    x = torch.ones(1, 3, 32, 32)  # flat: its blur is itself
+    heat = torch.zeros(1, 1, 32, 32)
+    heat[..., :8, :8] = 1
+    assert choice_scores(model, x, heat.numpy(), [0], CHOICE_FRACTIONS)[0, 0] != 0
+    curves = verdict_curves(model, x, heat, [0])
+    assert np.abs(curves["deletion"]).max() < 1e-6 and np.abs(curves["insertion"]).max() < 1e-6
+
+
+def _synthetic_curves(rng, own: np.ndarray, points: int = 4) -> dict:
+    """Curves for ``map_verdict`` whose random maps and random-weights map are drawn like ``own``'s score:
+    a per-image level and spread, then each map's curve around its score."""
+    level, spread = rng.uniform(0.1, 0.4), rng.uniform(0.02, 0.1)
+
+    def draw(count: int) -> np.ndarray:
+        return level + spread * rng.standard_normal((count, 1)) + 0.01 * rng.standard_normal((count, points))
+
+    return {"map": level + spread * own + 0.01 * rng.standard_normal(points), "centre": draw(1)[0],
+            "random": draw(N_RANDOM_MAPS), "random_weights": draw(1)[0]}
+
+
+def test_the_verdict_passes_at_most_5_percent_of_uninformed_maps_even_after_a_best_of_ten_choice():
+    """The verdict as a test: a map drawn like its random references passes on few images, and so does the best of
+    ten such maps picked by a choice score that tracks the verdict's own score closely (correlation 0.8, as the
+    choice's curve and the verdict's share the pixels they read)."""
+    rng = np.random.default_rng(0)
+    trials = 2000
+    plain = [map_verdict(_synthetic_curves(rng, rng.standard_normal(1))).faithful for _ in range(trials)]
+    chosen = []
+    for _ in range(trials):
+        scores = rng.standard_normal(10)
+        choice = 0.8 * scores + 0.6 * rng.standard_normal(10)
+        chosen.append(map_verdict(_synthetic_curves(rng, scores[[choice.argmax()]])).faithful)
+    assert np.mean(plain) <= 0.02, np.mean(plain)
+    assert np.mean(chosen) <= 0.05, np.mean(chosen)
+    # ... while a map that stands out from its references by more than Z_RANDOM deviations passes
+    strong = [map_verdict(_synthetic_curves(rng, np.array([Z_RANDOM + 3.0]))).faithful for _ in range(200)]
+    assert np.mean(strong) >= 0.9
+
+
+def test_evidence_checks_its_maps_and_keeps_each_curve_in_place():
     model = random_model("resnet")
     x = torch.cat([random_input(seed) for seed in range(3)])
     maps = np.random.default_rng(0).random((3, 32, 32), dtype=np.float32)
-    curves = explain.deletion_curves(model, x, maps, seed=1, random_weights_heatmaps=maps[::-1].copy())
-    assert curves["map"].shape == (3, len(DELETION_FRACTIONS)) and curves["random"].shape[1] == N_RANDOM_MAPS
-    # deletion_scores (the "chosen" method's ranking) agrees with the curve's mean for the same map
-    scores = deletion_scores(model, x, np.stack([maps, maps[::-1]], 1), curves["target"])
-    np.testing.assert_allclose(scores[:, 0], curves["map"].mean(1), atol=1e-5)
-    np.testing.assert_allclose(scores[:, 1], curves["random_weights"].mean(1), atol=1e-5)
+    curves = explain.evidence(model, x, maps, seed=1, random_weights_heatmaps=maps[::-1].copy())
+    points = len(CURVE_PARTS) * len(VERDICT_FRACTIONS)
+    assert curves["map"].shape == (3, points) and curves["random"].shape == (3, N_RANDOM_MAPS, points)
+    direct = verdict_curves(model, x, torch.as_tensor(np.stack([maps, maps[::-1]], 1)), curves["target"])
+    for column, key in enumerate(("map", "random_weights")):
+        joined = np.concatenate([direct[part][:, column] for part in CURVE_PARTS], 1)
+        np.testing.assert_allclose(curves[key], joined, atol=1e-5)
     with pytest.raises(ValueError, match="heatmaps must be"):
-        explain.deletion_curves(model, x, maps[:2])
+        explain.evidence(model, x, maps[:2])
 
 
 @pytest.mark.parametrize("method", ["input-x-gradient", "integrated-gradients", "occlusion-fine", "rise"])
 def test_input_attributions_heat_only_the_pixels_the_model_reads(method):
     model = TopLeftOnly()
     model.eval = lambda: model
-    heatmap = explain.perturbation.INPUT_METHODS[method](model, torch.ones(1, 3, 32, 32), [0])[0][0]
+    heatmap = explain.methods.get(method).function(model, torch.ones(1, 3, 32, 32), [0], None)[0][0]
     assert heatmap[:8, :8].mean() > 3 * heatmap[16:, 16:].mean(), method
 
 
-def test_chosen_map_is_the_candidate_with_the_best_deletion_curve():
+def test_chosen_map_is_the_candidate_with_the_best_choice_curve():
     model = trained("vgg") if (CHECKPOINTS / "vgg" / "config.json").is_file() else random_model("vgg")
     x = torch.cat([random_input(seed) for seed in range(2)])
-    maps, _, names = explain.perturbation.chosen_batch(model, x, [3, 5], return_choice=True)
-    candidates = explain.perturbation._candidates(model, x, [3, 5])
-    assert candidates.shape == (2, len(explain.perturbation.CHOSEN_FROM), 32, 32)
+    maps, _, names = explain.choice.chosen_batch(model, x, [3, 5], return_choice=True)
+    candidates = explain.choice.candidates(model, x, [3, 5])
+    assert candidates.shape == (2, len(explain.CHOSEN_FROM), 32, 32)
     ig, gc = (explain.cam_batch(model, x, [3, 5], m)[0] for m in ("integrated-gradients", "gradcam"))
-    product = candidates[:, explain.perturbation.CHOSEN_FROM.index("integrated-gradients x gradcam")]
+    product = candidates[:, explain.CHOSEN_FROM.index("integrated-gradients x gradcam")]
     np.testing.assert_allclose(product * (ig * gc).max((1, 2), keepdims=True), ig * gc, atol=1e-5)
-    scores = deletion_scores(model, x, candidates, [3, 5])
+    scores = choice_scores(model, x, candidates, [3, 5])
+    np.testing.assert_array_equal(explain.choose(model, x, candidates, [3, 5]), scores.argmax(1))
     for i, name in enumerate(names):
-        assert name == explain.perturbation.CHOSEN_FROM[int(scores[i].argmax())]
+        assert name == explain.CHOSEN_FROM[int(scores[i].argmax())]
         np.testing.assert_allclose(maps[i], candidates[i, int(scores[i].argmax())], atol=1e-6)
         np.testing.assert_allclose(maps[i], explain.cam(model, x[i:i + 1], [3, 5][i], "chosen"), atol=1e-5)
 

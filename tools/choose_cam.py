@@ -45,7 +45,7 @@ from train.augment import normalize
 from train.data import DataError, ImageSet, checkpoint_split, load_images
 
 from explain.cam import LAYER_FREE, METHODS, cam_batch
-from explain.faithfulness import deletion_curves, randomised_twin
+from explain.faithfulness import evidence, randomised_twin
 from explain.verdict import Outcome, batch_verdicts, outcome_shares
 from tools._config import update_config
 
@@ -115,7 +115,7 @@ def deletion_figures(model, random_model, x: torch.Tensor, method: str, layer: s
         maps, probs = cam_batch(model, chunk, method=method, layer=layer)
         targets = probs.argmax(1)
         random_maps, _ = cam_batch(random_model, chunk, targets=targets, method=method, layer=layer)
-        curves = deletion_curves(model, chunk, maps, targets, random_weights_heatmaps=random_maps, seed=start)
+        curves = evidence(model, chunk, maps, targets, random_weights_heatmaps=random_maps, seed=start)
         verdicts += batch_verdicts(curves)
         random_weights_maps.append(random_maps)
     return {"verdicts": verdicts, "random_weights_map": np.concatenate(random_weights_maps)}
