@@ -1,0 +1,81 @@
+"""A checkpoint's robustness to adversarial attacks as stored (``adversarial.json``, ``tools.adversarial``), the
+zoo's transfer matrix, and the sentences the app shows about them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULT_NAME = "adversarial.json"   # beside each checkpoint's weights
+PLOT_NAME = "adversarial.png"      # ... its accuracy against epsilon
+ZOO_PLOT = "adversarial_accuracy.png"   # in bench/: every architecture's accuracy against epsilon
+TRANSFER_NAME = "adversarial_transfer.json"  # in bench/: the transfer matrix
+TRANSFER_PLOT = "adversarial_transfer.png"
+MODES = ("alone", "served")
+EVALUATED = ("pgd", "apgd-ce")
+
+
+def epsilon_key(epsilon: float) -> str:
+    """config.json's key for a budget: "0.5", "1", "2", "4", "8"."""
+    return f"{epsilon:g}"
+
+
+def load_result(folder, weights_sha256: str | None = None) -> dict | None:
+    """The folder's adversarial.json, or None when missing, unreadable or measured on other weights."""
+    try:
+        result = json.loads((Path(folder) / RESULT_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    if weights_sha256 and result.get("weights_sha256") != weights_sha256:
+        return None
+    return result
+
+
+def worst_case(result: dict, mode: str = "served") -> dict[str, float]:
+    """Accuracy per budget under the stronger of the two attacks ({"0.5": ..., ...}), for ``mode``; only the
+    budgets both attacks have finished."""
+    pgd, apgd = result["accuracy"]["pgd"].get(mode, {}), result["accuracy"]["apgd-ce"].get(mode, {})
+    return {key: min(pgd[key], apgd[key]) for key in pgd if key in apgd}
+
+
+def card_sentence(result: dict | None) -> str:
+    """One sentence for the architecture card, e.g. "As served, ... 91% of images ... 52% at 1/255, 3% at 4/255"."""
+    if not result:
+        return ""
+    mode = "served" if worst_case(result, "served") else "alone"
+    curve = worst_case(result, mode)
+    if not curve:
+        return ""
+    shown = ", ".join(f"{value:.0%} at {key}/255" for key, value in curve.items())
+    return (f"Against the worst case (PGD and APGD-CE, L-infinity, {result['images']} validation images, "
+            f"{'as served' if mode == 'served' else 'the model alone'}) its accuracy falls from "
+            f"{result['clean'][mode]:.0%} to {shown}: a change of a few levels per pixel, invisible to a person, "
+            f"is enough.")
+
+
+def attack_sentence(epsilon: float, before: tuple[str, float], after: tuple[str, float], fooled: bool,
+                    target: str | None = None) -> str:
+    """What one attack did, in words: "A change of at most 2/255 per pixel turned cat (98%) into truck (71%)."."""
+    budget = f"{epsilon:g}/255"
+    if epsilon < 1:
+        return (f"No 8-bit image lies within {budget} of this one (a pixel moves in whole steps of 1/255), so the "
+                f"file cannot carry this change: it stays {before[0]} ({before[1]:.0%}).")
+    if fooled:
+        return (f"A change of at most {budget} per pixel turned {before[0]} ({before[1]:.0%}) into "
+                f"{after[0]} ({after[1]:.0%}).")
+    aim = f" towards {target}" if target else ""
+    return (f"A change of at most {budget} per pixel{aim} did not flip it: still {after[0]} ({after[1]:.0%}, "
+            f"was {before[1]:.0%}). Try a larger budget.")
+
+
+def transfer_sentence(transfer: dict) -> str:
+    """What the transfer matrix shows, in one sentence, from its numbers."""
+    names = transfer["architectures"]
+    own = [transfer["accuracy"][n][n] for n in names]
+    others = [transfer["accuracy"][s][t] for s in names for t in names if s != t]
+    if not others:
+        return ""
+    votes = list(transfer["vote"].values())
+    return (f"Examples made on one architecture at {transfer['epsilon']:g}/255 fool it almost always (it keeps "
+            f"{sum(own) / len(own):.0%} on average) but fool the others far less: they keep "
+            f"{sum(others) / len(others):.0%} on average ({min(others):.0%} to {max(others):.0%}), and the zoo's "
+            f"majority vote keeps {sum(votes) / len(votes):.0%} ({transfer['clean_vote']:.0%} without attack).")

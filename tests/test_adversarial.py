@@ -1,0 +1,407 @@
+"""Adversarial examples (issue 45): the attacks against their defining properties, the 8-bit file's round trip,
+the command-line contract, the sanity checks that catch a broken attack (gradient masking), and the shipped
+adversarial.json files against their own commands.
+
+The attacks run on the real checkpoints of the fastest architectures, on a few validation images.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from architectures import load_pretrained
+from architectures.checkpoint import WEIGHTS_NAME, file_sha256
+from preprocess import CIFAR10_CLASSES, load_image, model_view, normalize, served_probs
+from robustness import adversarial
+from robustness.adversarial import EPSILONS, PixelClassifier, attack_image, run_attack, smallest_epsilon
+from robustness.adversarial_report import RESULT_NAME, TRANSFER_NAME, epsilon_key
+from serve.store import for_serving
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINTS = ROOT / "checkpoints"
+CAT = ROOT / "examples" / "cat_chelsea.jpg"
+DATA = ROOT.parent / "shared/data/cifar10-jpeg/train.tar.gz"
+SHIPPED = sorted(p.parent.name for p in CHECKPOINTS.glob(f"*/{RESULT_NAME}"))
+TRANSFER = ROOT / "bench" / TRANSFER_NAME
+FAST, OTHER = "basic_convnet", "mlpmixer"  # the quickest to attack, and a very different design for transfer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def served_model(arch: str):
+    model = for_serving(load_pretrained(CHECKPOINTS / arch))
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def temperature(model) -> float:
+    from serve.predict import served_temperature
+    return served_temperature(model.config, file_sha256(CHECKPOINTS / model.config["arch"] / WEIGHTS_NAME))
+
+
+@pytest.fixture(scope="module")
+def fast():
+    return served_model(FAST)
+
+
+@pytest.fixture(scope="module")
+def images():
+    """32 validation images of the checkpoints' split (the shared data set), or the repository's ten examples
+    (validation images too, one per class) where it is absent; [0, 1] floats and labels."""
+    try:
+        from tools.adversarial import evaluation_indices
+        from train.data import load_images
+        image_set = load_images(str(DATA), 32, ROOT / "data/cache", progress=False)
+        index = evaluation_indices(load_pretrained(CHECKPOINTS / FAST).config, image_set, 32, seed=1)
+        return image_set.images[index].float() / 255, image_set.labels[index]
+    except Exception:  # noqa: BLE001 - the data set is not part of the repository
+        files = sorted((ROOT / "examples").glob("val_*.png"))
+        pixels = np.stack([model_view(load_image(f), {"image_size": 32}) for f in files])
+        labels = torch.tensor([CIFAR10_CLASSES.index(f.stem.split("_")[1]) for f in files])
+        return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, labels
+
+
+@pytest.fixture(scope="module")
+def standing(fast, images):
+    """The images the model alone gets right (an attack has something to fool)."""
+    x, y = images
+    with torch.no_grad():
+        right = PixelClassifier.of(fast)(x).argmax(1) == y
+    assert right.sum() >= 8
+    return x[right], y[right]
+
+
+def accuracy_under(clf, x, y, attack, epsilon, **options) -> float:
+    _, fooled = run_attack(clf, x, y, attack, epsilon, **options)
+    return 1 - fooled.float().mean().item()
+
+
+# -- the attacks' defining properties ----------------------------------------------------------------------
+
+
+def test_the_served_classifier_is_the_apps_served_probabilities(fast, images):
+    x = images[0][:6]
+    t = temperature(fast)
+    expected = served_probs(fast, normalize((x * 255).round().to(torch.uint8), torch.tensor(fast.config["mean"]),
+                                            torch.tensor(fast.config["std"])), t)
+    assert torch.allclose(PixelClassifier.of(fast, served=True, temperature=t).probs(x), expected, atol=1e-6)
+    assert not torch.allclose(PixelClassifier.of(fast).probs(x), expected, atol=1e-3)  # alone is another function
+
+
+@pytest.mark.parametrize("attack", list(adversarial.ATTACKS))
+@pytest.mark.parametrize("served", [False, True])
+def test_every_attack_stays_in_the_ball_and_in_pixel_range(fast, standing, attack, served):
+    x, y = standing[0][:6], standing[1][:6]
+    clf = PixelClassifier.of(fast, served=served, temperature=temperature(fast))
+    for epsilon in (1, 8):
+        x_adv, fooled = run_attack(clf, x, y, attack, epsilon, steps=4 if attack != "fgsm" else None)
+        assert (x_adv - x).abs().max() <= epsilon / 255 + 1e-6
+        assert x_adv.min() >= 0 and x_adv.max() <= 1
+        with torch.no_grad():
+            assert torch.equal(clf(x_adv).argmax(1) != y, fooled)  # "fooled" is what the classifier says
+
+
+def test_fgsm_is_one_signed_gradient_step(fast, standing):
+    x, y = standing
+    clf = PixelClassifier.of(fast)
+    pixels = x.clone().requires_grad_(True)
+    torch.nn.functional.nll_loss(clf(pixels), y, reduction="sum").backward()
+    expected = (x + 2 / 255 * pixels.grad.sign()).clamp(0, 1)
+    assert torch.equal(run_attack(clf, x, y, "fgsm", 2)[0], expected)
+
+
+@pytest.mark.parametrize("epsilon", [1, 2])
+def test_pgd_and_apgd_are_never_weaker_than_fgsm(fast, standing, epsilon):
+    clf = PixelClassifier.of(fast)
+    fgsm = accuracy_under(clf, *standing, "fgsm", epsilon)
+    pgd = accuracy_under(clf, *standing, "pgd", epsilon, steps=10)
+    assert pgd <= fgsm
+    assert accuracy_under(clf, *standing, "apgd-ce", epsilon, steps=20) <= fgsm
+
+
+def test_a_targeted_attack_reaches_its_target_on_an_easy_case(fast, standing):
+    """At 8/255, towards each image's second most likely class."""
+    x, _ = standing
+    clf = PixelClassifier.of(fast)
+    with torch.no_grad():
+        runner_up = clf(x).topk(2).indices[:, 1]
+    for attack in ("pgd", "apgd-ce"):
+        x_adv, reached = run_attack(clf, x, runner_up, attack, 8, targeted=True, steps=20)
+        assert reached.all(), attack
+        with torch.no_grad():
+            assert torch.equal(clf(x_adv).argmax(1), runner_up)
+
+
+@pytest.mark.parametrize("attack", ["pgd", "apgd-ce"])
+def test_the_same_seed_gives_the_same_attack(fast, standing, attack):
+    x, y = standing[0][:4], standing[1][:4]
+    clf = PixelClassifier.of(fast)
+    # 0.5/255: these images mostly stand, so every step is taken and the random start shows in the result.
+    first, again = (run_attack(clf, x, y, attack, 0.5, seed=3, steps=3)[0] for _ in range(2))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, run_attack(clf, x, y, attack, 0.5, seed=4, steps=3)[0])
+
+
+def test_apgd_checkpoints_follow_the_paper():
+    # p0 = 0, p1 = 0.22, p(j+1) = p(j) + max(p(j) - p(j-1) - 0.03, 0.06), times the steps, rounded up
+    assert adversarial.apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"attack": "deepfool"}, "unknown attack 'deepfool'; choose one of none, fgsm, pgd, apgd-ce"),
+    ({"epsilon": 3}, r"epsilon must be one of 0.5, 1, 2, 4, 8"),
+    ({"epsilon": "a lot"}, r"epsilon must be one of 0.5, 1, 2, 4, 8"),
+    ({"target": "plane"}, "target 'plane' is not a class; choose one of airplane, automobile"),
+    ({"target": 10}, "target 10 is not a class"),
+])
+def test_bad_settings_are_clear_errors_naming_the_choices(fast, bad, match):
+    view = model_view(load_image(CAT), fast.config)
+    settings = {"attack": "pgd", "epsilon": 1, "target": None, **bad}
+    with pytest.raises(ValueError, match=match):
+        attack_image(PixelClassifier.of(fast, served=True), view, settings["attack"], settings["epsilon"],
+                     settings["target"], fast.config["class_names"])
+
+
+# -- one image, as the app and tools.attack make it --------------------------------------------------------
+
+
+def test_the_attacked_png_fools_the_served_model_when_uploaded_again(fast, tmp_path):
+    config = fast.config
+    clf = PixelClassifier.of(fast, served=True, temperature=temperature(fast))
+    view = model_view(load_image(CAT), config)
+    result = attack_image(clf, view, "pgd", 4, class_names=config["class_names"], seed=0)
+    assert result.fooled and result.new_label != result.label
+    assert np.abs(result.perturbation).max() <= 4
+    path = tmp_path / "attacked.png"
+    path.write_bytes(result.png_bytes())
+    again = model_view(load_image(path), config)  # the app's own path for an upload
+    assert np.array_equal(again, result.attacked)
+    pixels = torch.from_numpy(again.copy()).permute(2, 0, 1)[None]
+    probs = served_probs(fast, normalize(pixels, torch.tensor(config["mean"]), torch.tensor(config["std"])),
+                         temperature(fast))[0]
+    assert int(probs.argmax()) == result.new_label != result.label
+    assert np.allclose(probs.numpy(), result.probs_after, atol=1e-6)
+    # Seeded: the same upload and settings give the same file.
+    assert attack_image(clf, view, "pgd", 4, class_names=config["class_names"], seed=0).png_bytes() == path.read_bytes()
+
+
+def test_rounding_that_undoes_an_attack_is_repaired_on_the_8_bit_grid(fast, monkeypatch):
+    """A float attack that rounds back to the image itself is continued by steps of one level."""
+    clf = PixelClassifier.of(fast, served=True, temperature=temperature(fast))
+    view = model_view(load_image(CAT), fast.config)
+
+    def rounds_away(classifier, x, labels, *args, **kwargs):
+        return (x + 0.4 / 255).clamp(0, 1), torch.ones(len(x), dtype=torch.bool)  # "fooled", but under a level
+
+    monkeypatch.setattr(adversarial, "run_attack", rounds_away)
+    result = attack_image(clf, view, "pgd", 4, seed=0)
+    assert result.fooled_before_rounding and 0 < result.grid_steps <= adversarial.GRID_STEPS
+    assert result.fooled and np.abs(result.perturbation).max() <= 4
+
+
+def test_half_a_level_leaves_the_file_unchanged_and_none_leaves_everything(fast):
+    clf = PixelClassifier.of(fast, served=True)
+    view = model_view(load_image(CAT), fast.config)
+    half = attack_image(clf, view, "pgd", 0.5)
+    assert np.array_equal(half.attacked, view) and not half.fooled  # no other 8-bit image within 0.5/255
+    none = attack_image(clf, view, "none", 8)
+    assert np.array_equal(none.attacked, view) and np.array_equal(none.probs_after, none.probs_before)
+
+
+def test_the_smallest_epsilon_is_the_first_budget_that_flips_the_file(fast):
+    clf = PixelClassifier.of(fast, served=True, temperature=temperature(fast))
+    view = model_view(load_image(CAT), fast.config)
+    epsilon, result = smallest_epsilon(clf, view, "pgd", seed=0)
+    assert epsilon in EPSILONS and epsilon >= 1 and result.fooled and result.epsilon == epsilon
+    for smaller in (e for e in EPSILONS if 1 <= e < epsilon):
+        assert not attack_image(clf, view, "pgd", smaller, seed=0).fooled
+
+
+def test_the_perturbation_is_amplified_to_its_budget():
+    pixels, scale = adversarial.amplified(np.array([[-4, 0, 4]]), 4)
+    assert pixels.tolist() == [[1, 128, 255]] and scale == pytest.approx(127 / 4)
+
+
+def test_the_command_line_contract(tmp_path, capsys):
+    from tools import attack as tool
+    out = tmp_path / "cat.png"
+    code = tool.main([str(CAT), "--arch", FAST, "--attack", "pgd", "--epsilon", "4", "--out", str(out)])
+    assert code == 0 and "fooled" in capsys.readouterr().out
+    clf = tool.served_classifier(CHECKPOINTS / FAST)
+    view = model_view(load_image(out), clf.model.config)
+    before = model_view(load_image(CAT), clf.model.config)
+    assert view.shape == (32, 32, 3) and np.abs(view.astype(int) - before).max() <= 4
+    assert clf.probs(torch.from_numpy(view.copy()).permute(2, 0, 1)[None] / 255).argmax() != \
+        clf.probs(torch.from_numpy(before.copy()).permute(2, 0, 1)[None] / 255).argmax()
+    code = tool.main([str(CAT), "--arch", FAST, "--attack", "fgsm", "--epsilon", "8", "--target", "truck",
+                      "--out", str(out)])
+    assert code in (0, 1)
+    for bad in (["--epsilon", "3"], ["--epsilon", "1", "--target", "plane"], ["--epsilon", "1", "--arch", "lenet"]):
+        args = {"--arch": FAST, "--epsilon": "1", "--target": None}
+        args.update(dict(zip(bad[::2], bad[1::2])))
+        argv = [str(CAT), "--attack", "pgd", "--out", str(out)] + [w for k, v in args.items() if v for w in (k, v)]
+        assert tool.main(argv) == 2
+
+
+# -- the sanity checks of a robustness evaluation, on a few images -----------------------------------------
+
+
+def test_accuracy_falls_monotonically_with_epsilon_for_independent_attacks(fast, images):
+    """Each budget attacked on its own (the tool's chain makes this true by construction; the attack must too)."""
+    clf = PixelClassifier.of(fast)
+    x, y = images
+    curve = [accuracy_under(clf, x, y, "pgd", e, steps=10) for e in EPSILONS]
+    assert curve == sorted(curve, reverse=True), curve
+    assert curve[-1] <= 0.1, curve  # near 0% at 8/255, as RobustBench reports for standard training
+
+
+def test_the_stronger_attack_is_never_weaker(fast, images):
+    clf = PixelClassifier.of(fast)
+    for epsilon in (1, 2):
+        fgsm, pgd = (accuracy_under(clf, *images, a, epsilon, steps=20) for a in ("fgsm", "pgd"))
+        apgd = accuracy_under(clf, *images, "apgd-ce", epsilon, steps=50)
+        assert apgd <= pgd <= fgsm, (epsilon, fgsm, pgd, apgd)
+
+
+def test_a_transfer_attack_is_weaker_than_the_white_box_one(fast, standing):
+    other = served_model(OTHER)
+    x, y = standing
+    on_fast, _ = run_attack(PixelClassifier.of(fast), x, y, "pgd", 4, steps=10, early_stop=False)
+    target = PixelClassifier.of(other)
+    with torch.no_grad():
+        transferred = (target(on_fast).argmax(1) == y).float().mean().item()
+    white_box = accuracy_under(target, x, y, "pgd", 4, steps=10)
+    assert white_box < transferred, (white_box, transferred)
+
+
+def test_the_majority_vote_breaks_ties_by_confidence():
+    from tools.adversarial import majority_vote
+    probs = torch.tensor([[[0.9, 0.1, 0.0]], [[0.2, 0.7, 0.1]], [[0.1, 0.6, 0.3]], [[0.4, 0.0, 0.6]]])
+    assert majority_vote(probs).tolist() == [1]  # two votes for class 1
+    assert majority_vote(probs[:2]).tolist() == [0]  # one each: 0.9 beats 0.7
+
+
+# -- the tool: resuming gives what an uninterrupted run gives ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def validation_set():
+    from train.data import load_images
+    try:
+        return load_images(str(DATA), 32, ROOT / "data/cache", progress=False)
+    except Exception as error:  # noqa: BLE001 - the data set is not part of the repository
+        pytest.skip(f"CIFAR-10 training data not available: {error}")
+
+
+def test_a_resumed_evaluation_equals_an_uninterrupted_one(tmp_path, validation_set, monkeypatch):
+    import shutil
+
+    from tools import adversarial as tool
+    settings = tool.Settings(images=12, seed=0, pgd_steps=3, pgd_restarts=2, apgd_steps=4)
+    whole, parts = tmp_path / "whole" / FAST, tmp_path / "parts" / FAST
+    for folder in (whole, parts):
+        folder.mkdir(parents=True)
+        for name in ("config.json", WEIGHTS_NAME):
+            shutil.copy(CHECKPOINTS / FAST / name, folder / name)
+    expected = tool.evaluate(whole, validation_set, settings, progress=False)
+    assert expected["complete"] and json.loads((whole / "config.json").read_text())["adversarial"]["images"] == 12
+    writes, write = [], tool.atomic_write_json
+
+    def stopped_during_the_third_budget(path, data):
+        if len(writes) == 2:
+            raise KeyboardInterrupt
+        writes.append(path)
+        write(path, data)
+
+    monkeypatch.setattr(tool, "atomic_write_json", stopped_during_the_third_budget)
+    with pytest.raises(KeyboardInterrupt):
+        tool.evaluate(parts, validation_set, settings, progress=False)
+    monkeypatch.undo()
+    partial = json.loads((parts / RESULT_NAME).read_text())
+    assert not partial["complete"] and list(partial["accuracy"]["pgd"]["alone"]) == ["0.5", "1"]
+    assert "adversarial" not in json.loads((parts / "config.json").read_text())
+    resumed = tool.evaluate(parts, validation_set, settings, resume=True, progress=False)
+    for key in ("accuracy", "fallen_at", "clean", "complete"):
+        assert resumed[key] == expected[key], key
+
+
+# -- the shipped results --------------------------------------------------------------------------------------
+
+
+def _argument(command: str, flag: str) -> str:
+    words = shlex.split(command)
+    return words[words.index(flag) + 1]
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no adversarial.json shipped yet")
+@pytest.mark.parametrize("arch", SHIPPED)
+def test_shipped_results_pass_the_sanity_checks(arch):
+    folder = CHECKPOINTS / arch
+    result = json.loads((folder / RESULT_NAME).read_text())
+    assert result["weights_sha256"] == file_sha256(folder / WEIGHTS_NAME)
+    assert result["images"] >= 500 and result["settings"]["pgd_steps"] >= 20 and result["settings"]["pgd_restarts"] >= 2
+    keys = [epsilon_key(e) for e in EPSILONS]
+    for mode in ("alone", "served"):
+        for attack in ("pgd", "apgd-ce"):
+            curve = [result["accuracy"][attack].get(mode, {}).get(k) for k in keys]
+            finished = [a for a in curve if a is not None]
+            assert finished == sorted(finished, reverse=True) and all(a <= result["clean"][mode] for a in finished)
+        pgd, apgd = result["accuracy"]["pgd"].get(mode, {}), result["accuracy"]["apgd-ce"].get(mode, {})
+        for key in set(pgd) & set(apgd):
+            assert apgd[key] <= pgd[key], (mode, key, pgd[key], apgd[key])
+        if "8" in pgd and "8" in apgd:
+            assert min(pgd["8"], apgd["8"]) <= 0.02, (mode, pgd["8"], apgd["8"])
+    if result["complete"]:
+        from tools.adversarial import config_entry
+        assert json.loads((folder / "config.json").read_text())["adversarial"] == config_entry(result)
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no adversarial.json shipped yet")
+@pytest.mark.parametrize("arch", SHIPPED)
+def test_shipped_results_reproduce_from_their_command(arch, validation_set):
+    """The unattacked accuracy and the last finished budget of the model alone under PGD (few images stand
+    there), re-measured with the images, seeds and settings the file records."""
+    from tools import adversarial as tool
+    result = json.loads((CHECKPOINTS / arch / RESULT_NAME).read_text())
+    fallen = result["fallen_at"]["pgd"].get("alone")
+    if not fallen:
+        pytest.skip("the model alone has not been attacked yet")
+    settings = tool.Settings(**result["settings"])
+    assert settings.images == int(_argument(result["command"], "--images"))
+    model = served_model(arch)
+    index = tool.evaluation_indices(model.config, validation_set, settings.images, settings.seed)
+    images, labels = validation_set.images[index], validation_set.labels[index]
+    clf = tool.classifier(model, "alone", result["weights_sha256"])
+    right = (tool.predictions(clf, images).argmax(1) == labels).tolist()
+    assert [f != 0 for f in fallen] == right
+    last = [e for e in EPSILONS if epsilon_key(e) in result["accuracy"]["pgd"]["alone"]][-1]
+    before = [None if f is None or f >= last else f for f in fallen]  # the state before the last budget
+    if before.count(None) > 60:
+        pytest.skip(f"{before.count(None)} images stand before {last}/255: too many for a quick check")
+    state = {"fallen_at": before, "accuracy": {epsilon_key(e): 0 for e in EPSILONS if e != last}, "seconds": {}}
+    again = tool.attack_chain(clf, images, labels, "pgd", settings, "alone", state, progress=False)
+    assert again["fallen_at"] == [f if f is None or f <= last else None for f in fallen]
+
+
+@pytest.mark.skipif(not TRANSFER.is_file(), reason="no transfer matrix yet")
+def test_transfer_is_weaker_than_the_white_box_attack_in_the_shipped_matrix():
+    result = json.loads(TRANSFER.read_text())
+    names = result["architectures"]
+    for target in names:
+        white_box = result["accuracy"][target][target]
+        for source in names:
+            if source != target:
+                assert result["accuracy"][source][target] > white_box, (source, target)
+        assert white_box < result["clean"][target]
