@@ -29,7 +29,10 @@ import numpy as np
 
 MIN_RATIO_OVER_RANDOM = 1.25  # the map's score over the random maps' mean score
 MIN_MARGIN = 0.02             # of mean probability change: no lead smaller than this counts
-Z_RANDOM = 3.0                # prediction-interval deviations over the random maps (the false-pass control)
+# Prediction-interval deviations over the random maps: Student's t with R - 1 = 7 degrees of freedom at
+# 1 - 0.05 / 10, so that a map chosen as the best of ten uninformed ones passes on at most 5% of images
+# (Bonferroni: it passes only if one of the ten would have).
+Z_RANDOM = 3.5
 Z_PAIR = 2.0                  # deviations of a two-map difference over the random-weights map
 PAIR_NOISE = 1.0              # single random maps' deviations over the centre prior
 MIN_MOVEMENT = 0.05           # below this on every curve, the image cannot tell maps apart
@@ -139,7 +142,7 @@ def map_verdict(curves: dict) -> MapVerdict:
     pair_margin = max(MIN_MARGIN, Z_PAIR * spread * np.sqrt(2))
     centre_margin = max(MIN_MARGIN, PAIR_NOISE * spread)
     lead = scores["map"] - scores["random"]
-    z_random = float(lead / interval) if interval > 0 else float("inf") * np.sign(lead)
+    z_random = float(lead / interval) if interval > 0 else float(np.sign(lead)) * float("inf") if lead else 0.0
     everything = [own, centre, random.ravel()] + ([] if twin is None else [twin])
     if max(np.abs(curve).max() for curve in everything) < MIN_MOVEMENT:
         reason = f"no blurring or restoring moved the probability by {MIN_MOVEMENT:g} or more"
