@@ -3,12 +3,12 @@
     python bench/train_throughput.py [--archs resnet,vgg,bn_convnet] [--steps 30] [--json out.json]
 
 Both sides run forward + backward + optimizer step of the same architecture (same initial weights, same
-optimizer from ``train.trainer.build_optimizer``, same batch size, same label smoothing) on the same
+optimizer from ``train.step.build_optimizer``, same batch size, same label smoothing) on the same
 images, in one process, one after the other, and time ``--steps`` steps after ``--warmup`` untimed ones.
 
 - project: ``train.data.load_images`` (decoded once, uint8 tensor on the device, from data/cache), batch
-  augmentation, channels_last, bf16 autocast where ``train.trainer.use_bf16`` says it pays:
-  ``train.trainer.augmented_step``, the work of ``python -m train``'s hot loop.
+  augmentation, channels_last, bf16 autocast where ``train.step.use_bf16`` says it pays:
+  ``train.step.train_step``, the very step of ``python -m train``'s hot loop.
 - usual: torchvision ``ImageFolder`` over the extracted JPEGs, a ``DataLoader`` with ``--workers`` worker
   processes and per-image PIL transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor,
   Normalize), fp32, default memory layout, ``nn.CrossEntropyLoss``: how the seed project trained.
@@ -46,7 +46,7 @@ from train.data import load_images  # noqa: E402
 from train.env import describe_hardware, pick_device  # noqa: E402
 from train.recipes import recipe_for  # noqa: E402
 from train.augment import augment_batch  # noqa: E402
-from train.trainer import augmented_step, build_optimizer, forward_backward, synchronize, use_bf16  # noqa: E402
+from train.step import build_optimizer, choose_precision, forward_backward, synchronize, train_step  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10-jpeg" / "train.tar.gz"
 DEFAULT_ARCHS = "resnet,vgg,bn_convnet"
@@ -116,17 +116,16 @@ def _timed(step, warmup: int, steps: int, device: torch.device, desc: str, progr
 
 
 def project_model(cfg: TrainConfig, num_classes: int, device):
-    """The model, optimizer, autocast context and memory format as ``python -m train`` sets them up."""
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg, device))
+    """The model, optimizer and precision (bf16 autocast, memory format) as ``python -m train`` sets them up."""
+    precision = choose_precision(cfg, device)
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.arch, num_classes=num_classes).to(device, memory_format=memory_format).train()
-    return model, build_optimizer(model, cfg), autocast, memory_format
+    model = create_model(cfg.arch, num_classes=num_classes).to(device, memory_format=precision.memory_format).train()
+    return model, build_optimizer(model, cfg), precision
 
 
 def measure_project(cfg: TrainConfig, images, labels, mean, std, num_classes, device, warmup, steps, progress) -> dict:
-    """The steps of ``python -m train``'s hot loop (train/trainer.py), without the logging around them."""
-    model, optimizer, autocast, memory_format = project_model(cfg, num_classes, device)
+    """The steps of ``python -m train``'s hot loop (``train.step.train_step``), without the logging around them."""
+    model, optimizer, precision = project_model(cfg, num_classes, device)
     train_x, train_y = images.to(device), labels.to(device)
     mean, std = mean.to(device), std.to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -139,25 +138,24 @@ def measure_project(cfg: TrainConfig, images, labels, mean, std, num_classes, de
             order, position = torch.randperm(len(train_y), generator=generator).to(device), 0
         batch = order[position:position + cfg.batch_size]
         position += cfg.batch_size
-        augmented_step(model, optimizer, train_x[batch], train_y[batch], mean, std, cfg, autocast, memory_format,
-                       generator)
+        train_step(model, optimizer, train_x[batch], train_y[batch], mean, std, cfg, precision, generator)
 
     seconds = _timed(step, warmup, steps, device, f"{cfg.arch} project", progress)
     return {"images_per_second": steps * cfg.batch_size / seconds, "seconds": seconds,
-            "precision": "bf16 autocast" if use_bf16(cfg, device) else "fp32", "channels_last": cfg.channels_last}
+            "precision": "bf16 autocast" if precision.bf16 else "fp32", "channels_last": cfg.channels_last}
 
 
 def measure_model_alone(cfg: TrainConfig, images, labels, mean, std, num_classes, device, warmup, steps,
                         progress) -> dict:
     """Forward, backward and update of the project's model on one fixed batch: no loading, no augmentation."""
-    model, optimizer, autocast, memory_format = project_model(cfg, num_classes, device)
+    model, optimizer, precision = project_model(cfg, num_classes, device)
     generator = torch.Generator().manual_seed(cfg.seed)
     x = augment_batch(images[:cfg.batch_size].to(device), mean.to(device), std.to(device), cfg.translate, cfg.cutout,
-                      generator).contiguous(memory_format=memory_format)
+                      generator).contiguous(memory_format=precision.memory_format)
     y = labels[:cfg.batch_size].to(device)
 
     def step():
-        forward_backward(model, optimizer, x, y, autocast, cfg.label_smoothing)
+        forward_backward(model, optimizer, x, y, precision.autocast, cfg.label_smoothing)
         optimizer.step()
 
     seconds = _timed(step, warmup, steps, device, f"{cfg.arch} model alone", progress)

@@ -18,14 +18,14 @@ from safetensors.torch import load_file, save_file
 
 from architectures import create_model, load_pretrained
 from conftest import REPO_ROOT, make_image_folder
-from train import trainer
+from train import budget as budget_trial
 from train.augment import (normalize, random_cutmix, random_cutout, random_flip, random_translate, served_probs,
                            translated)
 from train.config import TrainConfig, parse_config
 from train.data import DataError, load_images, split_train_val
 from train.distill import Teacher, mixed_targets
 from train.state import STATE_NAME
-from train.trainer import lr_factor, train
+from train.trainer import Trainee, kept_weights, lr_factor, train
 
 FAST = dict(epochs=2, batch_size=16, lr=0.05, warmup_epochs=0.5, progress=False, threads=1)
 
@@ -157,6 +157,22 @@ def test_swa_checkpoint_is_the_mean_of_the_last_epochs_with_batchnorm_statistics
     log = [json.loads(line) for line in (tmp_path / "b" / "out" / "log.jsonl").read_text().splitlines()]
     assert [r["averaged_epochs"] for r in log] == [0, 0, 1, 2]
     assert log[0]["lr"] > 0.02 and log[2]["lr"] == log[3]["lr"] == pytest.approx(0.02)
+
+
+def test_the_checkpoint_keeps_the_weight_average_once_there_is_one():
+    model, ema = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    swa = torch.optim.swa_utils.AveragedModel(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def trainee(average):
+        return Trainee(model, average, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
+                       lambda _: 1.0)
+
+    assert kept_weights(trainee(None)) is model
+    assert kept_weights(trainee(ema)) is ema
+    assert kept_weights(trainee(swa)) is model  # SWA has averaged no epoch yet
+    swa.update_parameters(model)
+    assert kept_weights(trainee(swa)) is swa.module
 
 
 @pytest.mark.parametrize("options, message", [
@@ -464,7 +480,7 @@ def test_time_budget_does_not_count_the_first_validations_one_off_cost_every_epo
                                                                                   capsys):
     # A slow first validation pass stands in for one-off costs such as cuDNN's algorithm search (seconds on
     # a shared GPU, once): the trial must not charge it to each epoch, or the run stops far inside its budget.
-    real_evaluate, calls = trainer.evaluate, []
+    real_evaluate, calls = budget_trial.evaluate, []
 
     def evaluate_slow_once(*args, **kwargs):
         calls.append(1)
@@ -472,7 +488,7 @@ def test_time_budget_does_not_count_the_first_validations_one_off_cost_every_epo
             time.sleep(1.5)
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "evaluate", evaluate_slow_once)
+    monkeypatch.setattr(budget_trial, "evaluate", evaluate_slow_once)
     train(tiny_config(tmp_path, tiny_folder, epochs=None, time_budget=4))
     after_epoch = re.search(r"([0-9.]+) s per epoch to validate and save", capsys.readouterr().out)
     assert after_epoch and float(after_epoch.group(1)) < 1.0, after_epoch
@@ -480,7 +496,7 @@ def test_time_budget_does_not_count_the_first_validations_one_off_cost_every_epo
 
 def test_time_budget_charges_each_epoch_the_batchnorm_pass_of_weight_averaging(tmp_path, tiny_folder, monkeypatch,
                                                                                 capsys):
-    real_recompute, calls = trainer.recompute_batchnorm, []
+    real_recompute, calls = budget_trial.recompute_batchnorm, []
 
     def recompute_slow_once(*args, **kwargs):  # the trial's pass is the first
         calls.append(kwargs.get("limit"))
@@ -488,11 +504,11 @@ def test_time_budget_charges_each_epoch_the_batchnorm_pass_of_weight_averaging(t
             time.sleep(1.0)
         return real_recompute(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "recompute_batchnorm", recompute_slow_once)
+    monkeypatch.setattr(budget_trial, "recompute_batchnorm", recompute_slow_once)
     train(tiny_config(tmp_path, tiny_folder, epochs=None, time_budget=20, swa_epochs=1, max_epochs_this_run=1))
     after_epoch = re.search(r"([0-9.]+) s per epoch to validate and save", capsys.readouterr().out)
     assert after_epoch and float(after_epoch.group(1)) >= 1.0, after_epoch
-    assert calls[0] == trainer.SWA_EPOCH_BATCHNORM_IMAGES
+    assert calls[0] == budget_trial.SWA_EPOCH_BATCHNORM_IMAGES
 
 
 def test_time_budget_charges_the_last_batchnorm_pass_over_every_image_once(tmp_path, tiny_folder, monkeypatch,
@@ -500,7 +516,7 @@ def test_time_budget_charges_the_last_batchnorm_pass_over_every_image_once(tmp_p
     """The trial's pass covers SWA_EPOCH_BATCHNORM_IMAGES; the last epoch's covers every training image, and the
     excess is taken from the budget once: here a 2 s pass over 10 images stands for about 20 s more over the
     tiny set's 100-odd training images (120 less the validation split)."""
-    real_recompute = trainer.recompute_batchnorm
+    real_recompute = budget_trial.recompute_batchnorm
 
     def recompute_slow_once(*args, **kwargs):
         if not hasattr(recompute_slow_once, "done"):
@@ -508,8 +524,8 @@ def test_time_budget_charges_the_last_batchnorm_pass_over_every_image_once(tmp_p
             time.sleep(2.0)
         return real_recompute(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "recompute_batchnorm", recompute_slow_once)
-    monkeypatch.setattr(trainer, "SWA_EPOCH_BATCHNORM_IMAGES", 10)
+    monkeypatch.setattr(budget_trial, "recompute_batchnorm", recompute_slow_once)
+    monkeypatch.setattr(budget_trial, "SWA_EPOCH_BATCHNORM_IMAGES", 10)
     train(tiny_config(tmp_path, tiny_folder, epochs=None, time_budget=30, swa_epochs=1,
                      warmup_epochs=0, max_epochs_this_run=1))  # no warm-up: one epoch may be all that fits
     out = capsys.readouterr().out

@@ -63,6 +63,19 @@ class TrainConfig:
         return dataclasses.replace(self, **filled)
 
 
+def check_swa(cfg: TrainConfig) -> None:
+    """Refuse weight-averaging settings that cannot run: before any data is read where the epochs are known."""
+    if cfg.swa_epochs < 0 or cfg.swa_lr < 0:
+        raise ValueError(f"--swa-epochs and --swa-lr must not be negative, got {cfg.swa_epochs} and {cfg.swa_lr}")
+    if cfg.swa_lr and not cfg.swa_epochs:
+        raise ValueError("--swa-lr is the learning rate of the averaged epochs: give --swa-epochs too")
+    if cfg.swa_epochs and cfg.ema_decay > 0:
+        raise ValueError("--swa-epochs and --ema-decay both average the weights; choose one")
+    if cfg.swa_epochs and cfg.epochs is not None and cfg.epochs - cfg.swa_epochs < cfg.warmup_epochs:
+        raise ValueError(f"--swa-epochs {cfg.swa_epochs} leaves no room for the warm-up of {cfg.warmup_epochs} "
+                         f"epochs in {cfg.epochs} epochs")
+
+
 def _parse_bool(text: str) -> bool:
     lowered = text.lower()
     if lowered in {"1", "true", "yes", "on"}:

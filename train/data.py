@@ -3,6 +3,7 @@
 Images are decoded a single time into one uint8 tensor (N x 3 x S x S) and cached on disk as
 safetensors, keyed by the source's identity, so the next run starts in seconds. uint8 is a quarter the
 size of float32, cheap to keep on the training device and to move; conversion to float happens per batch.
+``prepare_data`` puts a training run's split there (``TrainingData``).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from safetensors.torch import load_file
 
 from architectures.checkpoint import atomic_save_tensors
 from preprocess import to_square_rgb
+from .config import TrainConfig
+from .env import RunEnv
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 CACHE_VERSION = "1"
@@ -35,6 +38,21 @@ class ImageSet:
     labels: torch.Tensor       # int64, N
     class_names: list[str]
     source: str                # human-readable description of where the images came from
+
+
+@dataclass
+class TrainingData:
+    """One run's images on the training device as uint8, split, with the normalisation they are trained with."""
+
+    image_set: ImageSet
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    local_batch: int      # images per step on this process
+    steps_per_epoch: int
 
 
 def _members_from_folder(root: Path):
@@ -115,7 +133,8 @@ def _load_torchvision_cifar10(root: Path) -> ImageSet:
     return ImageSet(images, torch.tensor(dataset.targets), list(dataset.classes), "torchvision CIFAR10 train")
 
 
-def load_images(data: str, image_size: int = 32, cache_dir: str | Path = "data/cache", progress: bool = True) -> ImageSet:
+def load_images(data: str, image_size: int = 32, cache_dir: str | Path = "data/cache",
+                progress: bool = True) -> ImageSet:
     """Load ``data`` ("cifar10" or a path), through the on-disk cache."""
     cache_dir = Path(cache_dir)
     if data == "cifar10":
@@ -156,6 +175,27 @@ def split_train_val(labels: torch.Tensor, val_fraction: float, seed: int) -> tup
         val_parts.append(members[:n_val])
         train_parts.append(members[n_val:])
     return torch.cat(train_parts).sort().values, torch.cat(val_parts).sort().values
+
+
+def prepare_data(cfg: TrainConfig, env: RunEnv) -> TrainingData:
+    """Decode (or read from the cache) the images, split off the validation images, move both to the device,
+    and take the normalisation statistics of the training split."""
+    device = env.device
+    image_set = load_images(cfg.data, cfg.image_size, cfg.cache_dir, progress=cfg.progress and env.is_main)
+    train_idx, val_idx = split_train_val(image_set.labels, cfg.val_fraction, cfg.split_seed)
+    train_x, train_y = image_set.images[train_idx].to(device), image_set.labels[train_idx].to(device)
+    val_x, val_y = image_set.images[val_idx].to(device), image_set.labels[val_idx].to(device)
+    # Normalisation statistics of the training split only (RGB, pixel values in [0, 1]).
+    pixels = train_x.float().div(255)
+    mean, std = pixels.mean((0, 2, 3)), pixels.std((0, 2, 3))
+    del pixels
+    if cfg.batch_size % env.world_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {env.world_size} processes")
+    steps_per_epoch = len(train_y) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training split has {len(train_y)} images, fewer than one batch of {cfg.batch_size}")
+    return TrainingData(image_set, train_x, train_y, val_x, val_y, mean, std, cfg.batch_size // env.world_size,
+                        steps_per_epoch)
 
 
 def checkpoint_split(config: dict, image_set: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,7 @@ from .config import parse_config
 from .data import DataError, ImageSet, checkpoint_split, load_images
 from .env import pick_device
 from .plots import plot_confusion
-from .trainer import evaluate
+from .step import evaluate
 
 
 @dataclass

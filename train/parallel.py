@@ -4,7 +4,7 @@ A CIFAR-sized net leaves most of an H100 idle: each step is a few hundred small 
 Python, so one process is bound by its launch rate, not by the GPU. Running the zoo side by side fills the
 gaps and finishes all eleven in about the time one takes. Each run gets the same ``--time-budget`` and
 picks its own epoch count from a timed trial taken while all of them are running (see
-``train.trainer.epochs_for_budget``; each waits at a barrier until the others are ready to time theirs too),
+``train.budget.epochs_for_budget``; each waits at a barrier until the others are ready to time theirs too),
 so they finish together. A run whose loss goes NaN/inf is started
 again, once per ``--retries``, at half the learning rate with the time that is left.
 

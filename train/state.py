@@ -1,10 +1,12 @@
-"""Resumable training state in one safetensors file: weights, EMA weights, optimizer state, history.
+"""Resumable training state in one safetensors file: weights, averaged weights, optimizer state, history.
 
 Tensors go in as tensors; everything else (epoch, history, the resolved configuration, the optimizer's
-param groups) goes in the file's string metadata as JSON. Nothing is pickled.
+param groups) goes in the file's string metadata as JSON. Nothing is pickled. A run resumes only with the
+settings it was saved with (``run_fingerprint``), those that cannot change its result aside.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,8 +15,31 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from architectures.checkpoint import atomic_save_tensors
+from .config import TrainConfig
+from .recipes import recipe_for
 
 STATE_NAME = "train_state.safetensors"
+# Settings that may differ between a run and its resumption without changing the result.
+RESUME_FREE = {"resume", "max_epochs_this_run", "progress", "threads", "push_to_hub", "time_budget", "weights_dtype"}
+
+
+def run_fingerprint(cfg: TrainConfig) -> dict:
+    """The settings a resumed run must share with the state it resumes."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUME_FREE}
+
+
+def refuse_changed_settings(path: Path, saved: dict, cfg: TrainConfig) -> None:
+    """Raise naming the settings ``cfg`` changed since the state ``saved`` (its ``info``) was written to ``path``.
+
+    Checked before loading: changed settings, arch_args say, may not even fit the saved weights. A state saved
+    before a setting existed ran with its default, the recipe's for a setting the recipe fills.
+    """
+    recipe, fingerprint = recipe_for(cfg.arch), run_fingerprint(cfg)
+    defaults = {f.name: recipe.get(f.name) if f.default is None else f.default for f in dataclasses.fields(TrainConfig)}
+    before = {**defaults, **saved["fingerprint"]}
+    changed = sorted(k for k in fingerprint if before.get(k) != fingerprint[k])
+    if changed:
+        raise ValueError(f"cannot resume {path}: settings changed since it was saved: {changed}")
 
 
 def save_state(path: Path, model, ema_model, optimizer, info: dict) -> None:
