@@ -13,12 +13,12 @@ A curve's score is its mean over the deletion drops and insertion gains. Four ou
 
 It is a test with a measured false-pass rate. "Beats random maps" means the map's score lies above the random
 maps' mean by ``Z_RANDOM`` prediction-interval standard deviations (their spread, widened for estimating it
-from ``N`` maps) and by ``MIN_RATIO_OVER_RANDOM``; "beats the random-weights map" that it leads that map by
-``Z_PAIR`` standard deviations of a difference of two single maps' scores. Both thresholds are strict enough
-that maps which know nothing about the model (random smooth maps, the same put through the app's per-image
-choice of the best of ten, another random network's maps) pass on at most 5% of images on every
-architecture, measured on images that set no threshold (``bench/faithfulness.py``). A lead over the centre
-needs ``PAIR_NOISE`` such deviations, as before. Never less than ``MIN_MARGIN``.
+from ``N`` maps) and by ``MIN_RATIO_OVER_RANDOM``; ``Z_RANDOM`` is strict enough that a map chosen as the best
+of ten uninformed ones passes on at most 5% of images. A lead over the random-weights map or the centre needs
+``PAIR_NOISE`` standard deviations of single random maps' scores. Maps that know nothing about the model (random
+smooth maps, the same put through the app's per-image choice, another random network's maps) are measured to
+pass on at most 5% of images on every architecture, on images that set no threshold (``bench/faithfulness.py``).
+Never less than ``MIN_MARGIN``.
 """
 from __future__ import annotations
 
@@ -33,8 +33,7 @@ MIN_MARGIN = 0.02             # of mean probability change: no lead smaller than
 # 1 - 0.05 / 10, so that a map chosen as the best of ten uninformed ones passes on at most 5% of images
 # (Bonferroni: it passes only if one of the ten would have).
 Z_RANDOM = 3.5
-Z_PAIR = 2.0                  # deviations of a two-map difference over the random-weights map
-PAIR_NOISE = 1.0              # single random maps' deviations over the centre prior
+PAIR_NOISE = 1.0              # single random maps' deviations: the lead over the random-weights map or the centre
 MIN_MOVEMENT = 0.05           # below this on every curve, the image cannot tell maps apart
 
 
@@ -79,7 +78,7 @@ class MapVerdict:
     outcome: Outcome
     scores: dict            # mean curve of "map", "centre", "random" (their mean), "random_weights" (if measured)
     margin: float           # the lead over the random maps' mean a pass needed
-    pair_margin: float      # ... over the random-weights map
+    pair_margin: float      # ... over the random-weights map or the centre
     reasons: tuple[str, ...]
     z_random: float = 0.0   # the map's lead over the random maps, in prediction-interval deviations
 
@@ -139,8 +138,7 @@ def map_verdict(curves: dict) -> MapVerdict:
     # A new map drawn like the random ones would differ from their estimated mean by spread * sqrt(1 + 1/R).
     interval = spread * np.sqrt(1 + 1 / len(random_scores))
     margin = max(MIN_MARGIN, Z_RANDOM * interval)
-    pair_margin = max(MIN_MARGIN, Z_PAIR * spread * np.sqrt(2))
-    centre_margin = max(MIN_MARGIN, PAIR_NOISE * spread)
+    pair_margin = max(MIN_MARGIN, PAIR_NOISE * spread)
     lead = scores["map"] - scores["random"]
     z_random = float(lead / interval) if interval > 0 else float(np.sign(lead)) * float("inf") if lead else 0.0
     everything = [own, centre, random.ravel()] + ([] if twin is None else [twin])
@@ -154,7 +152,7 @@ def map_verdict(curves: dict) -> MapVerdict:
     if twin is not None:
         checks.append(_compare("the random-weights map", scores["map"] - scores["random_weights"], pair_margin,
                                scores["random_weights"], scores["map"]))
-    centre_won, centre_reason = _compare("the centre", scores["map"] - scores["centre"], centre_margin,
+    centre_won, centre_reason = _compare("the centre", scores["map"] - scores["centre"], pair_margin,
                                          scores["centre"], scores["map"])
     reasons = tuple(reason for _, reason in checks) + (centre_reason,)
     if not all(ok for ok, _ in checks):
