@@ -128,11 +128,12 @@ def _objective(classifier, x: torch.Tensor, labels: torch.Tensor, targeted: bool
     return loss.detach(), fooled, grad
 
 
-def fgsm(classifier, x, labels, epsilon, targeted=False, generator=None, steps=1, restarts=1):
-    """One step of ``epsilon`` along the sign of the loss's gradient (``steps`` and ``restarts`` are ignored)."""
+def fgsm(classifier, x, labels, epsilon, targeted=False, generator=None, steps=1, restarts=1, check=True):
+    """One step of ``epsilon`` along the sign of the loss's gradient (``steps`` and ``restarts`` are ignored).
+    ``check``: say which images it fools (a forward pass more); otherwise ``fooled`` is None."""
     _, _, grad = _objective(classifier, x, labels, targeted)
     x_adv = _project(x + epsilon * grad.sign(), x, epsilon)
-    return x_adv, _objective(classifier, x_adv, labels, targeted, need_grad=False)[1]
+    return x_adv, _objective(classifier, x_adv, labels, targeted, need_grad=False)[1] if check else None
 
 
 def pgd(classifier, x, labels, epsilon, targeted=False, generator=None, steps=10, restarts=1, early_stop=True):
@@ -307,38 +308,53 @@ def _on_grid(classifier, levels, original, radius, goal, targeted, steps):
     return current.to(torch.uint8), False, steps
 
 
+def _file_verdict(classifier, levels: torch.Tensor, goal: torch.Tensor, targeted: bool) -> tuple[np.ndarray, bool]:
+    """The probabilities of an 8-bit image (1 x 3 x H x W uint8) and whether it is fooled, in one forward pass."""
+    probs = classifier.probs(levels.float() / 255)[0]
+    predicted = int(probs.argmax())
+    return probs.cpu().numpy().astype(np.float64), predicted == int(goal) if targeted else predicted != int(goal)
+
+
 def attack_image(classifier: PixelClassifier, view: np.ndarray, attack: str, epsilon, target=None,
                  class_names=None, seed: int = 0, steps: int | None = None, restarts: int | None = None,
-                 grid_steps: int = GRID_STEPS) -> ImageAttack:
+                 grid_steps: int = GRID_STEPS, probs_before: np.ndarray | None = None) -> ImageAttack:
     """Attack one model view (H x W x 3 uint8, ``preprocess.model_view``) and make the result a file.
 
     The float attack is rounded to 8-bit pixels; an 8-bit pixel moves in whole levels, so the file lies within
     floor(epsilon) levels of the view (at 0.5/255 no other 8-bit image is in the ball: the file is the view).
     If rounding undid a successful attack, up to ``grid_steps`` signed-gradient steps of one level on the 8-bit
-    grid continue from the rounded image. ``fooled`` is judged on the file, as its upload would be."""
+    grid continue from the rounded image. ``fooled`` is judged on the file, as its upload would be.
+    ``probs_before``: the classifier's probabilities of the view where the caller has them (the app's
+    prediction), which saves a forward pass."""
     attack, epsilon = check_attack(attack, (NONE, *ATTACKS)), check_epsilon(epsilon)
     original = _to_pixels(view, classifier.device)
-    probs_before = classifier.probs(original.float() / 255)[0]
-    target = check_target(target, class_names if class_names is not None else
-                          [str(i) for i in range(len(probs_before))])
-    label = int(probs_before.argmax())
-    before = probs_before.cpu().numpy().astype(np.float64)
+    if probs_before is None:
+        probs_before = classifier.probs(original.float() / 255)[0].cpu().numpy()
+    before = np.asarray(probs_before, dtype=np.float64)
+    target = check_target(target, class_names if class_names is not None else [str(i) for i in range(len(before))])
+    label = int(before.argmax())
     if attack == NONE:
         return ImageAttack(attack, epsilon, target, seed, label, view, view.copy(), before, before, False, False, 0)
     targeted = target is not None
     goal = torch.tensor([target if targeted else label], device=classifier.device)
+    # FGSM's own verdict would cost a forward pass; at a whole budget its step lands on the 8-bit grid, so the
+    # file's verdict is the float attack's.
+    options = {"check": False} if attack == "fgsm" else {}
     x_adv, float_fooled = run_attack(classifier, original.float() / 255, goal, attack, epsilon, targeted, seed,
-                                     steps, restarts)
+                                     steps, restarts, **options)
     radius = math.floor(epsilon)
     # x_adv is within epsilon of the view, so rounding moves a pixel at most ceil(epsilon) levels: clamp to floor.
     levels = torch.minimum(torch.maximum((x_adv * 255).round(), original.float() - radius), original.float() + radius)
     levels = levels.clamp(0, 255).to(torch.uint8)
-    fooled = bool(_objective(classifier, levels.float() / 255, goal, targeted, need_grad=False)[1].item())
+    after, fooled = _file_verdict(classifier, levels, goal, targeted)
+    if float_fooled is None:
+        on_grid = (x_adv * 255 - levels.float()).abs().max().item() < 1e-3
+        float_fooled = torch.tensor([fooled]) if on_grid else _objective(classifier, x_adv, goal, targeted, False)[1]
     taken = 0
     if float_fooled.item() and not fooled and radius > 0:
         levels, fooled, taken = _on_grid(classifier, levels, original, radius, goal, targeted, grid_steps)
+        after = _file_verdict(classifier, levels, goal, targeted)[0]
     attacked = levels[0].permute(1, 2, 0).cpu().numpy()
-    after = classifier.probs(levels.float() / 255)[0].cpu().numpy().astype(np.float64)
     return ImageAttack(attack, epsilon, target, seed, label, view, attacked, before, after, fooled,
                        bool(float_fooled.item()), taken)
 

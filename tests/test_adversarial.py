@@ -193,8 +193,10 @@ def test_the_attacked_png_fools_the_served_model_when_uploaded_again(fast, tmp_p
                          temperature(fast))[0]
     assert int(probs.argmax()) == result.new_label != result.label
     assert np.allclose(probs.numpy(), result.probs_after, atol=1e-6)
-    # Seeded: the same upload and settings give the same file.
-    assert attack_image(clf, view, "pgd", 4, class_names=config["class_names"], seed=0).png_bytes() == path.read_bytes()
+    # Seeded: the same upload and settings give the same file, also when the caller passes its prediction.
+    again = attack_image(clf, view, "pgd", 4, class_names=config["class_names"], seed=0,
+                         probs_before=result.probs_before)
+    assert again.png_bytes() == path.read_bytes() and np.array_equal(again.probs_after, result.probs_after)
 
 
 def test_rounding_that_undoes_an_attack_is_repaired_on_the_8_bit_grid(fast, monkeypatch):
@@ -214,8 +216,9 @@ def test_rounding_that_undoes_an_attack_is_repaired_on_the_8_bit_grid(fast, monk
 def test_half_a_level_leaves_the_file_unchanged_and_none_leaves_everything(fast):
     clf = PixelClassifier.of(fast, served=True)
     view = model_view(load_image(CAT), fast.config)
-    half = attack_image(clf, view, "pgd", 0.5)
-    assert np.array_equal(half.attacked, view) and not half.fooled  # no other 8-bit image within 0.5/255
+    for attack in ("fgsm", "pgd"):
+        half = attack_image(clf, view, attack, 0.5)
+        assert np.array_equal(half.attacked, view) and not half.fooled  # no other 8-bit image within 0.5/255
     none = attack_image(clf, view, "none", 8)
     assert np.array_equal(none.attacked, view) and np.array_equal(none.probs_after, none.probs_before)
 
