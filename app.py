@@ -191,7 +191,7 @@ def build_demo() -> gr.Blocks:
                             overlay = gr.Image(label="Class activation map", height=220, interactive=False,
                                                format="jpeg", elem_id="cam-overlay")
                         faithfulness = gr.BarPlot(x=serve.wording.FAITHFULNESS_X, y=serve.wording.FAITHFULNESS_Y,
-                                                  height=240, color="bar", color_map=serve.wording.BAR_COLOURS,
+                                                  height=300, color="bar", color_map=serve.wording.BAR_COLOURS,
                                                   color_title="", y_lim=[0, 1],
                                                   label="Faithfulness: probability drop when pixels are blanked",
                                                   elem_id="faithfulness")
@@ -223,17 +223,19 @@ def build_demo() -> gr.Blocks:
                     with gr.Column(scale=7):
                         compare_summary = gr.Markdown(label="summary", elem_id="compare-summary")
                         compare_table = gr.Dataframe(headers=serve.wording.COMPARE_HEADERS, label="Predictions",
-                                                     interactive=False, elem_id="compare-table")
+                                                     interactive=False, wrap=True, elem_id="compare-table",
+                                                     column_widths=serve.wording.COMPARE_WIDTHS)
                         compare_gallery = gr.Gallery(label="Class activation map of each (its most faithful method)",
-                                                     columns=4, height="auto", format="jpeg",
+                                                     columns=4, height="auto", format="jpeg", object_fit="contain",
                                                      elem_id="compare-gallery")
 
             with gr.Tab("Look inside", id="inside") as inside_tab:
                 gr.Markdown(serve.wording.INSIDE_INTRO)
                 inside_run = gr.Button("Look inside", variant="primary", elem_id="inside-run")
                 with gr.Row():
-                    inside_gallery = gr.Gallery(label="Every stage, in forward order", columns=1, height="auto", scale=6,
-                                                format="jpeg", show_label=False, elem_id="inside-gallery")
+                    inside_gallery = gr.Gallery(label="Every stage, in forward order", columns=1, height="auto",
+                                                scale=6, format="jpeg", object_fit="contain", show_label=False,
+                                                allow_preview=False, elem_id="inside-gallery")
                     with gr.Column(scale=5):
                         inside_probes = gr.Image(label="Probe accuracy against depth", show_label=False,
                                                  interactive=False, format="png", elem_id="inside-probes")
@@ -241,8 +243,8 @@ def build_demo() -> gr.Blocks:
 
             with gr.Tab("Model zoo", id="zoo"):
                 zoo_note = gr.Markdown(label="zoo note", elem_id="zoo-note")
-                zoo_frame = gr.Dataframe(headers=serve.ZOO_HEADERS, label="Checkpoints", interactive=False,
-                                         elem_id="zoo-table")
+                zoo_frame = gr.Dataframe(headers=serve.ZOO_HEADERS, label="Checkpoints", interactive=False, wrap=True,
+                                         max_height=1000, column_widths=serve.wording.ZOO_WIDTHS, elem_id="zoo-table")
                 with gr.Row():
                     latency_run = gr.Button("Measure latency on this machine")
                     refresh = gr.Button("Reload checkpoints")

@@ -2,6 +2,7 @@
 
     python bench/http_latency.py                 # starts `python app.py` on a free port, measures, stops it
     python bench/http_latency.py --url http://127.0.0.1:7860/   # measures a server that is already running
+    python bench/http_latency.py --pair vgg,resnet --url ...     # only: two clients, two architectures' /explain
 
 Plain HTTP, as a browser or curl does (upload, then Gradio's ``/gradio_api/call/<api>`` and its event
 stream): gradio_client adds about 70 ms of its own per call. Reports the time from process start to the
@@ -12,8 +13,12 @@ new file, ``fresh_copies``), so that no answer can come from what the app keeps 
 costs (/explain of the same upload again, at another opacity; /predict of the same upload again) is
 ``again_p50_ms``. /explain and /compare
 answer in steps (the map, then its verdict; every map, then every verdict), so for those also the p50 of the
-first step (``first_p50_ms``) and, for /compare, of the step with every map (``maps_p50_ms``). Targets from the app issues, on the 2-core CPU: /predict p50 <= 50
-ms, /explain <= 150 ms, /inside <= 3x /predict (``inside_vs_predict``), /compare <= 1 s, answering within 10 s.
+first step (``first_p50_ms``) and, for /compare, of the step with every map (``maps_p50_ms``). Targets from the
+app issues, on the 2-core CPU: /predict p50 <= 50 ms, /explain <= 150 ms, /inside <= 3x /predict
+(``inside_vs_predict``), /compare <= 1 s, answering within 10 s.
+
+``--pair a,b`` measures only whether two visitors explaining different architectures wait for each other
+(``pair_run``): each architecture's /explain alone, then both at once from two clients, a fresh upload each call.
 """
 from __future__ import annotations
 
@@ -171,7 +176,8 @@ def _time(call, repeats: int, steps: dict | None = None) -> dict:
 def load_run(caller: Caller, name: str, uploads: list[bytes], clients: int, calls: int, single: dict,
              server_pid: int | None = None) -> dict:
     """``clients`` threads each sending ``calls`` /predict requests at once, round-robin over the
-    architectures, each call a fresh upload of ``uploads`` (clients x calls of them): failures, total throughput against one client's (1000 / its p50), and the p95 under
+    architectures, each call a fresh upload of ``uploads`` (clients x calls of them): failures, total throughput
+    against one client's (1000 / its p50), and the p95 under
     load against 10x one client's p50 (queueing is expected on two cores; starving is not).
 
     Also the CPU time per request of the server (``server_pid``) and of these client threads, which share
@@ -206,6 +212,37 @@ def load_run(caller: Caller, name: str, uploads: list[bytes], clients: int, call
             "server_cpu_ms_per_request": None if server_cpu is None else round(1000 * server_cpu / n, 1)}
 
 
+def pair_run(caller: Caller, name: str, copies: Iterator[bytes], archs: list[str], rounds: int) -> dict:
+    """/explain of each of ``archs`` alone (``rounds`` calls each, after one warm-up), then of all of them at once
+    from one client each (``rounds`` rounds), every call a fresh upload. ``waiting_share`` places a round's wall
+    time between running side by side (0: the longest alone) and one after the other (1: the sum of the alone
+    times): near 1, the explanations of different architectures wait for each other."""
+    def explain_once(job: tuple[str, bytes]) -> float:
+        arch, data = job
+        kind, body = caller.call("explain", name, data, arch)
+        if kind != "complete":
+            raise RuntimeError(f"/explain {arch}: {kind}: {body[:160]}")
+        return caller.steps[-1][0]
+
+    alone = {}
+    for arch in archs:
+        explain_once((arch, next(copies)))  # warm-up: loads the model and its twin
+        alone[arch] = statistics.median(explain_once((arch, next(copies))) for _ in range(rounds))
+    together, walls = {arch: [] for arch in archs}, []
+    with ThreadPoolExecutor(len(archs)) as pool:
+        for _ in range(rounds):
+            jobs = [(arch, next(copies)) for arch in archs]
+            started = time.perf_counter()
+            for arch, ms in zip(archs, pool.map(explain_once, jobs)):
+                together[arch].append(ms)
+            walls.append((time.perf_counter() - started) * 1000)
+    wall, longest, total = statistics.median(walls), max(alone.values()), sum(alone.values())
+    return {"archs": archs, "rounds": rounds, "alone_p50_ms": {arch: round(ms, 1) for arch, ms in alone.items()},
+            "together_p50_ms": {arch: round(statistics.median(ms), 1) for arch, ms in together.items()},
+            "round_wall_p50_ms": round(wall, 1),
+            "waiting_share": round((wall - longest) / (total - longest), 2) if total > longest else None}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="", help="a running server; default: start app.py")
@@ -215,6 +252,8 @@ def main(argv=None) -> None:
     parser.add_argument("--compare-repeats", type=int, default=5)
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients of the load run; 0 skips it")
     parser.add_argument("--load-calls", type=int, default=20, help="/predict calls per client in the load run")
+    parser.add_argument("--pair", default="", help="comma-separated architectures: measure only their /explain "
+                                                   "alone and side by side (pair_run)")
     args = parser.parse_args(argv)
 
     from architectures import list_models
@@ -247,9 +286,15 @@ def main(argv=None) -> None:
         first = {"first": lambda steps: steps[0][0]}
         # /compare's steps: the predictions, then the maps, then the verdicts; "maps": the first step whose
         # gallery (its second output) holds as many maps as the whole answer's.
-        every_map = {**first, "maps": lambda steps: next(ms for ms, data in steps
-                                                         if len(json.loads(data)[1]) == len(json.loads(steps[-1][1])[1]))}
+        every_map = {**first, "maps": lambda steps: next(
+            ms for ms, data in steps if len(json.loads(data)[1]) == len(json.loads(steps[-1][1])[1]))}
 
+        if args.pair:
+            report = {"startup_s": None if startup is None else round(startup, 1), "image": Path(image).name,
+                      "idle_wait_s": round(wait_until_idle(process.pid if process else (args.pid or None)), 1)}
+            report["pair"] = pair_run(caller, name_sent, copies, args.pair.split(","), max(3, args.repeats // 4))
+            print(json.dumps(report, indent=2))
+            return
         report = {"startup_s": None if startup is None else round(startup, 1), "image": Path(image).name,
                   "predict": {}, "explain": {}, "inside": {}, "inside_vs_predict": {}}
         # The app imports the CAM library in the background once it answers. A first /explain by a CAM would

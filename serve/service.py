@@ -140,7 +140,10 @@ class Explanation:
     se_map: Image.Image | None
 
     def as_tuple(self) -> tuple:
-        return self.overlay, self.se_plot, self.faithfulness, self.note, self.se_map
+        """The outputs in app.py's order. No bars yet (an empty frame) go out as None: Gradio's bar plot, once
+        drawn from no rows, keeps that empty encoding and never shows the bars that follow."""
+        faithfulness = None if self.faithfulness.empty else self.faithfulness
+        return self.overlay, self.se_plot, faithfulness, self.note, self.se_map
 
 
 @dataclass
@@ -314,7 +317,8 @@ class ZooService:
         se_map = pictures.framed(explain.overlay(shown, se_map, opacity)) if excitations else None
         words = dict(map_words=wording.map_description(method, layer_name, layers, names[explained], entry.chosen),
                      se_words=wording.se_description(len(excitations), prediction.display_name),
-                     shape_words=pictures.shape_note(shown))
+                     shape_words=pictures.shape_note(shown), architecture=prediction.display_name,
+                     shown=names[explained])
         if entry.figures is None:
             # No bars yet: an empty frame (not None) keeps the plot's axes while the check runs.
             yield Explanation(picture, se_plot, wording.faithfulness_frame(None),

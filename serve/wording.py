@@ -38,25 +38,24 @@ INSIDE_INTRO = ("What every stage of the network makes of **the image and archit
                 "would guess. The chart: how well each stage's features tell the ten classes apart (validation split).")
 INSIDE_EMPTY = "Upload an image in the Classify tab first."
 
-# A small upload (a 32 x 32 CIFAR image) fills the input box instead of showing as a stamp. Gallery captions wrap
-# instead of being cut, and sit below Compare's thumbnails rather than over them. Look inside's stage pictures
-# are shown whole (contained, their own height), not cropped to square tiles. The tables wrap their headers and
-# cells so that every column fits the page's width. A picture that draws its own titles is never cropped.
+# A small upload (a 32 x 32 CIFAR image) fills the input box instead of showing as a stamp. The galleries show
+# whole pictures (contained, at their own height, no inner scroll box) with their captions below them, not over
+# them. The tables wrap (``wrap=True`` in app.py) and take the page's width. A picture that draws its own title
+# starts below the corner buttons (fullscreen, download, share), which would otherwise cover the title's end.
+SELF_TITLED = ("#zoo-plot", "#zoo-evolution", "#zoo-probes", "#zoo-severity", "#zoo-robustness", "#zoo-diagram",
+               "#architecture-diagram", "#inside-probes", "#se-plot")
 CSS = """
 #classify-image img, #compare-image img { width: 100%; height: 100%; object-fit: contain; }
-#compare-gallery .caption-label, #inside-gallery .caption-label { white-space: normal; max-width: calc(100% - 16px); }
-#compare-gallery .thumbnail-item, #inside-gallery .thumbnail-item { display: flex; flex-direction: column;
-  height: auto !important; aspect-ratio: auto !important; }
-#compare-gallery .thumbnail-item img, #inside-gallery .thumbnail-item img { object-fit: contain !important;
-  height: auto !important; width: 100% !important; }
-#compare-gallery .caption-label, #inside-gallery .caption-label { position: static; transform: none;
-  margin: 4px auto 0; overflow-wrap: anywhere; }
-#compare-table table, #zoo-table table { table-layout: auto; width: 100%; }
-#compare-table th, #compare-table td, #zoo-table th, #zoo-table td { white-space: normal; overflow-wrap: anywhere; }
-#compare-table th *, #compare-table td *, #zoo-table th *, #zoo-table td * { white-space: normal !important;
-  overflow: visible !important; text-overflow: clip !important; }
-#zoo-robustness img, #faithfulness img, #zoo-probes img, #zoo-severity img { object-fit: contain; }
-"""
+#compare-gallery .grid-wrap, #inside-gallery .grid-wrap { max-height: none; min-height: 0; overflow-y: visible; }
+#compare-gallery .grid-container, #inside-gallery .grid-container { grid-auto-rows: auto; }
+#compare-gallery .thumbnail-item, #inside-gallery .thumbnail-item { aspect-ratio: auto; height: auto;
+  display: flex; flex-direction: column; }
+#compare-gallery .thumbnail-lg > img, #inside-gallery .thumbnail-lg > img { height: auto; object-fit: contain; }
+#compare-gallery .caption-label, #inside-gallery .caption-label { position: static; max-width: 100%;
+  white-space: normal; border: none; border-radius: 0; }
+#compare-gallery .grid-wrap { padding-top: 40px; }
+#compare-table table, #zoo-table table { width: 100%; }
+""" + ", ".join(f"{element} .image-frame" for element in SELF_TITLED) + " { padding-top: 34px; }\n"
 
 EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
@@ -82,14 +81,25 @@ def ood_note(prediction) -> str:
             f"{prediction.ood['message']}")
 
 
-FAITHFULNESS_X, FAITHFULNESS_Y = "blanked first (5-50% of pixels)", "mean probability drop"
-FAITHFULNESS_BARS = {"map": "the map's hottest", "centre": "the centre", "random": "random maps as smooth",
-                     "random_weights": "random weights' map"}
+FAITHFULNESS_X, FAITHFULNESS_Y = "hottest 15% and 40% blurred away, then shown alone", "mean probability change"
+# Short bar names: four must fit side by side under the plot without running into each other.
+FAITHFULNESS_BARS = {"map": "the map", "centre": "the centre", "random": "random maps", "random_weights": "random weights"}
 BASELINE = "baseline"
 # The bars' colours: the map's bar in its verdict's colour, the references grey.
 BAR_COLOURS = {**{f"this map: {SHORT[outcome]}": COLOURS[outcome] for outcome in Outcome}, BASELINE: "#9aa0a6"}
-CHECKING = ("⏳ **Checking this map...** The verdict follows in a moment: blanking what it marks is being "
-            "compared with random maps, the centre and the same network with random weights.")
+CHECKING = ("⏳ **Checking this map...** The verdict follows in a moment: blurring away what it marks, and showing "
+            "only that, is being compared with random maps, the centre and the same network with random weights.")
+# The note's first sentence: what the map shows and whether to trust it, in plain words ({architecture}, {shown}).
+PLAIN_VERDICTS = {
+    Outcome.EXPLAINS: "the bright parts are where {architecture} looked to call this **{shown}**; trust this map for "
+                      "this image.",
+    Outcome.CENTRE: "{architecture} did look at the bright parts for **{shown}**, but a map of the image's centre "
+                    "does as well, so read it only as \"the object is in the middle\".",
+    Outcome.NOT_EXPLAINED: "the bright parts mattered to {architecture}'s **{shown}** no more than a guess that "
+                           "ignores the model would; don't read it as where the model looked.",
+    Outcome.INCONCLUSIVE: "{architecture} stays as sure of **{shown}** whatever part of the image is blurred, so "
+                          "this map cannot be checked on this image.",
+}
 
 
 def faithfulness_frame(verdict) -> pd.DataFrame:
@@ -110,9 +120,9 @@ def map_description(method: str, layer_name: str, layers: list[str], shown: str,
                  and layer_name != layers[-1] else f"layer `{layer_name}`")
         where += f" ({layers.index(layer_name) + 1} of {len(layers)})"
     if chosen is not None:
-        where += (f"; this map was **chosen** for this image: {chosen} had the best deletion curve of the "
-                  f"{len(CHOSEN_FROM)} candidates ({', '.join(CHOSEN_FROM)}; the random-weights map was chosen "
-                  "the same way, on the random network)")
+        where += (f"; this map was **chosen** for this image: {chosen} cost the model the most when blanked, of "
+                  f"{len(CHOSEN_FROM)} candidates ({', '.join(CHOSEN_FROM)}; the random-weights map was chosen the "
+                  "same way, on the random network). The verdict reads other curves, and allows for the choice")
     return f"{method} at {where}, class **{shown}**"
 
 
@@ -139,19 +149,25 @@ def se_description(se_blocks: int, architecture: str) -> str:
             "last block turned up are active.")
 
 
-def explanation_note(verdict, figures: dict | None, map_words: str, se_words: str, shape_words: str = "") -> str:
-    """The note under the map, in reading order: the verdict (or that the check is still running), what the map
-    is (``map_description``), how its curve went (``curve_description``), the SE attention and, for a thin
+def explanation_note(verdict, figures: dict | None, map_words: str, se_words: str, shape_words: str = "",
+                     architecture: str = "the model", shown: str = "this class") -> str:
+    """The note under the map, in reading order: one plain sentence with the verdict, what the map shows and
+    whether to trust it (or that the check is still running); then what the map is (``map_description``), the
+    comparisons behind the verdict and its curves (``curve_description``); the SE attention and, for a thin
     picture, why it shows as a strip. ``verdict`` and ``figures`` are None while the check runs."""
     tail = "\n\n" + se_words + ("\n\n" + shape_words if shape_words else "")
     if verdict is None:
         return CHECKING + "\n\n" + map_words + "." + tail
-    return verdict.sentence() + "\n\n" + map_words + ". " + curve_description(figures) + tail
+    lead = f"{verdict.headline}: " + PLAIN_VERDICTS[verdict.outcome].format(architecture=architecture, shown=shown)
+    checked = f"How it was checked: it {'; it '.join(verdict.reasons)}. {verdict.meaning}"
+    return lead + "\n\n" + map_words + ". " + checked + " " + curve_description(figures) + tail
 
 
 # -- Compare --------------------------------------------------------------------------------------------------
 # Short headers: seven columns must fit beside the gallery without running off the table.
 COMPARE_HEADERS = ["architecture", "top-1", "confidence", "ms", "with majority", "agreement", "map"]
+# Each column's share of the table's width: together the page's width, so that no column runs off its right edge.
+COMPARE_WIDTHS = ["21%", "8%", "10%", "7%", "9%", "10%", "35%"]
 UNAVAILABLE = {Unavailable.NO_CHECKPOINT: "no checkpoint yet", Unavailable.UNUSABLE: "checkpoint unusable",
                Unavailable.NOT_DOWNLOADED: "checkpoint not downloaded"}
 
@@ -198,4 +214,6 @@ def compare_caption(row, verdict=None) -> str:
 
 
 # -- Model zoo ------------------------------------------------------------------------------------------------
+# The zoo table's columns (``serve.ZOO_HEADERS``), as COMPARE_WIDTHS: the hardware's long description last.
+ZOO_WIDTHS = ["12%", "8%", "6%", "6%", "7%", "5%", "6%", "6%", "5%", "6%", "5%", "7%", "21%"]
 NO_CONFUSION = "No confusion matrix yet (`python -m tools.finish_checkpoint` writes `confusion.png`)."

@@ -1,6 +1,7 @@
 """The running app over HTTP: `python app.py` in a subprocess, driven with gradio_client as a user's script would.
 
-The server reads a temporary checkpoint folder: the trained checkpoints (linked), random-weight ones for
+The server (tests/servers.py: one per layout for the session) reads a temporary checkpoint folder: the trained
+checkpoints (linked), random-weight ones for
 ResNet and SENet where those are not trained yet (so /explain and /compare always have something to run,
 SE plots included), and, while some architecture is untrained, a corrupt checkpoint in its place.
 """
@@ -15,45 +16,40 @@ from PIL import Image
 
 import explain
 from architectures import create_model, list_models, load_config
-from conftest import CHECKPOINTS, CIFAR10, random_checkpoint, running_app
+from conftest import CHECKPOINTS, CIFAR10
+from servers import shared_app, trained
 from upload_corpus import write_corpus
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TRAINED = [name for name in list_models() if (CHECKPOINTS / name / "config.json").is_file()
-           and (CHECKPOINTS / name / "model.safetensors").is_file()]
+TRAINED = [name for name in list_models() if trained(name)]
 
 
 @pytest.fixture(scope="module")
-def layout(tmp_path_factory):
-    """The checkpoint folder the server reads, and what each architecture in it is."""
-    folder = tmp_path_factory.mktemp("served_checkpoints")
-    kinds = {}
-    for name in TRAINED:
-        (folder / name).symlink_to(CHECKPOINTS / name, target_is_directory=True)
-        kinds[name] = "trained"
+def layout_and_server(request, tmp_path_factory):
+    """The checkpoint folder the server reads and what each architecture in it is; the session's server for it."""
+    kinds = {name: "trained" for name in TRAINED}
     for name in ("resnet", "senet"):
-        if name not in kinds:
-            random_checkpoint(folder, name)
-            kinds[name] = "random"
+        kinds.setdefault(name, "random")
     untrained = [name for name in list_models() if name not in kinds]
     if len(untrained) > 1:  # keep at least one plainly missing; break the first of the rest
-        broken = untrained[0]
-        (folder / broken).mkdir()
-        (folder / broken / "config.json").write_text('{"arch": "%s", "class_names": ' % broken)
-        (folder / broken / "model.safetensors").write_bytes(b"not a safetensors file")
-        kinds[broken] = "corrupt"
+        kinds[untrained[0]] = "corrupt"
     for name in list_models():
         kinds.setdefault(name, "missing")
-    return folder, kinds
+    folder, running = shared_app(request, tmp_path_factory, kinds)
+    return (folder, kinds), running
 
 
 @pytest.fixture(scope="module")
-def server(layout, tmp_path_factory):
-    with running_app(layout[0], tmp_path_factory.mktemp("server")) as running:
-        yield running
+def layout(layout_and_server):
+    return layout_and_server[0]
+
+
+@pytest.fixture(scope="module")
+def server(layout_and_server):
+    return layout_and_server[1]
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """The app in a real browser: Debian's Chromium, headless, driven by Playwright, as a visitor would use it.
 
-`python app.py` runs in a subprocess (conftest.running_app, as in test_app_http.py) on a checkpoint folder
-that has all eleven architectures: the trained checkpoints (linked) and random weights for any not trained
-yet. Each test keeps a full-page screenshot of its tab under its own tmp_path (also when it fails).
+`python app.py` runs in a subprocess (tests/servers.py, shared with test_app_http.py when their layouts agree)
+on a checkpoint folder that has all eleven architectures: the trained checkpoints (linked) and random weights
+for any not trained yet. The page is 1400 px wide; the layout checks (nothing cut, nothing covered) hold there.
+Each test keeps a full-page screenshot of its tab under its own tmp_path (also when it fails).
 
 Skipped, with the reason, only where /usr/bin/chromium or the playwright package is missing; `.ci/run`
 installs both. Playwright's own browser download is not used.
@@ -19,7 +20,8 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from architectures import list_models, model_class
-from conftest import CHECKPOINTS, CIFAR10, REPO_ROOT, random_checkpoint, running_app
+from conftest import CIFAR10, REPO_ROOT
+from servers import shared_app, trained
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.is_file():
@@ -38,15 +40,9 @@ PHOTO = sorted((REPO_ROOT / "examples").glob("*.jpg"))[0]  # a real photo, large
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("browser_checkpoints")
-    for name in list_models():
-        if (CHECKPOINTS / name / "config.json").is_file() and (CHECKPOINTS / name / "model.safetensors").is_file():
-            (folder / name).symlink_to(CHECKPOINTS / name, target_is_directory=True)
-        else:
-            random_checkpoint(folder, name)
-    with running_app(folder, tmp_path_factory.mktemp("browser_server")) as running:
-        yield running
+def server(request, tmp_path_factory):
+    layout = {name: "trained" if trained(name) else "random" for name in list_models()}
+    return shared_app(request, tmp_path_factory, layout)[1]
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +116,35 @@ def loaded_image(page, img) -> Image.Image:
     picture = Image.open(io.BytesIO(response.body()))
     assert width == picture.width > 0
     return picture.convert("RGB")
+
+
+def cut_texts(locator) -> list[str]:
+    """The texts among ``locator``'s elements that do not fit their box (their end is hidden)."""
+    return locator.evaluate_all("els => els.filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)")
+
+
+def assert_table_fits(table) -> None:
+    """Every column of a rendered gr.Dataframe lies within the table's box, and no header or cell is cut."""
+    right = table.bounding_box()["x"] + table.bounding_box()["width"]
+    for header in table.locator("[role=columnheader]").all():
+        box = header.bounding_box()
+        assert box and box["x"] + box["width"] <= right + 1, (header.inner_text(), box, right)
+    assert not cut_texts(table.locator("[role=columnheader], [role=gridcell]")), cut_texts(
+        table.locator("[role=columnheader], [role=gridcell]"))
+
+
+def assert_whole_pictures(gallery) -> None:
+    """Every picture of a gallery is shown whole: at its own aspect ratio, inside the gallery's box (no inner
+    scrolling), with its caption below it rather than over it."""
+    assert gallery.locator(".grid-wrap").evaluate("e => e.scrollHeight <= e.clientHeight + 1"), "the gallery scrolls"
+    for item in gallery.locator(".thumbnail-item").all():
+        shown = item.locator("img").evaluate(
+            "i => { const box = i.getBoundingClientRect(); return [i.naturalWidth / i.naturalHeight, "
+            "box.width / box.height, getComputedStyle(i).objectFit, box.bottom]; }")
+        natural, drawn, fit, bottom = shown
+        assert fit == "contain" and abs(drawn - natural) <= 0.02 * natural, shown
+        caption = item.locator(".caption-label").bounding_box()
+        assert caption["y"] >= bottom - 1, (caption, bottom)  # below the picture, not over it
 
 
 def grid_cells(table, header: str) -> list[str]:
@@ -206,6 +231,9 @@ def test_compare_fills_table_and_gallery(page, tmp_path):
         sync_api.expect(thumbnails).to_have_count(len(list_models()))
         for index in (0, len(list_models()) - 1):
             loaded_image(page, thumbnails.nth(index))
+        assert_whole_pictures(page.locator("#compare-gallery"))  # the captions below the maps, not over them
+        assert all(re.search(r"\(\w+.*, \d+ ms\)", text) for text in grid_cells(table, "map"))
+        assert_table_fits(table)  # the map column whole: "does not explain (chosen, 250 ms)"
         assert_no_errors(page)
 
 
@@ -225,6 +253,10 @@ def test_a_small_upload_gets_a_large_overlay_and_a_verdict(page, tmp_path):
         note = page.locator("#explain-note")
         sync_api.expect(note).to_contain_text(re.compile(r"^\W*(Explains this prediction|Faithful, but says no more|Does not explain this prediction|Inconclusive)"))
         sync_api.expect(page.locator("#faithfulness")).to_be_visible()
+        # Four bars, and the axis titles whole (Vega ends a title that does not fit with "…").
+        sync_api.expect(page.locator("#faithfulness .role-mark path, #faithfulness .role-mark rect")).to_have_count(4)
+        titles = page.locator("#faithfulness .role-axis-title text").evaluate_all("els => els.map(e => e.textContent)")
+        assert len(titles) == 2 and not any(title.endswith("…") for title in titles), titles
         assert_no_errors(page)
 
 
@@ -269,6 +301,9 @@ def test_model_zoo_lists_all_eleven(page, tmp_path):
         accuracies = [float(text) for text in grid_cells(table, "val accuracy")]
         assert accuracies == sorted(accuracies, reverse=True) and all(0 < a <= 1 for a in accuracies), accuracies
         wait_until_idle(page)
+        assert_table_fits(table)  # "latency (ms)" and the hardware column whole, not cut at the right
+        assert table.locator(".table-wrap, [role=grid]").first.evaluate(
+            "e => e.scrollWidth <= e.clientWidth + 1"), "the zoo table scrolls sideways"
         assert_no_errors(page)
 
 
@@ -301,6 +336,7 @@ def test_look_inside_shows_every_stage_of_the_classify_choice(page, tmp_path):
         assert [t.split(" · ")[:2] for t in texts] == [stage_label(s).split(" · ")[:2] for s in stages], texts
         cut = captions.evaluate_all("els => els.filter(e => e.scrollWidth > e.clientWidth + 1).length")
         assert cut == 0, f"{cut} captions are cut off"
+        assert_whole_pictures(page.locator("#inside-gallery"))  # each stage's title drawn in it is whole
         assert loaded_image(page, page.locator("#inside-probes img")).width >= 600
         sync_api.expect(page.locator("#inside-note")).to_contain_text("activation × gradient")
         assert_no_errors(page)
@@ -309,9 +345,14 @@ def test_look_inside_shows_every_stage_of_the_classify_choice(page, tmp_path):
 def test_picture_titles_are_not_covered_and_compare_columns_fit(page, tmp_path):
     """The pictures that draw their own titles have no label over them; Compare's table shows every column whole."""
     page.get_by_role("tab", name="Model zoo").click()
-    for element in ("#zoo-plot", "#zoo-evolution", "#zoo-diagram", "#zoo-probes"):
+    for element in ("#zoo-plot", "#zoo-evolution", "#zoo-diagram", "#zoo-probes", "#zoo-robustness", "#zoo-severity"):
         loaded_image(page, page.locator(f"{element} img"))
         assert page.locator(f"{element} [data-testid=block-label]:visible").count() == 0, element
+        # The corner buttons sit above the picture, not over its title (the reliability diagram's, at its right).
+        picture_top = page.locator(f"{element} img").bounding_box()["y"]
+        for button in page.locator(f"{element} .icon-button-wrapper button:visible").all():
+            box = button.bounding_box()
+            assert box["y"] + box["height"] <= picture_top + 1, (element, box, picture_top)
     page.get_by_role("tab", name="Compare").click()
     with screenshot(page, tmp_path / "compare_table.png"):
         page.locator("#compare-image input[type=file]").set_input_files(PHOTO)
