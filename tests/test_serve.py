@@ -715,3 +715,33 @@ def test_recently_used_keeps_the_latest_and_drops_the_least_recently_used():
     kept.put("c", 3)
     assert "b" not in kept and len(kept) == 2 and kept.get("b") is None
     assert kept.get("a") == 1 and kept.get("c") == 3
+
+
+def test_explaining_one_architecture_does_not_wait_for_another(store, tmp_path):
+    """Each model has its own lock, the one explain/ takes (explain.common.model_lock): while ResNet's is held,
+    SENet is explained; a ResNet explanation waits until the lock is free, then finishes."""
+    import threading
+
+    from explain.common import model_lock
+
+    service = serve.ZooService(store)
+    upload = tmp_path / "small.png"
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(upload)
+    resnet = store.get("resnet")
+    assert resnet.lock is model_lock(resnet.model) and resnet.lock is not store.get("senet").lock
+    results = {}
+
+    def explain(name):
+        results[name] = service.explain(str(upload), name, method="gradcam")
+
+    with resnet.lock:
+        other = threading.Thread(target=explain, args=("senet",))
+        other.start()
+        other.join(timeout=120)
+        assert not other.is_alive() and results["senet"].note, "SENet waited for ResNet's lock"
+        same = threading.Thread(target=explain, args=("resnet",))
+        same.start()
+        same.join(timeout=2)
+        assert same.is_alive() and "resnet" not in results  # ResNet's own explanation waits for its lock
+    same.join(timeout=120)
+    assert not same.is_alive() and results["resnet"].note
