@@ -45,7 +45,7 @@ from upload_corpus import write_corpus  # noqa: E402  (tests/ is put on sys.path
 # Architecture names a client might send by mistake or on purpose; each must be refused by name.
 BAD_NAMES = ["nope", "", "RESNET", "resnet ", "../checkpoints/resnet", "resnet/../senet", "/etc/passwd",
              "checkpoints/resnet/model.safetensors"]
-# The start of the app's own messages for a refused upload and a refused name (app.decode, app.get_model).
+# The start of the app's own messages for a refused upload and a refused name (serve.decode, serve.known_architecture).
 CLEAR_MESSAGES = {"upload": "Cannot use this upload", "name": "unknown architecture"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
@@ -284,7 +284,8 @@ def main(argv=None) -> int:
           f"({report['good']} good, {report['malformed']} malformed; architectures: {', '.join(archs)})")
     print(f"inputs: {len(good)} real images, {len(bad)} bad uploads, {len(BAD_NAMES)} bad names")
     print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
-    print(f"latency (upload to answer): p50 {lat.get('p50_ms')} ms, p95 {lat.get('p95_ms')} ms, max {lat.get('max_ms')} ms")
+    print(f"latency (upload to answer): p50 {lat.get('p50_ms')} ms, p95 {lat.get('p95_ms')} ms, "
+          f"max {lat.get('max_ms')} ms")
     for key, value in report["latency"].items():
         if key != "all" and value["n"]:
             print(f"  {key:18s} n={value['n']:4d}  p50 {value['p50_ms']:8.1f} ms  p95 {value['p95_ms']:8.1f} ms")

@@ -1,9 +1,9 @@
 """The running app over HTTP: `python app.py` in a subprocess, driven with gradio_client as a user's script would.
 
 The server (tests/servers.py: one per layout for the session) reads a temporary checkpoint folder: the trained
-checkpoints (linked), random-weight ones for
-ResNet and SENet where those are not trained yet (so /explain and /compare always have something to run,
-SE plots included), and, while some architecture is untrained, a corrupt checkpoint in its place.
+checkpoints (linked), random-weight ones for ResNet and SENet where those are not trained yet (so /explain and
+/compare always have something to run, SE plots included), and, while some architecture is untrained, a corrupt
+checkpoint in its place.
 """
 from __future__ import annotations
 

@@ -225,7 +225,8 @@ def test_compare_fills_table_and_gallery(page, tmp_path):
         assert majority and majority[1] in CIFAR10 and majority[3] == str(len(list_models())), summary.inner_text()
 
         # Every map of the gallery carries its verdict in its caption.
-        sync_api.expect(page.locator("#compare-gallery")).to_contain_text(re.compile(r"\((explains|faithful, centre|does not explain|inconclusive)\)"))
+        sync_api.expect(page.locator("#compare-gallery")).to_contain_text(
+            re.compile(r"\((explains|faithful, centre|does not explain|inconclusive)\)"))
 
         thumbnails = page.locator("#compare-gallery img")
         sync_api.expect(thumbnails).to_have_count(len(list_models()))
@@ -251,7 +252,8 @@ def test_a_small_upload_gets_a_large_overlay_and_a_verdict(page, tmp_path):
         shown = page.locator("#classify-image img").bounding_box()
         assert shown and min(shown["width"], shown["height"]) >= 200, shown  # the input is not a stamp either
         note = page.locator("#explain-note")
-        sync_api.expect(note).to_contain_text(re.compile(r"^\W*(Explains this prediction|Faithful, but says no more|Does not explain this prediction|Inconclusive)"))
+        sync_api.expect(note).to_contain_text(re.compile(
+            r"^\W*(Explains this prediction|Faithful, but says no more|Does not explain this prediction|Inconclusive)"))
         sync_api.expect(page.locator("#faithfulness")).to_be_visible()
         # Four bars, and the axis titles whole (Vega ends a title that does not fit with "…").
         sync_api.expect(page.locator("#faithfulness .role-mark path, #faithfulness .role-mark rect")).to_have_count(4)

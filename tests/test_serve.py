@@ -561,7 +561,8 @@ def test_the_verdict_has_four_outcomes_each_with_a_true_sentence():
 
     explains = map_verdict(_curves(0.6, 0.3, 0.1, [0.2, 0.22, 0.18, 0.2]))
     assert explains.outcome is Outcome.EXPLAINS and explains.faithful and explains.beats_centre
-    assert explains.sentence().startswith("✅ **Explains this prediction**") and MEANINGS[Outcome.EXPLAINS] in explains.sentence()
+    assert (explains.sentence().startswith("✅ **Explains this prediction**")
+            and MEANINGS[Outcome.EXPLAINS] in explains.sentence())
     # A centred object: the map is faithful, and the centre costs as much (within the noise margin).
     centre = map_verdict(_curves(0.5, 0.49, 0.1, [0.2, 0.22, 0.18, 0.2]))
     assert centre.outcome is Outcome.CENTRE and centre.faithful and not centre.beats_centre

@@ -117,8 +117,8 @@ def test_the_upload_set_of_this_checkout_is_what_the_space_needs():
 def _git_checkout(root):
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     (root / ".gitignore").write_text("venv/\n*.log\n")
-    for path in ("app.py", "preprocess.py", "requirements.txt", "README.md", "LICENSE", "architectures/a.py", "serve/s.py",
-                 "explain/e.py", "train/t.py", "examples/cat.png", "checkpoints/tiny/config.json",
+    for path in ("app.py", "preprocess.py", "requirements.txt", "README.md", "LICENSE", "architectures/a.py",
+                 "serve/s.py", "explain/e.py", "train/t.py", "examples/cat.png", "checkpoints/tiny/config.json",
                  "checkpoints/tiny/model.safetensors", "venv/lib/site.py", "run.log", "tests/test_x.py"):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text("x")
