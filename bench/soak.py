@@ -45,7 +45,8 @@ from upload_corpus import write_corpus  # noqa: E402  (tests/ is put on sys.path
 # Architecture names a client might send by mistake or on purpose; each must be refused by name.
 BAD_NAMES = ["nope", "", "RESNET", "resnet ", "../checkpoints/resnet", "resnet/../senet", "/etc/passwd",
              "checkpoints/resnet/model.safetensors"]
-# The start of the app's own messages for a refused upload and a refused name (serve.decode, serve.known_architecture).
+# The start of the app's own messages for a refused upload and a refused name
+# (serve.decode, serve.known_architecture).
 CLEAR_MESSAGES = {"upload": "Cannot use this upload", "name": "unknown architecture"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 

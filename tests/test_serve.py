@@ -5,8 +5,6 @@ any model is trained; the tests of the shipped checkpoints skip those not traine
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
