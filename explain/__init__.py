@@ -16,8 +16,7 @@ Imports run one way: ``common`` (a leaf) <- ``curves`` <- the methods' modules <
 pass of a model while another may explain it holds ``model_lock(model)``.
 """
 from . import methods
-from .cam import (FUSED, GRADIENT_FREE, LAYER_FREE, METHODS, cam, cam_batch, cam_layer_choices, cam_with_prediction,
-                  recommended_cam, warm_up)
+from .cam import TABLE_VIEWS, cam, cam_batch, cam_layer_choices, cam_with_prediction, recommended_cam, warm_up
 from .choice import CHOSEN_FROM, choose
 from .common import model_lock, unit_range
 from .faithfulness import evidence, faithfulness, randomised, randomised_twin
@@ -32,3 +31,10 @@ __all__ = ["methods", "METHODS", "GRADIENT_FREE", "FUSED", "LAYER_FREE", "recomm
            "overlay", "SEExcitationPlot", "plot_se_excitations", "plot_class_specificity", "se_attention",
            "se_excitations", "se_weighted_map", "has_se", "compute_se_profiles", "save_se_profiles",
            "load_se_profiles", "class_specificity", "PROFILES_NAME"]
+
+
+def __getattr__(name: str):
+    """``METHODS``, ``LAYER_FREE``, ``FUSED`` and ``GRADIENT_FREE``: views of the table of methods, read afresh."""
+    if name in TABLE_VIEWS:
+        return TABLE_VIEWS[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,11 +17,19 @@ from .methods import Kind
 __all__ = ["METHODS", "LAYER_FREE", "FUSED", "GRADIENT_FREE", "FUSED_BLUR_SIGMA", "recommended_cam", "cam_layer_choices",
            "cam_batch", "cam_with_prediction", "cam", "warm_up"]
 
-# Views of the table, kept for the callers that read them.
-METHODS = methods.names()
-LAYER_FREE = methods.names(Kind.INPUT, Kind.CHOSEN)
-FUSED = methods.names(Kind.FUSED)
-GRADIENT_FREE = tuple(name for name in METHODS if not methods.get(name).uses_target)  # these ignore the target
+# Views of the table, read afresh on each access (a method registered later shows in them too).
+TABLE_VIEWS = {
+    "METHODS": lambda: methods.names(),
+    "LAYER_FREE": lambda: methods.names(Kind.INPUT, Kind.CHOSEN),
+    "FUSED": lambda: methods.names(Kind.FUSED),
+    "GRADIENT_FREE": lambda: tuple(name for name, m in methods.TABLE.items() if not m.uses_target),  # ignore the target
+}
+
+
+def __getattr__(name: str):
+    if name in TABLE_VIEWS:
+        return TABLE_VIEWS[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def recommended_cam(config: dict) -> tuple[str, str | None]:
@@ -29,7 +37,7 @@ def recommended_cam(config: dict) -> tuple[str, str | None]:
     by ``python -m tools.choose_cam`` or ``tools.finish_checkpoint``). Plain Grad-CAM at the default (deepest)
     layer where none was recorded; a layer of None means the default."""
     entry = config.get("cam")
-    if not isinstance(entry, dict) or entry.get("method") not in METHODS:
+    if not isinstance(entry, dict) or entry.get("method") not in methods.TABLE:
         return "gradcam", None
     return entry["method"], entry.get("layer")
 

@@ -27,6 +27,8 @@ from enum import Enum
 
 import numpy as np
 
+# Which verdict a recorded figure was measured by (config.json's cam.outcomes): figures of another are not comparable.
+VERSION = "held-out curves, t-test over random maps allowing a best-of-ten choice"
 MIN_RATIO_OVER_RANDOM = 1.25  # the map's score over the random maps' mean score
 MIN_MARGIN = 0.02             # of mean probability change: no lead smaller than this counts
 # Prediction-interval deviations over the random maps: Student's t with R - 1 = 7 degrees of freedom at

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from explain import FUSED, LAYER_FREE
+from explain import methods
 from explain.curves import VERDICT_FRACTIONS
 from explain.faithfulness import curve_parts
 from explain.choice import CHOSEN_FROM
@@ -55,7 +55,7 @@ CSS = """
   white-space: normal; border: none; border-radius: 0; }
 #compare-gallery .grid-wrap { padding-top: 40px; }
 #compare-table table, #zoo-table table { width: 100%; }
-""" + ", ".join(f"{element} .image-frame" for element in SELF_TITLED) + " { padding-top: 34px; }\n"
+""" + ",\n".join(f"{element} .image-frame" for element in SELF_TITLED) + " { padding-top: 34px; }\n"
 
 EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
@@ -113,10 +113,11 @@ def faithfulness_frame(verdict) -> pd.DataFrame:
 
 def map_description(method: str, layer_name: str, layers: list[str], shown: str, chosen: str | None = None) -> str:
     """What the map is, in words (no full stop: the curve's sentence may follow)."""
-    if method in LAYER_FREE:
+    entry = methods.get(method)
+    if not entry.takes_layer:
         where = "the input (no layer)"
     else:
-        where = (f"layers `{layer_name}` to `{layers[-1]}` fused" if method in FUSED
+        where = (f"layers `{layer_name}` to `{layers[-1]}` fused" if entry.kind is methods.Kind.FUSED
                  and layer_name != layers[-1] else f"layer `{layer_name}`")
         where += f" ({layers.index(layer_name) + 1} of {len(layers)})"
     if chosen is not None:

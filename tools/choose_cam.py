@@ -46,6 +46,7 @@ from train.data import DataError, ImageSet, checkpoint_split, load_images
 
 from explain.cam import LAYER_FREE, METHODS, cam_batch
 from explain.faithfulness import evidence, randomised_twin
+from explain.verdict import VERSION as VERDICT_VERSION
 from explain.verdict import Outcome, batch_verdicts, outcome_shares
 from tools._config import update_config
 
@@ -197,7 +198,7 @@ def cam_entry(best: Setting, images: int, chosen_by: str) -> dict:
     """The ``cam`` field of a checkpoint's config.json: the chosen setting (layer None for a layer-free
     method) and its figures on the selection images."""
     return {"method": best.method, "layer": None if best.method in LAYER_FREE else best.layer,
-            "chosen_by": chosen_by, "images": images,
+            "chosen_by": chosen_by, "images": images, "verdict": VERDICT_VERSION,
             "outcomes": {key: round(value, 4) for key, value in best.shares.items()},
             "scores": {key: round(value, 4) for key, value in best.scores.items()},
             "spearman": round(best.spearman, 4), "ms_per_image": round(best.ms_per_image, 1)}
