@@ -3,7 +3,8 @@
 Twelve of the paper's fifteen, each with the parameters of its CIFAR-10-C script (``make_cifar_c.py``): the
 noises, blurs, fog, brightness, contrast, elastic, pixelate and JPEG. Frost and snow are left out (frost
 overlays photographs the paper ships; snow and motion blur need ImageMagick's motion blur through Wand).
-torchvision.transforms.v2 does Gaussian noise, Gaussian blur, JPEG and the elastic field; the rest is
+torchvision.transforms.v2 does the Gaussian blur and the elastic field and Pillow the JPEG round trip (the
+paper's own encoder; torchvision's JPEG codec is deprecated since 0.29 and gives the same pixels); the rest is
 written here in torch because no maintained package has it with CIFAR's parameters (``imagecorruptions``
 has ImageNet's, needs scikit-image and was last released in 2020). Every call is seeded: the same images,
 corruption, severity and seed give the same pixels.
@@ -71,6 +72,14 @@ def _disk(radius: float, alias_blur: float) -> torch.Tensor:
     disk = ((xx ** 2 + yy ** 2) <= radius ** 2).float()
     disk = disk / disk.sum()
     return TF.gaussian_blur(disk[None, None], [3, 3], [alias_blur, alias_blur])[0, 0]
+
+
+def _jpeg_round_trip(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """One uint8 3 x H x W image saved as a JPEG of ``quality`` and decoded again, with Pillow (libjpeg-turbo)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, "JPEG", quality=quality)
+    with Image.open(buffer) as decoded:
+        return torch.from_numpy(np.array(decoded.convert("RGB"))).permute(2, 0, 1)
 
 
 def _plasma(size: int, decay: float, rng: np.random.Generator) -> np.ndarray:
@@ -198,7 +207,7 @@ def corrupt(images: torch.Tensor, corruption: str, severity: int, seed: int = 0)
             Image.fromarray(img.permute(1, 2, 0).numpy()).resize((small, small), Image.Resampling.BOX)
             .resize((side, side), Image.Resampling.BOX))).permute(2, 0, 1) for img in images]).float() / 255
     else:  # jpeg_compression
-        return torch.stack([TF.jpeg(img, quality=c) for img in images])
+        return torch.stack([_jpeg_round_trip(img, c) for img in images])
     return (out.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
