@@ -1,4 +1,7 @@
-"""Every registered architecture, tested the same way (a new one is covered without touching this file)."""
+"""Every registered architecture, tested the same way (a new one is covered without touching this file).
+
+The per-architecture checks live in architecture_checks.py, so that test_new_architecture.py runs the same ones.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -8,13 +11,13 @@ import pytest
 import torch
 
 import architectures
-from architectures import create_model, list_models, load_pretrained, save_pretrained
+import architecture_checks as checks
+from architectures import create_model, list_models
 from architectures._blocks import SqueezeExcite, ZooModel
 from architectures._registry import model_class
 from train.config import TrainConfig
 from train.recipes import recipe_for
 
-MAX_CHECKPOINT_BYTES = 10 * 1000 * 1000
 # Modules of the package that hold shared code, not an architecture.
 NOT_ARCHITECTURES = {"__init__", "_blocks", "_registry", "checkpoint", "measure"}
 
@@ -69,55 +72,22 @@ def test_unknown_argument_is_refused():
 
 @pytest.mark.parametrize("name", list_models())
 def test_shapes_finite_and_backward(name):
-    torch.manual_seed(0)
-    model = create_model(name)
-    assert isinstance(model, ZooModel)
-    model.train()
-    x = torch.randn(4, 3, 32, 32)
-    logits = model(x)
-    assert logits.shape == (4, 10)
-    assert torch.isfinite(logits).all()
-    logits.logsumexp(1).mean().backward()
-    grads = [p.grad for p in model.parameters()]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    model.eval()
-    with torch.no_grad():
-        assert model(x[:1]).shape == (1, 10)
-        features = model.forward_features(x)
-        assert features.ndim == 4 and features.shape[0] == 4
-        torch.testing.assert_close(model.forward_head(features), model(x))
+    checks.check_shapes_finite_and_backward(name)
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_other_num_classes(name):
-    model = create_model(name, num_classes=7).eval()
-    with torch.no_grad():
-        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+    checks.check_other_num_classes(name)
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_cam_layers_exist_and_give_spatial_maps(name):
-    model = create_model(name).eval()
-    modules = dict(model.named_modules())
-    assert model.cam_layers and model.default_cam_layer == model.cam_layers[-1]
-    outputs = {}
-    hooks = [modules[layer].register_forward_hook(lambda m, i, o, layer=layer: outputs.__setitem__(layer, o))
-             for layer in model.cam_layers]
-    with torch.no_grad():
-        model(torch.randn(1, 3, 32, 32))
-    for hook in hooks:
-        hook.remove()
-    for layer, output in outputs.items():
-        spatial = model.cam_reshape(output)
-        assert spatial.ndim == 4 and spatial.shape[-1] >= 2, (layer, tuple(spatial.shape))
+    checks.check_cam_layers_exist_and_give_spatial_maps(name)
 
 
 @pytest.mark.parametrize("name", list_models())
 def test_fits_the_size_budget(name):
-    # Checkpoints store float16 unless asked otherwise (TrainConfig.weights_dtype): 2 bytes a parameter.
-    # A float32 save (--weights-dtype float32) of the widened VGG would be 10.6 MB.
-    params = sum(p.numel() for p in create_model(name).parameters())
-    assert params * 2 <= MAX_CHECKPOINT_BYTES
+    checks.check_fits_the_size_budget(name)
 
 
 def test_senet_and_efficientnet_share_the_se_module():
@@ -131,19 +101,4 @@ def test_senet_and_efficientnet_share_the_se_module():
 
 @pytest.mark.parametrize("name", list_models())
 def test_save_load_round_trip_gives_identical_logits(name, tmp_path):
-    torch.manual_seed(1)
-    model = create_model(name, num_classes=3).eval()
-    with torch.no_grad():  # make BatchNorm statistics non-trivial, so they must round-trip too
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-    config = {"class_names": ["a", "b", "c"], "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
-    save_pretrained(model, tmp_path / "ckpt", config)
-    loaded = load_pretrained(tmp_path / "ckpt")
-    assert not loaded.training
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
-    assert loaded.config["class_names"] == ["a", "b", "c"]
-    assert loaded.config["arch"] == name
+    checks.check_save_load_round_trip_gives_identical_logits(name, tmp_path)

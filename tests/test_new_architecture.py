@@ -2,7 +2,8 @@
 the zoo's generic model, explanation and serving checks with no edit anywhere else.
 
 The module stands in for ``architectures/<name>.py``; importing it is the one import line of
-``architectures/__init__.py``. The checks are the very test functions every registered architecture runs.
+``architectures/__init__.py``. The checks are the ones every registered architecture runs (architecture_checks.py,
+which test_models.py runs over the registry), so passing them here is passing what the zoo asks of a model.
 """
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import architecture_checks as checks
 import explain
 import serve
-import test_explain
-import test_models
 from architectures import _registry, create_model, list_models, model_class, save_pretrained
+from explain.verdict import HEADLINES
+from preprocess import CIFAR10_CLASSES
 
 NAME = "tiny_extra_net"
 MODULE = textwrap.dedent(f'''
@@ -50,7 +52,6 @@ MODULE = textwrap.dedent(f'''
         def forward_head(self, features):
             return self.head(features)
 ''')
-CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 @pytest.fixture(scope="module")
@@ -74,27 +75,34 @@ def test_it_is_registered_with_its_facts(registered):
     assert cls.display_name and cls.key_idea and cls.paper and cls.year == 2026
 
 
-@pytest.mark.parametrize("check", ["test_shapes_finite_and_backward", "test_other_num_classes",
-                                   "test_cam_layers_exist_and_give_spatial_maps", "test_fits_the_size_budget"])
+@pytest.fixture(scope="module")
+def random_model(registered):
+    """One random-weights instance for the explanation checks (explain.randomised, as test_explain.py's)."""
+    return explain.randomised(create_model(registered))
+
+
+@pytest.mark.parametrize("check", [checks.check_shapes_finite_and_backward, checks.check_other_num_classes,
+                                   checks.check_cam_layers_exist_and_give_spatial_maps,
+                                   checks.check_fits_the_size_budget], ids=lambda check: check.__name__)
 def test_generic_model_checks(registered, check):
-    getattr(test_models, check)(registered)
+    check(registered)
 
 
 def test_checkpoint_round_trip(registered, tmp_path):
-    test_models.test_save_load_round_trip_gives_identical_logits(registered, tmp_path)
+    checks.check_save_load_round_trip_gives_identical_logits(registered, tmp_path)
 
 
 @pytest.mark.parametrize("method", explain.METHODS)
-def test_generic_explanation_checks(registered, method):
-    test_explain.test_cam_is_a_map_in_unit_range(registered, method)
+def test_generic_explanation_checks(random_model, method):
+    checks.check_cam_is_a_map_in_unit_range(random_model, method)
     if method not in explain.GRADIENT_FREE:
-        test_explain.test_target_class_changes_the_map(registered, method)
+        checks.check_target_class_changes_the_map(random_model, method)
 
 
-def test_generic_layer_and_se_checks(registered):
-    test_explain.test_every_layer_choice_works(registered)
-    test_explain.test_no_in_place_activations(registered)
-    test_explain.test_se_excitations_one_vector_per_block(registered)
+def test_generic_layer_and_se_checks(random_model):
+    checks.check_every_layer_choice_works(random_model)
+    checks.check_no_in_place_activations(random_model)
+    checks.check_se_excitations_one_vector_per_block(random_model)
 
 
 def test_served_like_any_other(registered, tmp_path):
@@ -102,9 +110,9 @@ def test_served_like_any_other(registered, tmp_path):
     the app runs on, with its card and its place in the zoo table."""
     model = create_model(registered).eval()
     save_pretrained(model, tmp_path / "checkpoints" / registered,
-                    {"class_names": CIFAR10, "image_size": 32, "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26],
-                     "val_accuracy": 0.5, "val_accuracy_tta": 0.52, "epochs": 1, "train_seconds": 1.0,
-                     "hardware": "test"})
+                    {"class_names": list(CIFAR10_CLASSES), "image_size": 32, "mean": [0.49, 0.48, 0.45],
+                     "std": [0.25, 0.24, 0.26], "val_accuracy": 0.5, "val_accuracy_tta": 0.52, "epochs": 1,
+                     "train_seconds": 1.0, "hardware": "test"})
     store = serve.ModelStore(tmp_path / "checkpoints", repo="", device="cpu", ood_thresholds={})
     service = serve.ZooService(store)
     assert store.available() == [registered]
@@ -112,12 +120,12 @@ def test_served_like_any_other(registered, tmp_path):
     upload = tmp_path / "upload.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(upload)
     probabilities = service.predict(str(upload), registered)
-    assert set(probabilities) == set(CIFAR10) and abs(sum(probabilities.values()) - 1) < 1e-5
+    assert set(probabilities) == set(CIFAR10_CLASSES) and abs(sum(probabilities.values()) - 1) < 1e-5
     note, preview = service.describe(str(upload), registered)
     assert "Tiny extra net" in note and preview is not None
     explanation = service.explain(str(upload), registered)
     assert explanation.se_plot is None and "has no SE blocks" in explanation.note
-    assert explanation.note.startswith(("✅", "❌"))
+    assert explanation.note.startswith(tuple(HEADLINES.values()))  # it opens with the verdict on the map
     frame, gallery, summary = service.compare(str(upload))
     assert len(gallery) == 1 and "Majority vote" in summary
     assert "Tiny extra net" in service.zoo_details(registered)[2]
