@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from preprocess import CIFAR10_CLASSES
 from tools.app_http import AppDidNotStart, free_port, wait_until_answering  # noqa: F401  (free_port: for the tests too)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a test must never reach the network
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO_ROOT / "checkpoints"
-CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR10 = CIFAR10_CLASSES  # the name test_app_http.py and test_browser.py import; preprocess's tuple is the source
 APP_STARTUP_TIMEOUT_S = 120  # generous: CI machines may be busy; the benchmark measures the real start time
 
 
@@ -49,7 +50,7 @@ def random_checkpoint(folder: Path, name: str, seed: int = 0, **overrides) -> Pa
     torch.manual_seed(seed)
     model = create_model(name)
     return save_pretrained(model, folder / name, {
-        "display_name": type(model).display_name, "class_names": CIFAR10, "image_size": 32,
+        "display_name": type(model).display_name, "class_names": list(CIFAR10_CLASSES), "image_size": 32,
         "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "val_accuracy": 0.1, "epochs": 0,
         "train_seconds": 0.0, "hardware": "none (random weights, for the app tests)", **overrides})
 

@@ -9,15 +9,16 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from architectures import CheckpointError, create_model, default_args, list_models, load_pretrained, save_pretrained
 import explain
+from architectures import (CheckpointError, create_model, default_args, list_models, load_pretrained, model_class,
+                           save_pretrained)
 from architectures.checkpoint import WEIGHTS_NAME, file_sha256, round_parameters
 from conftest import CHECKPOINTS
-from architectures import model_class
-from tools.zoo_table import END, RECIPE_END, RECIPE_START, START, markdown_table, zoo_rows
+from preprocess import CIFAR10_CLASSES
+from tools.zoo_table import (END, FAITHFUL_END, FAITHFUL_START, RECIPE_END, RECIPE_START, ROBUST_END, ROBUST_START,
+                              START, faithfulness_table, markdown_table, robustness_table, zoo_rows)
 from train.recipes import recipe_table
 
-CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 REQUIRED = ["arch", "arch_args", "class_names", "image_size", "mean", "std", "val_accuracy", "val_accuracy_tta",
             "val_split", "params", "epochs", "train_seconds", "hardware", "dataset", "git_commit"]
 SHIPPED = sorted(p.name for p in CHECKPOINTS.iterdir() if (p / "config.json").is_file()) if CHECKPOINTS.is_dir() else []
@@ -37,7 +38,8 @@ def test_shipped_checkpoints_fit_the_budget():
     # Training stores float16 (2 bytes a parameter): the eleven default models, shipped or not, stay within
     # the 40 MB of a Space, and every shipped checkpoint is stored so.
     assert sum(2 * sum(p.numel() for p in create_model(n).parameters()) for n in list_models()) <= 40_000_000
-    dtypes = {name: json.loads((CHECKPOINTS / name / "config.json").read_text()).get("weights_dtype") for name in SHIPPED}
+    dtypes = {name: json.loads((CHECKPOINTS / name / "config.json").read_text()).get("weights_dtype")
+              for name in SHIPPED}
     assert set(dtypes.values()) == {"float16"}, dtypes
 
 
@@ -53,7 +55,7 @@ def test_shipped_checkpoint_loads_and_matches_registry(name):
         assert key in config, key
     assert config["arch"] == name
     assert config["arch_args"] == json.loads(json.dumps(default_args(name)))
-    assert config["class_names"] == CIFAR10
+    assert config["class_names"] == list(CIFAR10_CLASSES)
     assert config["params"] == sum(p.numel() for p in model.parameters())
     assert (CHECKPOINTS / name / "curves.png").is_file()
     with torch.no_grad():
@@ -97,17 +99,18 @@ def test_shipped_config_records_the_ood_threshold_of_its_weights(name):
 
 
 def test_readme_zoo_table_matches_the_shipped_configs():
-    """The README's table and commands are generated from the configs; a retrained checkpoint must be
-    followed by `python -m tools.zoo_table --write README.md`."""
+    """The README's tables (zoo, recipes, faithfulness, robustness) and commands are generated from the configs;
+    a retrained checkpoint must be followed by `python -m tools.zoo_table --write README.md`."""
     readme = (CHECKPOINTS.parent / "README.md").read_text()
+    rows = zoo_rows(CHECKPOINTS)  # loads every checkpoint and counts its MACs: once for every table
     shown = readme[readme.index(START) + len(START):readme.index(END)].strip()
-    assert shown == markdown_table(zoo_rows(CHECKPOINTS))
+    assert shown == markdown_table(rows)
     recipes = readme[readme.index(RECIPE_START) + len(RECIPE_START):readme.index(RECIPE_END)].strip()
     assert recipes == recipe_table(CHECKPOINTS)
-    from tools.zoo_table import FAITHFUL_END, FAITHFUL_START, faithfulness_table
-
     faithful = readme[readme.index(FAITHFUL_START) + len(FAITHFUL_START):readme.index(FAITHFUL_END)].strip()
-    assert faithful == faithfulness_table(zoo_rows(CHECKPOINTS))
+    assert faithful == faithfulness_table(rows)
+    robust = readme[readme.index(ROBUST_START) + len(ROBUST_START):readme.index(ROBUST_END)].strip()
+    assert robust == robustness_table(rows)
 
 
 @pytest.fixture
