@@ -12,6 +12,8 @@ import explain
 from architectures import create_model, load_pretrained, save_pretrained
 from architectures.checkpoint import WEIGHTS_NAME, file_sha256
 from conftest import random_checkpoint
+from robustness.corruptions import CORRUPTIONS, SEVERITIES
+from robustness.report import BARS_NAME, RELIABILITY_NAME, load_result
 from tools import calibrate_ood, finish_checkpoint
 from train.data import split_train_val
 
@@ -20,10 +22,15 @@ FAST_CAM = ["--cam-methods", "gradcam,occlusion", "--cam-skip", "2", "--cam-imag
             "--cam-max-ms", "100000"]  # timing is not what these tests check
 
 
+# Narrow versions of the architectures the tools run on: the tools read the settings from config.json ("arch_args")
+# like any checkpoint's, and the tests check what they write, not what the model learned, at a fiftieth of the work.
+SMALL = {"senet": {"blocks_per_stage": 1, "width": 8}, "bn_convnet": {"widths": (8, 16, 32)}, "nin": {}}
+
+
 def tiny_checkpoint(folder, arch: str):
-    """A random-weight 3-class checkpoint of ``arch`` for tiny_folder, with a two-epoch log.jsonl."""
+    """A random-weight 3-class checkpoint of a small ``arch`` (SMALL) for tiny_folder, with a two-epoch log.jsonl."""
     torch.manual_seed(0)
-    out = save_pretrained(create_model(arch, num_classes=3), folder / arch, {
+    out = save_pretrained(create_model(arch, num_classes=3, **SMALL[arch]), folder / arch, {
         "display_name": arch, "class_names": TINY_CLASSES, "image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3,
         "val_accuracy": 0.5, "epochs": 2, "train_seconds": 1.0, "hardware": "none (random weights)",
         "val_accuracy_flip_tta": 0.5})
@@ -49,8 +56,9 @@ def test_finish_checkpoint_writes_every_artefact_into_the_folder(tmp_path, tiny_
     model = load_pretrained(folder)
     _, val_idx = split_train_val(torch.tensor([c for c in range(3) for _ in range(40)]), 0.1, 0)
 
-    # 1. the float32 evaluation, every other key as it was (the flip-only figure of old versions dropped)
-    new = {"val_accuracy", "val_accuracy_tta", "val_accuracy_measured_by", "ood", "cam"}
+    # 1. the float32 evaluation, every other key as it was (the flip-only figure of old versions dropped; step 7
+    # adds "temperature" where scaling helps)
+    new = {"val_accuracy", "val_accuracy_tta", "val_accuracy_measured_by", "ood", "cam", "temperature"}
     assert {k: v for k, v in config.items() if k not in new} == {
         k: v for k, v in before.items() if k not in new | {"val_accuracy_flip_tta"}}
     for key in ("val_accuracy", "val_accuracy_tta"):
@@ -86,6 +94,17 @@ def test_finish_checkpoint_writes_every_artefact_into_the_folder(tmp_path, tiny_
     profiles = explain.load_se_profiles(folder)
     assert profiles["class_names"] == TINY_CLASSES and sum(profiles["counts"]) == len(val_idx)
     assert profiles["blocks"] == [name for name, _ in explain.se_excitations(model, torch.zeros(1, 3, 32, 32))]
+    # 6. a linear probe per stage
+    assert (folder / "probes.json").is_file() and (folder / "probes.safetensors").is_file()
+    # 7. robustness.json of these weights with its plots, and config.json's temperature exactly when it is adopted
+    stored = load_result(folder, file_sha256(folder / WEIGHTS_NAME))
+    assert stored is not None and set(stored["accuracy"]) == set(CORRUPTIONS)
+    assert all(len(accuracies) == len(SEVERITIES) for accuracies in stored["accuracy"].values())
+    assert min(decodable_png(folder / BARS_NAME)) > 100 and min(decodable_png(folder / RELIABILITY_NAME)) > 100
+    calibration = stored["calibration"]
+    assert ("temperature" in config) == calibration["temperature_adopted"]
+    if calibration["temperature_adopted"]:
+        assert config["temperature"]["value"] == calibration["temperature"] == ood["temperature"]
 
 
 def test_finish_checkpoint_refuses_bad_input_and_writes_nothing(tmp_path, tiny_folder, capsys):
