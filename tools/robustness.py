@@ -208,7 +208,8 @@ def summary(name: str, result: dict) -> str:
     low, high = result["mean_corruption_accuracy_ci95"]
     return (f"{name}: clean {result['clean_accuracy']:.1%}, corrupted {result['mean_corruption_accuracy']:.1%} "
             f"(95% CI {low:.1%}-{high:.1%}), worst {result['worst_corruption']}; ECE {cal['ece_served']:.2%} -> "
-            f"{cal['ece_scaled']:.2%} at T={cal['temperature']:.2f} ({'adopted' if cal['temperature_adopted'] else 'not adopted'})")
+            f"{cal['ece_scaled']:.2%} at T={cal['temperature']:.2f} "
+            f"({'adopted' if cal['temperature_adopted'] else 'not adopted'})")
 
 
 def main(argv=None) -> int:

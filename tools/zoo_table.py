@@ -44,7 +44,8 @@ def zoo_rows(checkpoint_dir: Path) -> list[dict]:
             "ece": None if cal is None else cal["ece_scaled"] if cal["temperature_adopted"] else cal["ece_served"],
             "arch": arch, "display_name": config.get("display_name", arch), "val_accuracy": config["val_accuracy"],
             "val_accuracy_tta": config.get("val_accuracy_tta"),
-            "seed": model_class(arch).seed_accuracy, "goal": model_class(arch).goal_accuracy, "params": config["params"],
+            "seed": model_class(arch).seed_accuracy, "goal": model_class(arch).goal_accuracy,
+            "params": config["params"],
             "macs": count_macs(model, config["image_size"]),
             "size_mb": (folder / WEIGHTS_NAME).stat().st_size / 1e6, "epochs": config.get("epochs"),
             "minutes": config.get("train_seconds", 0) / 60, "machines": hardware_summary(config),
@@ -64,8 +65,8 @@ def markdown_table(rows: list[dict]) -> str:
         served = f"{100 * r['val_accuracy_tta']:.2f}%" if r["val_accuracy_tta"] is not None else "-"
         corrupted = "-" if r["corruption_accuracy"] is None else f"{100 * r['corruption_accuracy']:.1f}%"
         ece = "-" if r["ece"] is None else f"{100 * r['ece']:.1f}%"
-        lines.append(f"| {r['display_name']} (`{r['arch']}`) | {served} | {100 * r['val_accuracy']:.2f}% | {corrupted} | "
-                     f"{ece} | {goal} | {seed} | "
+        lines.append(f"| {r['display_name']} (`{r['arch']}`) | {served} | {100 * r['val_accuracy']:.2f}% | "
+                     f"{corrupted} | {ece} | {goal} | {seed} | "
                      f"{r['params'] / 1e6:.2f} M | {r['macs'] / 1e6:.0f} M | {r['size_mb']:.1f} MB | {r['epochs']} | "
                      f"{r['minutes']:.1f} min | [png]({r['curves']}) |")
     total = sum(r["size_mb"] for r in rows)
@@ -104,7 +105,8 @@ def robustness_table(rows: list[dict]) -> str:
                      f"{'scaled' if cal['temperature_adopted'] else 'as is'} |")
     if measured:
         first = measured[0]["robustness"]
-        lines.append(f"{len(measured)} checkpoints, each by `{first['command'].replace(measured[0]['arch'], '<arch>')}`: "
+        command = first["command"].replace(measured[0]["arch"], "<arch>")
+        lines.append(f"{len(measured)} checkpoints, each by `{command}`: "
                      f"{first['corruption_images']} validation images per corruption and severity (model alone, one "
                      f"view), {first['calibration_images']} for calibration (the temperature fitted on one half, "
                      "ECE measured on the other, served probabilities with test-time augmentation).")
@@ -142,7 +144,8 @@ def main(argv=None) -> int:
     cfg = parse_config(argv, TableConfig, description=__doc__, prog="python -m tools.zoo_table")
     rows = zoo_rows(Path(cfg.checkpoints))
     tables = {(START, END): markdown_table(rows), (RECIPE_START, RECIPE_END): recipe_table(cfg.checkpoints),
-              (ROBUST_START, ROBUST_END): robustness_table(rows), (FAITHFUL_START, FAITHFUL_END): faithfulness_table(rows)}
+              (ROBUST_START, ROBUST_END): robustness_table(rows),
+              (FAITHFUL_START, FAITHFUL_END): faithfulness_table(rows)}
     if not cfg.write:
         print("\n\n".join(tables.values()))
         return 0
