@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from preprocess import CIFAR10_CLASSES
@@ -34,6 +35,15 @@ def make_image_folder(root: Path, classes=("red", "green", "blue"), per_class=40
             pixels[..., index % 3] += 120
             Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i:03d}.png")
     return root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def torch_threads_as_the_session_began():
+    """Each module starts with the session's torch thread count: a module that sets one thread (importing app.py
+    does, as the server runs one thread per request) would otherwise leave every later module on one core."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
