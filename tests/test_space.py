@@ -215,8 +215,10 @@ def test_every_model_running_handler_asks_for_a_gpu(app_module):
     def steps():
         yield
 
-    own_layers = {app_module.shown_as_dialog(len).__code__, app_module.then_release(len).__code__,
-                  app_module.shown_as_dialog(steps).__code__, app_module.then_release(steps).__code__}
+    import serve
+
+    own_layers = {serve.shown_as_dialog(len).__code__, app_module.then_release(len).__code__,
+                  serve.shown_as_dialog(steps).__code__, app_module.then_release(steps).__code__}
     for name in MODEL_HANDLERS:
         handler = getattr(app_module, name)
         assert handler.gpu_duration > 0, name
