@@ -185,7 +185,7 @@ class ZooTable:
                 "latency (ms)": self.latency_ms.get(name),
                 "epochs": config.get("epochs"),
                 "training time (min)": round(config.get("train_seconds", 0) / 60, 1),
-                "hardware": config.get("hardware", ""),
+                "hardware": hardware_summary(config),  # each machine once: the card and config.json say more
             })
         frame = pd.DataFrame(rows, columns=ZOO_HEADERS)
         return frame.sort_values("val accuracy", ascending=False) if rows else frame
