@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 import explain  # noqa: E402  (after the path: run as a script)
 from architectures import list_models, load_pretrained  # noqa: E402
 from explain.choice import CHOSEN_FROM, candidates, choose  # noqa: E402
-from explain.layer_cam import blur  # noqa: E402
 from explain.curves import CHOICE_FRACTIONS, centre_prior, phase_randomised, verdict_curves  # noqa: E402
+from explain.layer_cam import blur  # noqa: E402
 from explain.verdict import map_verdict  # noqa: E402
 from preprocess import normalize  # noqa: E402
 from serve.store import for_serving  # noqa: E402
@@ -83,7 +83,7 @@ def measure_chunk(model, twin, other, x, method: str, layer: str | None, seed: i
     smooth = random_smooth_maps(len(x), height, width, seed)
     if pool is not None:  # one phase-randomised copy of each candidate, chosen among as the app chooses
         surrogates = phase_randomised(torch.as_tensor(pool).flatten(0, 1), 1, seed + 1)[:, 0]
-        surrogates = explain.unit_range(surrogates.view(pool.shape).numpy().reshape(-1, height, width)).reshape(pool.shape)
+        surrogates = explain.unit_range(surrogates.numpy()).reshape(pool.shape)
         chosen_random = surrogates[np.arange(len(x)), choose(model, x, surrogates, targets)]
     else:
         chosen_random = None

@@ -21,8 +21,17 @@ from .choice import CHOSEN_FROM, choose
 from .common import model_lock, unit_range
 from .faithfulness import evidence, faithfulness, randomised, randomised_twin
 from .plots import SEExcitationPlot, overlay, plot_class_specificity, plot_se_excitations
-from .se import (PROFILES_NAME, class_specificity, compute_se_profiles, has_se, load_se_profiles,
-                 save_se_profiles, se_attention, se_excitations, se_weighted_map)
+from .se import (
+    PROFILES_NAME,
+    class_specificity,
+    compute_se_profiles,
+    has_se,
+    load_se_profiles,
+    save_se_profiles,
+    se_attention,
+    se_excitations,
+    se_weighted_map,
+)
 from .verdict import MapVerdict, Outcome, map_verdict
 
 __all__ = ["methods", "METHODS", "GRADIENT_FREE", "FUSED", "LAYER_FREE", "recommended_cam", "model_lock", "unit_range",

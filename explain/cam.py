@@ -14,8 +14,9 @@ from .common import check_one_image, model_lock
 from .layer_cam import FUSED_BLUR_SIGMA, warm_up
 from .methods import Kind
 
-__all__ = ["METHODS", "LAYER_FREE", "FUSED", "GRADIENT_FREE", "FUSED_BLUR_SIGMA", "recommended_cam", "cam_layer_choices",
-           "cam_batch", "cam_with_prediction", "cam", "warm_up"]
+# (METHODS, LAYER_FREE, FUSED and GRADIENT_FREE are read through __getattr__ below.)
+__all__ = ["TABLE_VIEWS", "FUSED_BLUR_SIGMA", "recommended_cam", "cam_layer_choices", "cam_batch",
+           "cam_with_prediction", "cam", "warm_up"]
 
 # Views of the table, read afresh on each access (a method registered later shows in them too).
 TABLE_VIEWS = {

@@ -12,7 +12,7 @@ import weakref
 
 import numpy as np
 
-_LOCKS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 UNIT_RANGE_EPS = 1e-12  # a flat map stays 0 rather than dividing by zero
 

@@ -19,8 +19,19 @@ from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 from PIL import Image
 
 from .figures import figure_to_image
-from .stages import (Stage, child_outputs, concatenated_children, diagram_facts, has_children, humanise,
-                     is_squeeze_excite, leaf_words, module_words, shape_text, shortcut_words)
+from .stages import (
+    Stage,
+    child_outputs,
+    concatenated_children,
+    diagram_facts,
+    has_children,
+    humanise,
+    is_squeeze_excite,
+    leaf_words,
+    module_words,
+    shape_text,
+    shortcut_words,
+)
 
 __all__ = ["Stage", "diagram_facts", "architecture_diagram", "diagram_for"]
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from architectures import create_model
+
 from .common import check_one_image
 from .curves import VERDICT_FRACTIONS, centre_prior, phase_randomised, verdict_curves
 
@@ -97,6 +98,7 @@ def randomised_twin(model, seed: int = 0):
     baseline (seed 0). Another seed gives another random network: the benchmark's control of maps that know
     nothing about the trained weights."""
     config = model.config
-    with torch.random.fork_rng(devices=[]):  # building it draws the zoo's own initialisation: not from the caller's stream
+    # Building it draws the zoo's own initialisation: not from the caller's random stream.
+    with torch.random.fork_rng(devices=[]):
         twin = create_model(config["arch"], num_classes=len(config["class_names"]), **config.get("arch_args", {}))
     return randomised(twin, seed).to(next(model.parameters()).device)

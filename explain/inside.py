@@ -34,8 +34,16 @@ from safetensors.torch import load_file
 
 from .common import check_one_image, model_lock, unit_range
 from .figures import colour_table
-from .stages import (Stage, concatenated_children, first_tensor, forward_hooks, is_squeeze_excite, module_words,
-                     shape_text, stage_label)
+from .stages import (
+    Stage,
+    concatenated_children,
+    first_tensor,
+    forward_hooks,
+    is_squeeze_excite,
+    module_words,
+    shape_text,
+    stage_label,
+)
 
 __all__ = ["StageView", "stage_label", "shape_text", "stage_sentence", "stage_outputs", "pooled_features",
            "look_inside", "draw_stage", "first_colour_conv", "PROBES_JSON", "PROBES_WEIGHTS", "load_probes",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib
 from contextlib import ExitStack
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ FUSED_BLUR_SIGMA = 1.5
 _FLIPS, _SCALES = (False, True), (0.9, 1.0, 1.1)  # the library's default aug_smooth transforms
 
 
-@lru_cache(maxsize=None)
+@cache
 def _library():
     """pytorch_grad_cam, imported on first use: importing it pulls in torchvision and scikit-learn, about
     4.5 s on a 2-core CPU, which would otherwise delay the app's start (``warm_up`` imports it early)."""

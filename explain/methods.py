@@ -12,9 +12,9 @@ Kinds:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable
 
 from . import choice, layer_cam, occlusion, perturbation
 
@@ -76,7 +76,8 @@ def _input(function):
 
 
 for _method in (
-    Method("gradcam", Kind.LAYER_CAM, _library_cam("GradCAM"), summary="Grad-CAM: channels weighted by their mean gradient"),
+    Method("gradcam", Kind.LAYER_CAM, _library_cam("GradCAM"),
+           summary="Grad-CAM: channels weighted by their mean gradient"),
     Method("gradcam++", Kind.LAYER_CAM, _library_cam("GradCAMPlusPlus"), summary="Grad-CAM++: higher-order weights"),
     Method("layercam", Kind.LAYER_CAM, _library_cam("LayerCAM"), summary="LayerCAM: positive gradients per pixel"),
     Method("eigencam", Kind.LAYER_CAM, _library_cam("EigenCAM", uses_gradients=False), needs_gradients=False,

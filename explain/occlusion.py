@@ -36,7 +36,7 @@ def window_masks(height: int, width: int) -> torch.Tensor:
     size_y, size_x = (max(1, round(side * WINDOW_FRACTION)) for side in (height, width))
     tops, lefts = _starts(height, size_y), _starts(width, size_x)
     masks = torch.zeros(len(tops) * len(lefts), height, width, dtype=torch.bool)
-    for n, (top, left) in enumerate((t, l) for t in tops for l in lefts):
+    for n, (top, left) in enumerate((t, left) for t in tops for left in lefts):
         masks[n, top:top + size_y, left:left + size_x] = True
     return masks
 

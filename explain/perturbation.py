@@ -21,7 +21,7 @@ The per-image choice among these and the layer CAMs is ``explain.choice``.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ def smooth_unit(maps: torch.Tensor, sigma: float = BLUR_SIGMA) -> np.ndarray:
     return unit_range(gaussian_filter(maps.detach().float().cpu().numpy(), (0, sigma, sigma), mode="nearest"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _captum():
     import captum.attr  # imported on first use: it is not needed to start the app
     return captum.attr
@@ -69,8 +69,8 @@ def integrated_gradients(model, x, classes) -> torch.Tensor:
     """B x H x W: Captum's integrated gradients of the class probability, summed over colour channels."""
     method = _captum().IntegratedGradients(_probability(model))
     with torch.enable_grad():
-        return method.attribute(_needs_gradients(x), baselines=0.0, target=classes, n_steps=IG_STEPS, method="riemann_middle",
-                                internal_batch_size=max(IG_STEPS, 64)).sum(1)
+        return method.attribute(_needs_gradients(x), baselines=0.0, target=classes, n_steps=IG_STEPS,
+                                method="riemann_middle", internal_batch_size=max(IG_STEPS, 64)).sum(1)
 
 
 def input_x_gradient(model, x, classes) -> torch.Tensor:

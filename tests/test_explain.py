@@ -18,19 +18,25 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from scipy.ndimage import gaussian_filter
 
 import explain
-from explain.plots import SEExcitationPlot
-from explain.cam import FUSED_BLUR_SIGMA
 from architectures import create_model, list_models, load_config, load_pretrained, save_pretrained
 from architectures._blocks import SqueezeExcite
-from explain.curves import (CHOICE_FRACTIONS, VERDICT_FRACTIONS, blurred, centre_prior, choice_scores,
-                            phase_randomised, verdict_curves)
+from explain.cam import FUSED_BLUR_SIGMA
+from explain.curves import (
+    CHOICE_FRACTIONS,
+    VERDICT_FRACTIONS,
+    blurred,
+    centre_prior,
+    choice_scores,
+    phase_randomised,
+    verdict_curves,
+)
 from explain.faithfulness import CURVE_PARTS, N_RANDOM_MAPS, randomised, randomised_twin
+from explain.plots import SEExcitationPlot
 from explain.verdict import VERSION as VERDICT_VERSION
 from explain.verdict import Z_RANDOM, map_verdict, outcome_shares
-from scipy.ndimage import gaussian_filter
+from preprocess import normalize
 from tools.choose_cam import deletion_figures, map_spearman, validation_order
 from tools.se_profiles import main as profiles_main
-from preprocess import normalize
 from train.data import checkpoint_split, load_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,7 +194,8 @@ def test_fused_is_the_librarys_multilayer_aug_smooth_blurred(arch):
     # No target: every copy explains the original image's predicted class, whatever a copy predicts.
     predicted = int(probs.argmax())
     np.testing.assert_allclose(explain.cam(model, random_input(), method="layercam-fused-tta", layer=layers[-2]),
-                               explain.cam(model, random_input(), predicted, "layercam-fused-tta", layers[-2]), atol=1e-5)
+                               explain.cam(model, random_input(), predicted, "layercam-fused-tta", layers[-2]),
+                               atol=1e-5)
     assert hooks_left(model) == [] and all(p.grad is None for p in model.parameters())
 
 
@@ -353,7 +360,8 @@ def test_recommended_maps_meet_the_faithfulness_targets(arch, validation):
     # Figures recorded under another verdict (an older config) measure another test: nothing to carry over.
     chosen_on = recorded.get("outcomes") if recorded.get("verdict") == VERDICT_VERSION else None
     if chosen_on:
-        assert shares["faithful"] >= chosen_on["faithful"] - CARRY_OVER, f"{figures}; on the choice's images {chosen_on}"
+        assert shares["faithful"] >= chosen_on["faithful"] - CARRY_OVER, (
+            f"{figures}; on the choice's images {chosen_on}")
     if shares["faithful"] >= FAITHFUL_TARGET and shares["explains"] >= EXPLAINS_TARGET:
         return
     if chosen_on and (chosen_on["faithful"] < FAITHFUL_TARGET or chosen_on["explains"] < EXPLAINS_TARGET):
@@ -401,8 +409,10 @@ def test_select_ranks_every_method_at_every_layer(tmp_path, tiny_folder, capsys)
                         "--max-ms", "1e9"])  # a busy test machine's timings say nothing; the limit has its own test
     lines = capsys.readouterr().out.splitlines()
     layers = load_pretrained(folder).cam_layers
-    rows = [line.split() for line in lines if line.split()[:1] in (["gradcam"], ["eigencam"]) and len(line.split()) == 13]
-    assert sorted((r[0], r[1]) for r in rows) == sorted((m, l) for m in ("gradcam", "eigencam") for l in layers)
+    rows = [line.split() for line in lines
+            if line.split()[:1] in (["gradcam"], ["eigencam"]) and len(line.split()) == 13]
+    expected = sorted((method, layer) for method in ("gradcam", "eigencam") for layer in layers)
+    assert sorted((r[0], r[1]) for r in rows) == expected
     ranks = [(float(r[2].rstrip("%")), float(r[3].rstrip("%"))) for r in rows]
     assert ranks == sorted(ranks, reverse=True)
     for row in rows:  # the four outcomes' shares add up to all the images, faithful = explains + centre

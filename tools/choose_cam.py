@@ -40,15 +40,14 @@ from tqdm import tqdm
 
 from architectures import CheckpointError, load_pretrained
 from architectures.checkpoint import CONFIG_NAME
-from serve.store import for_serving
-from train.augment import normalize
-from train.data import DataError, ImageSet, checkpoint_split, load_images
-
 from explain.cam import LAYER_FREE, METHODS, cam_batch
 from explain.faithfulness import evidence, randomised_twin
 from explain.verdict import VERSION as VERDICT_VERSION
 from explain.verdict import Outcome, batch_verdicts, outcome_shares
+from serve.store import for_serving
 from tools._config import update_config
+from train.augment import normalize
+from train.data import DataError, ImageSet, checkpoint_split, load_images
 
 SANITY_MAX_SPEARMAN = 0.5  # as tests/test_explain.py
 CHUNK = 50                 # images per cam_batch call
@@ -75,7 +74,8 @@ class Setting:
 
     def row(self) -> str:
         if not self.measured:
-            return f"{self.method:20s} {self.layer:16s} {'(over the time limit: not measured)':>44s} {self.ms_per_image:7.1f}"
+            unmeasured = "(over the time limit: not measured)"
+            return f"{self.method:20s} {self.layer:16s} {unmeasured:>44s} {self.ms_per_image:7.1f}"
         sh, sc = self.shares, self.scores
         return (f"{self.method:20s} {self.layer:16s} {sh['faithful']:6.0%} {sh[Outcome.EXPLAINS.value]:6.0%} "
                 f"{sh[Outcome.CENTRE.value]:6.0%} {sh[Outcome.NOT_EXPLAINED.value]:6.0%} "
