@@ -190,11 +190,12 @@ def build_demo() -> gr.Blocks:
                             # Encoding is part of every answer: JPEG takes ~1 ms here, WebP (the default) ~20 ms.
                             overlay = gr.Image(label="Class activation map", height=220, interactive=False,
                                                format="jpeg", elem_id="cam-overlay")
+                        # Its title inside the chart: a label above it would push the axis titles out of its box.
                         faithfulness = gr.BarPlot(x=serve.wording.FAITHFULNESS_X, y=serve.wording.FAITHFULNESS_Y,
-                                                  height=300, color="bar", color_map=serve.wording.BAR_COLOURS,
-                                                  color_title="", y_lim=[0, 1],
-                                                  label="Faithfulness: probability drop when pixels are blanked",
-                                                  elem_id="faithfulness")
+                                                  x_title=serve.wording.FAITHFULNESS_AXIS, height=300, color="bar",
+                                                  color_map=serve.wording.BAR_COLOURS, color_title="", y_lim=[0, 1],
+                                                  title=serve.wording.FAITHFULNESS_TITLE, show_label=False,
+                                                  label=serve.wording.FAITHFULNESS_TITLE, elem_id="faithfulness")
                         explain_note = gr.Markdown(label="explanation note", elem_id="explain-note")
                         se_plot = gr.Image(label="SE excitations of this image", visible=has_se,
                                            format="png", interactive=False, elem_id="se-plot")

@@ -82,8 +82,11 @@ def ood_note(prediction) -> str:
 
 
 FAITHFULNESS_X, FAITHFULNESS_Y = "hottest 15% and 40% blurred away, then shown alone", "mean probability change"
+# The plot's own titles. The x axis's stays short: Vega cuts an axis title longer than about 30 characters.
+FAITHFULNESS_TITLE, FAITHFULNESS_AXIS = "Faithfulness: probability change when pixels are blurred", "pixels chosen by"
 # Short bar names: four must fit side by side under the plot without running into each other.
-FAITHFULNESS_BARS = {"map": "the map", "centre": "the centre", "random": "random maps", "random_weights": "random weights"}
+FAITHFULNESS_BARS = {"map": "the map", "centre": "the centre", "random": "random maps",
+                     "random_weights": "random weights"}
 BASELINE = "baseline"
 # The bars' colours: the map's bar in its verdict's colour, the references grey.
 BAR_COLOURS = {**{f"this map: {SHORT[outcome]}": COLOURS[outcome] for outcome in Outcome}, BASELINE: "#9aa0a6"}

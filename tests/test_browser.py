@@ -259,6 +259,10 @@ def test_a_small_upload_gets_a_large_overlay_and_a_verdict(page, tmp_path):
         sync_api.expect(page.locator("#faithfulness .role-mark path, #faithfulness .role-mark rect")).to_have_count(4)
         titles = page.locator("#faithfulness .role-axis-title text").evaluate_all("els => els.map(e => e.textContent)")
         assert len(titles) == 2 and not any(title.endswith("…") for title in titles), titles
+        box = page.locator("#faithfulness").bounding_box()
+        for title in page.locator("#faithfulness .role-axis-title").all():  # and inside the plot's box
+            inside = title.bounding_box()
+            assert box["y"] <= inside["y"] and inside["y"] + inside["height"] <= box["y"] + box["height"] + 1, inside
         assert_no_errors(page)
 
 
