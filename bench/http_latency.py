@@ -3,6 +3,7 @@
     python bench/http_latency.py                 # starts `python app.py` on a free port, measures, stops it
     python bench/http_latency.py --url http://127.0.0.1:7860/   # measures a server that is already running
     python bench/http_latency.py --pair vgg,resnet --url ...     # only: two clients, two architectures' /explain
+    python bench/http_latency.py --url URL --versus URL2 --repeats 12    # only: /explain, /compare on two servers in turn
 
 Plain HTTP, as a browser or curl does (upload, then Gradio's ``/gradio_api/call/<api>`` and its event
 stream): gradio_client adds about 70 ms of its own per call. Reports the time from process start to the
@@ -243,6 +244,38 @@ def pair_run(caller: Caller, name: str, copies: Iterator[bytes], archs: list[str
             "waiting_share": round((wall - longest) / (total - longest), 2) if total > longest else None}
 
 
+def versus_run(ours: Caller, theirs: Caller, name: str, copies: Iterator[bytes], archs: list[str], rounds: int,
+               compare_rounds: int) -> dict:
+    """/explain of each of ``archs`` and /compare on two running servers (say, this commit's and an older one's),
+    call by call in turn, every call a fresh upload: whatever else the machine is doing falls on both alike. The
+    p50 of the whole answer and of its first step (the map; for /compare, the predictions), per server."""
+    def once(caller: Caller, api: str, arch: str | None) -> list[tuple[float, str]]:
+        kind, body = caller.call(api, name, next(copies), arch)
+        if kind != "complete":
+            raise RuntimeError(f"/{api} {arch or ''}: {kind}: {body[:160]}")
+        return caller.steps
+
+    def p50s(samples: list) -> dict:
+        return {"p50_ms": round(statistics.median(s[-1][0] for s in samples), 1),
+                "first_p50_ms": round(statistics.median(s[0][0] for s in samples), 1)}
+
+    result = {"ours": {}, "theirs": {}}
+    jobs = [("explain", arch, rounds) for arch in archs] + [("compare", None, compare_rounds)]
+    for api, arch, count in jobs:
+        samples = {"ours": [], "theirs": []}
+        for caller in (ours, theirs):
+            once(caller, api, arch)  # warm-up: loads the model and its twin
+        for _ in range(count):
+            for side, caller in (("ours", ours), ("theirs", theirs)):
+                samples[side].append(list(once(caller, api, arch)))
+        for side in samples:
+            result[side][arch or "compare"] = p50s(samples[side])
+    explained = [result[side] for side in ("ours", "theirs")]
+    result["explain_median_p50_ms"] = {side: statistics.median(r[a]["p50_ms"] for a in archs)
+                                       for side, r in zip(("ours", "theirs"), explained)}
+    return result
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="", help="a running server; default: start app.py")
@@ -254,6 +287,8 @@ def main(argv=None) -> None:
     parser.add_argument("--load-calls", type=int, default=20, help="/predict calls per client in the load run")
     parser.add_argument("--pair", default="", help="comma-separated architectures: measure only their /explain "
                                                    "alone and side by side (pair_run)")
+    parser.add_argument("--versus", default="", help="a second running server (say, an older commit's): only "
+                                                     "/explain and /compare on both, call by call in turn")
     args = parser.parse_args(argv)
 
     from architectures import list_models
@@ -289,6 +324,13 @@ def main(argv=None) -> None:
         every_map = {**first, "maps": lambda steps: next(
             ms for ms, data in steps if len(json.loads(data)[1]) == len(json.loads(steps[-1][1])[1]))}
 
+        if args.versus:
+            report = {"image": Path(image).name, "ours": url, "theirs": args.versus,
+                      "versus": versus_run(caller, Caller(args.versus, timeout=120, session_per_client=True),
+                                           name_sent, copies, list_models(), max(3, args.repeats // 4),
+                                           args.compare_repeats)}
+            print(json.dumps(report, indent=2))
+            return
         if args.pair:
             report = {"startup_s": None if startup is None else round(startup, 1), "image": Path(image).name,
                       "idle_wait_s": round(wait_until_idle(process.pid if process else (args.pid or None)), 1)}
