@@ -245,7 +245,7 @@ def build_demo() -> gr.Blocks:
             with gr.Tab("Model zoo", id="zoo"):
                 zoo_note = gr.Markdown(label="zoo note", elem_id="zoo-note")
                 zoo_frame = gr.Dataframe(headers=serve.ZOO_HEADERS, label="Checkpoints", interactive=False, wrap=True,
-                                         max_height=1000, column_widths=serve.wording.ZOO_WIDTHS, elem_id="zoo-table")
+                                         max_height=1600, column_widths=serve.wording.ZOO_WIDTHS, elem_id="zoo-table")
                 with gr.Row():
                     latency_run = gr.Button("Measure latency on this machine")
                     refresh = gr.Button("Reload checkpoints")

@@ -219,5 +219,5 @@ def compare_caption(row, verdict=None) -> str:
 
 # -- Model zoo ------------------------------------------------------------------------------------------------
 # The zoo table's columns (``serve.ZOO_HEADERS``), as COMPARE_WIDTHS: the hardware's long description last.
-ZOO_WIDTHS = ["13%", "9%", "7%", "7%", "8%", "6%", "7%", "6%", "6%", "7%", "6%", "8%", "10%"]
+ZOO_WIDTHS = ["12%", "8%", "6%", "6%", "7%", "6%", "6%", "6%", "5%", "6%", "5%", "6%", "21%"]
 NO_CONFUSION = "No confusion matrix yet (`python -m tools.finish_checkpoint` writes `confusion.png`)."
