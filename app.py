@@ -27,12 +27,14 @@ from malloc_tuning import leave_out_triton, then_release, tune_malloc  # noqa: E
 tune_malloc()
 leave_out_triton()
 
+# isort: off
 from serve import zerogpu  # noqa: E402  first: on ZeroGPU it imports `spaces` before anything touches CUDA
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 import explain  # noqa: E402
 import serve  # noqa: E402
+# isort: on
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples"

@@ -32,15 +32,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
-from tqdm import tqdm
-
 from http_latency import ROOT, Caller, _start_server  # bench/ is on sys.path when this file runs; ROOT too
 from timing import percentiles
+from tqdm import tqdm
 
 sys.path.insert(0, str(ROOT / "tests"))  # the upload corpus the tests use
 
-from architectures import list_models  # noqa: E402
 from upload_corpus import write_corpus  # noqa: E402  (tests/ is put on sys.path above)
+
+from architectures import list_models  # noqa: E402
 
 # Architecture names a client might send by mistake or on purpose; each must be refused by name.
 BAD_NAMES = ["nope", "", "RESNET", "resnet ", "../checkpoints/resnet", "resnet/../senet", "/etc/passwd",
@@ -96,7 +96,7 @@ class PeakMemory:
             if self._stop.wait(self.every_s):
                 return
 
-    def start(self) -> "PeakMemory":
+    def start(self) -> PeakMemory:
         if self.pid:
             self._thread.start()
         return self

@@ -5,16 +5,32 @@
 Gradio: its only Gradio pieces, ``corruption_controls`` and ``shown_as_dialog`` (``serve/controls.py``), load
 when first asked for. Image decoding and the model's input live in ``preprocess``, shared with training.
 """
-from preprocess import (CIFAR10_CLASSES, MAX_PIXELS, MAX_SIDE, MAX_UPLOAD_BYTES, ImageDecodeError, load_image,
-                        model_view, to_tensor)
+from preprocess import (
+    CIFAR10_CLASSES,
+    MAX_PIXELS,
+    MAX_SIDE,
+    MAX_UPLOAD_BYTES,
+    ImageDecodeError,
+    load_image,
+    model_view,
+    to_tensor,
+)
 
 from . import wording, zerogpu
 from .errors import RequestError, known_architecture
 from .inside import InsideService
 from .ood import ood_check
 from .predict import CompareRow, Prediction, compare_all, predict, run_model
-from .service import (NO_CORRUPTION, PREDICTED, RECOMMENDED, Explanation, Panel, ZooService, default_has_se,
-                      max_cam_depth)
+from .service import (
+    NO_CORRUPTION,
+    PREDICTED,
+    RECOMMENDED,
+    Explanation,
+    Panel,
+    ZooService,
+    default_has_se,
+    max_cam_depth,
+)
 from .store import LoadedModel, ModelStore, ModelUnavailable, Unavailable, pick_device
 from .uploads import decode, upload_source
 from .zoo import ZOO_HEADERS, architecture_card, architecture_choices, best_architecture, served_accuracy

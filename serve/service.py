@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,11 @@ import pandas as pd
 from PIL import Image
 
 import explain
+from architectures import create_model, list_models
+from explain.choice import chosen_batch
 from explain.common import model_lock
 from explain.diagram import diagram_for
-from explain.choice import chosen_batch
 from explain.verdict import map_verdict
-from architectures import create_model, list_models
 from preprocess import model_view
 from robustness.corruptions import NONE as NO_CORRUPTION
 from robustness.corruptions import check as check_corruption
@@ -64,7 +65,7 @@ def corrupted_upload(pil: Image.Image, corruption=NO_CORRUPTION, severity=3) -> 
     return corrupt_image(Image.fromarray(model_view(pil, {"image_size": CORRUPTION_SIZE})), corruption, level)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _default_model_facts(name: str) -> tuple[tuple[str, ...], bool]:
     """CAM layers and whether it has SE blocks, of ``name`` built once with its default arguments."""
     model = create_model(name)
@@ -427,7 +428,4 @@ class ZooService:
 
 def _last(steps: Iterator):
     """The last item of ``steps`` (None if there is none): a step-by-step answer's final state."""
-    last = None
-    for last in steps:
-        pass
-    return last
+    return next(iter(deque(steps, maxlen=1)), None)

@@ -30,7 +30,6 @@ from explain.common import model_lock
 
 from .recent import RecentlyUsed
 
-
 HUB_RETRY_S = 300  # after a failed Hub download, the same architecture is retried at most every 5 minutes
 # Random-weights twins kept at once on the CPU: one per architecture would double the weights the server
 # holds, and a twin is rebuilt (seeded, so the same) in a fraction of an explanation's time. On a GPU (and in

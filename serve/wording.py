@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from explain import methods
+from explain.choice import CHOSEN_FROM
 from explain.curves import VERDICT_FRACTIONS
 from explain.faithfulness import curve_parts
-from explain.choice import CHOSEN_FROM
 from explain.verdict import COLOURS, SHORT, Outcome
 
 from .store import Unavailable

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +131,7 @@ def architecture_card(store: ModelStore, name: str) -> str:
     return "\n".join(lines)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _macs(name: str, arch_args: str, image_size: int) -> float:
     """Multiply-accumulates of one forward pass of a fresh model (the README table's own count)."""
     return float(count_macs(create_model(name, **json.loads(arch_args)).eval(), image_size))

@@ -25,7 +25,7 @@ def _build(folder, layout: dict[str, str]) -> None:
             random_checkpoint(folder, name)
         elif kind == "corrupt":
             (folder / name).mkdir()
-            (folder / name / "config.json").write_text('{"arch": "%s", "class_names": ' % name)
+            (folder / name / "config.json").write_text(f'{{"arch": "{name}", "class_names": ')
             (folder / name / "model.safetensors").write_bytes(b"not a safetensors file")
         elif kind != "missing":
             raise ValueError(f"unknown kind {kind!r} for {name}")

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import CHECKPOINTS, CIFAR10
 from PIL import Image
+from servers import shared_app, trained
+from upload_corpus import write_corpus
 
 import explain
 from architectures import create_model, list_models, load_config
-from conftest import CHECKPOINTS, CIFAR10
-from servers import shared_app, trained
-from upload_corpus import write_corpus
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402

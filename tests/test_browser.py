@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import CIFAR10, REPO_ROOT
 from PIL import Image, ImageChops, ImageStat
+from servers import shared_app, trained
 
 from architectures import list_models, model_class
-from conftest import CIFAR10, REPO_ROOT
-from servers import shared_app, trained
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.is_file():

@@ -15,12 +15,12 @@ from io import BytesIO
 
 import httpx
 import pytest
+from conftest import REPO_ROOT, random_checkpoint, running_app
 from PIL import Image
+from upload_corpus import write_corpus
 
 import explain
-from conftest import REPO_ROOT, random_checkpoint, running_app
 from serve import pictures
-from upload_corpus import write_corpus
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 from http_latency import Caller  # noqa: E402  (bench/ is not a package)

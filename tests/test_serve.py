@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from upload_corpus import png_bomb, write_corpus
 
 import serve
 from architectures import create_model, list_models, save_pretrained
-from upload_corpus import png_bomb, write_corpus
-from serve.ood import calibrate, ood_check
 from preprocess import normalize, served_probs, to_square_rgb
+from serve.ood import calibrate, ood_check
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINTS = REPO_ROOT / "checkpoints"
@@ -549,7 +549,9 @@ def test_service_errors_are_for_the_user(store, tmp_path):
 
 def _curves(own, centre, random_weights, random, fractions=4):
     """Flat deletion curves: each ordering drops the probability by the same amount at every fraction."""
-    flat = lambda value: np.full(fractions, value, dtype=np.float64)
+    def flat(value):
+        return np.full(fractions, value, dtype=np.float64)
+
     return {"map": flat(own), "centre": flat(centre), "random_weights": flat(random_weights),
             "random": np.stack([flat(value) for value in random])}
 
@@ -694,7 +696,7 @@ def test_compare_marks_every_map_and_says_when_the_image_fits_no_class(store):
     service = serve.ZooService(store)
     frame, gallery, summary = service.compare(str(EXAMPLES / "cat_chelsea.jpg"))
     assert len(gallery) == 3
-    for picture, caption in gallery:
+    for _, caption in gallery:
         assert caption.startswith(tuple(ICONS.values())) and caption.endswith(tuple(f"({s})" for s in SHORT.values()))
     assert summary.startswith("Majority vote")  # this store has no thresholds: nothing is flagged
     calibrated = serve.ModelStore(store.checkpoint_dir, repo="", device="cpu", ood_thresholds={

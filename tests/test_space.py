@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import CHECKPOINTS, REPO_ROOT
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from conftest import CHECKPOINTS, REPO_ROOT
 from serve import zerogpu
 from tools import space_dry_run
 from tools.space_dry_run import SPACE_EXCLUDE, check, plan_upload, upload_command
