@@ -13,8 +13,8 @@ A curve's score is its mean over the deletion drops and insertion gains. Four ou
 
 It is a test with a measured false-pass rate. "Beats random maps" means the map's score lies above the random
 maps' mean by ``Z_RANDOM`` prediction-interval standard deviations (their spread, widened for estimating it
-from ``N`` maps) and by ``MIN_RATIO_OVER_RANDOM``; ``Z_RANDOM`` is strict enough that a map chosen as the best
-of ten uninformed ones passes on at most 5% of images. A lead over the random-weights map or the centre needs
+from ``N`` maps) and by ``MIN_RATIO_OVER_RANDOM``; ``Z_RANDOM`` is set so that a map chosen as the best of ten
+uninformed ones passes on at most 5% of images. A lead over the random-weights map or the centre needs
 ``PAIR_NOISE`` standard deviations of single random maps' scores. Maps that know nothing about the model (random
 smooth maps, the same put through the app's per-image choice, another random network's maps) are measured to
 pass on at most 5% of images on every architecture, on images that set no threshold (``bench/faithfulness.py``).
@@ -27,16 +27,18 @@ from enum import Enum
 
 import numpy as np
 
-# Which verdict a recorded figure was measured by (config.json's cam.outcomes): figures of another are not comparable.
-VERSION = "held-out curves, t-test over random maps allowing a best-of-ten choice"
 MIN_RATIO_OVER_RANDOM = 1.25  # the map's score over the random maps' mean score
 MIN_MARGIN = 0.02             # of mean probability change: no lead smaller than this counts
-# Prediction-interval deviations over the random maps: Student's t with R - 1 = 7 degrees of freedom at
-# 1 - 0.05 / 10, so that a map chosen as the best of ten uninformed ones passes on at most 5% of images
-# (Bonferroni: it passes only if one of the ten would have).
-Z_RANDOM = 3.5
+# Prediction-interval deviations over the random maps. The t quantile with R - 1 = 7 degrees of freedom at
+# 1 - 0.05 / 10 (3.5: a best-of-ten choice of uninformed maps held to 5% by the union bound) is not enough:
+# random maps' scores have a long upper tail (one that lands on the object scores far above the rest), so the
+# threshold is the one at which bench/faithfulness.py measures every control at 5% or less on every architecture
+# (docs/explanations.md gives the figures and the images they were set and checked on).
+Z_RANDOM = 4.5
 PAIR_NOISE = 1.0              # single random maps' deviations: the lead over the random-weights map or the centre
 MIN_MOVEMENT = 0.05           # below this on every curve, the image cannot tell maps apart
+# Which verdict a recorded figure was measured by (config.json's cam.verdict): figures of another are not comparable.
+VERSION = f"held-out curves; Z_RANDOM {Z_RANDOM:g}, PAIR_NOISE {PAIR_NOISE:g}"
 
 
 class Outcome(str, Enum):

@@ -385,7 +385,7 @@ def test_the_verdict_passes_few_uninformed_maps_of_a_trained_model():
     network's maps each pass on at most 5% of them, while the app's own maps pass more often than any of them."""
     bench = _bench_faithfulness()
     image_set = load_images(str(DATA), 32, cache_dir=ROOT / "data" / "cache", progress=False)
-    row = bench.measure("efficientnet", image_set, skip=300, images=24, method=None, checkpoints=CHECKPOINTS)
+    row = bench.measure("basic_convnet", image_set, skip=300, images=24, method=None, checkpoints=CHECKPOINTS)
     summary = bench.summarise(row)
     print(summary)
     assert summary["method"] == "chosen"  # the control "put through the choice" needs the app's per-image choice
