@@ -3,7 +3,7 @@
     python bench/http_latency.py                 # starts `python app.py` on a free port, measures, stops it
     python bench/http_latency.py --url http://127.0.0.1:7860/   # measures a server that is already running
     python bench/http_latency.py --pair vgg,resnet --url ...     # only: two clients, two architectures' /explain
-    python bench/http_latency.py --url URL --versus URL2 --repeats 12    # only: /explain, /compare on two servers in turn
+    python bench/http_latency.py --url URL --versus URL2 --repeats 12   # only: /explain, /compare, two servers
 
 Plain HTTP, as a browser or curl does (upload, then Gradio's ``/gradio_api/call/<api>`` and its event
 stream): gradio_client adds about 70 ms of its own per call. Reports the time from process start to the
@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from timing import cpu_seconds, percentiles, wait_until_idle  # noqa: E402  (bench/ is on sys.path when this file runs)
+
 from tools.app_http import AppDidNotStart, free_port, iter_events, wait_until_answering  # noqa: E402
 
 
