@@ -15,7 +15,7 @@ import os
 import sys
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _libc():
     """glibc, or None on another system or C library (musl): nothing to tune there."""
     if not sys.platform.startswith("linux"):

@@ -7,7 +7,7 @@ are its architecture settings. ``create_model`` records the arguments it was bui
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 import torch.nn as nn
 
