@@ -60,7 +60,7 @@ class GoogLeNet(ZooModel):
         super().__init__()
         self.stem = ConvBNAct(3, stem_width, 3)
         blocks, in_channels = [], stem_width
-        for stage, settings in enumerate(INCEPTION_STAGES):
+        for settings in INCEPTION_STAGES:
             blocks.append(nn.MaxPool2d(2))
             for setting in settings:
                 module = Inception(in_channels, *(max(1, round(channels * width)) for channels in setting))

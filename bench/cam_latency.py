@@ -45,6 +45,34 @@ def median_ms(fn, calls: int, warmup: int = 5) -> float:
     return 1000 * statistics.median(times)
 
 
+def table_row(arch: str, x: torch.Tensor, calls: int) -> str:
+    """One architecture's row: default-layer Grad-CAM ours and the library's, its recommended setting, the verdict."""
+    trained = (CHECKPOINTS / arch / "config.json").is_file()
+    # In the layout the app serves it in.
+    model = for_serving(load_pretrained(CHECKPOINTS / arch) if trained else create_model(arch).eval())
+    ours = median_ms(lambda: explain.cam(model, x), calls)
+    layer = model.get_submodule(model.default_cam_layer)
+    with GradCAM(model, [layer], reshape_transform=model.cam_reshape) as library:
+        theirs = median_ms(lambda: library(x, None), calls)
+    model.zero_grad(set_to_none=True)
+    method, recommended_layer = explain.recommended_cam(model.config if trained else {})
+    recommended = median_ms(lambda: explain.cam(model, x, method=method, layer=recommended_layer), calls)
+    setting = method if method in explain.LAYER_FREE else f"{method} at {recommended_layer or model.default_cam_layer}"
+    twin = for_serving(randomised_twin(model))
+    verdict_calls = max(3, calls // 10)
+
+    def with_verdict(method=method, layer=recommended_layer):
+        heatmap = explain.cam(model, x, method=method, layer=layer)
+        explain.faithfulness(model, x, heatmap, random_weights_heatmap=explain.cam(twin, x, method=method,
+                                                                                   layer=layer))
+
+    checked = median_ms(with_verdict, verdict_calls, warmup=1)
+    floor = median_ms(lambda: with_verdict("gradcam", None), verdict_calls, warmup=1)
+    return (f"| {arch} | {'trained' if trained else 'random'} | {model.default_cam_layer} | {ours:.1f} | "
+            f"{theirs:.1f} | {'yes' if ours <= TARGET_MS else 'no'} | {setting} | {recommended:.1f} | "
+            f"{checked:.0f} | {floor:.0f} |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=50, help="timed calls per architecture")
@@ -58,31 +86,7 @@ def main(argv=None) -> None:
           "recommended setting | its ms | with its verdict (ms) | Grad-CAM with its verdict (ms) |")
     print("|---|---|---|---:|---:|:-:|---|---:|---:|---:|")
     for arch in args.arch or list_models():
-        trained = (CHECKPOINTS / arch / "config.json").is_file()
-        # In the layout the app serves it in.
-        model = for_serving(load_pretrained(CHECKPOINTS / arch) if trained else create_model(arch).eval())
-        ours = median_ms(lambda: explain.cam(model, x), args.calls)
-        layer = model.get_submodule(model.default_cam_layer)
-        with GradCAM(model, [layer], reshape_transform=model.cam_reshape) as library:
-            theirs = median_ms(lambda: library(x, None), args.calls)
-        model.zero_grad(set_to_none=True)
-        method, recommended_layer = explain.recommended_cam(model.config if trained else {})
-        recommended = median_ms(lambda: explain.cam(model, x, method=method, layer=recommended_layer), args.calls)
-        setting = method if method in explain.LAYER_FREE else f"{method} at {recommended_layer or model.default_cam_layer}"
-        twin = for_serving(randomised_twin(model))
-        verdict_calls = max(3, args.calls // 10)
-
-        def with_verdict(method=method, layer=recommended_layer):
-            heatmap = explain.cam(model, x, method=method, layer=layer)
-            explain.faithfulness(model, x, heatmap, random_weights_heatmap=explain.cam(twin, x, method=method,
-                                                                                       layer=layer))
-
-        checked = median_ms(with_verdict, verdict_calls, warmup=1)
-        floor = median_ms(lambda: with_verdict("gradcam", None), verdict_calls, warmup=1)
-        print(f"| {arch} | {'trained' if trained else 'random'} | {model.default_cam_layer} | {ours:.1f} | "
-              f"{theirs:.1f} | {'yes' if ours <= TARGET_MS else 'no'} | {setting} | {recommended:.1f} | "
-              f"{checked:.0f} | {floor:.0f} |")
-
+        print(table_row(arch, x, args.calls))
 
 if __name__ == "__main__":
     main()

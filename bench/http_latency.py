@@ -357,12 +357,13 @@ def main(argv=None) -> None:
             except RuntimeError as error:  # no checkpoint: say so and go on
                 report["predict"][name] = f"unavailable: {str(error)[:80]}"
                 continue
-            report["predict"][name] = _time(lambda: call("predict", name), args.repeats)
+            # Each timed call has this architecture bound (arch=name) instead of reading the loop variable later.
+            report["predict"][name] = _time(lambda arch=name: call("predict", arch), args.repeats)
             report["predict"][name]["again_p50_ms"] = _time(
-                lambda: call("predict", name, uploaded_path=caller.uploaded_path), args.repeats)["p50_ms"]
-            report["explain"][name] = _time(lambda: call("explain", name), max(3, args.repeats // 4), first)
-            report["explain"][name]["again_p50_ms"] = _time(lambda: explain_again(name), 3)["p50_ms"]
-            report["inside"][name] = _time(lambda: call("inside", name), max(3, args.repeats // 4))
+                lambda arch=name: call("predict", arch, uploaded_path=caller.uploaded_path), args.repeats)["p50_ms"]
+            report["explain"][name] = _time(lambda arch=name: call("explain", arch), max(3, args.repeats // 4), first)
+            report["explain"][name]["again_p50_ms"] = _time(lambda arch=name: explain_again(arch), 3)["p50_ms"]
+            report["inside"][name] = _time(lambda arch=name: call("inside", arch), max(3, args.repeats // 4))
             report["inside_vs_predict"][name] = round(report["inside"][name]["p50_ms"]
                                                       / report["predict"][name]["p50_ms"], 2)
         report["compare"] = _time(lambda: call("compare"), args.compare_repeats, every_map)

@@ -5,10 +5,10 @@
 
 Per architecture with a checkpoint in ``--checkpoints``: batch-1 latency (p50/p95 over ``--calls`` calls
 after ``--warmup``) of the model alone and p50 of the prediction the app serves (shifted and mirrored
-copies in one batch, ``preprocess.served_probs``), and throughput at ``--batch-size`` (images/s over ``--batches`` batches after one
-warm-up batch), under ``torch.inference_mode``, fp32, the layout the app serves (``serve.store.for_serving``:
-channels_last weights, input N x 3 x S x S) on the CPU, and on CUDA as well when
-one is present (unless ``--no-cuda``). Also parameters, MACs per image (``architectures.measure.count_macs``),
+copies in one batch, ``preprocess.served_probs``), and throughput at ``--batch-size`` (images/s over
+``--batches`` batches after one warm-up batch), under ``torch.inference_mode``, fp32, the layout the app
+serves (``serve.store.for_serving``: channels_last weights, input N x 3 x S x S) on the CPU, and on CUDA as
+well when one is present (unless ``--no-cuda``). Also parameters, MACs per image (``architectures.measure.count_macs``),
 the size of ``model.safetensors`` and the checkpoint's validation accuracy. Prints a markdown table.
 
 ``--candidate ARCH=JSON`` adds an untrained model of other settings (``python -m train --arch-args``'s), saved
@@ -32,14 +32,15 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
+from timing import percentiles  # noqa: E402  (bench/ is on sys.path when this file runs)
+
 from architectures import CheckpointError, create_model, list_models, load_pretrained, save_pretrained  # noqa: E402
 from architectures.checkpoint import WEIGHTS_NAME, atomic_write_json  # noqa: E402
-from serve.store import for_serving  # noqa: E402
+from architectures.measure import count_macs  # noqa: E402
 from preprocess import served_probs  # noqa: E402
+from serve.store import for_serving  # noqa: E402
 from train.env import describe_hardware  # noqa: E402
 from train.trainer import parse_arch_args, synchronize  # noqa: E402
-from architectures.measure import count_macs  # noqa: E402
-from timing import percentiles  # noqa: E402  (bench/ is on sys.path when this file runs)
 
 
 def latency_ms(forward, x: torch.Tensor, calls: int, warmup: int) -> dict:

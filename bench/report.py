@@ -31,10 +31,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]  # the project, and the sibling benchmark scripts
 
-import torch  # noqa: E402
-
 import inference  # noqa: E402
+import torch  # noqa: E402
 import train_throughput  # noqa: E402
+
 from architectures.checkpoint import atomic_write_bytes, atomic_write_json  # noqa: E402
 from train.env import describe_hardware, git_commit  # noqa: E402
 
@@ -104,8 +104,8 @@ def http_markdown(result: dict) -> str:
              "/compare <= 1 s, start-up <= 10 s. Every call a new upload; \"again\": the same upload once more "
              "(what a change of opacity costs /explain), which the app answers from what it kept. /explain shows "
              "its map first (\"map shown\") and its verdict with the whole answer.", "",
-             "| architecture | /predict p50 (ms) | /predict p95 (ms) | /predict again (ms) | /explain map shown, p50 (ms) "
-             "| /explain p50 (ms) | /explain p95 (ms) | /explain again (ms) |",
+             "| architecture | /predict p50 (ms) | /predict p95 (ms) | /predict again (ms) "
+             "| /explain map shown, p50 (ms) | /explain p50 (ms) | /explain p95 (ms) | /explain again (ms) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     load = result.get("load")
     if load and "error" not in load:
@@ -122,7 +122,8 @@ def http_markdown(result: dict) -> str:
             continue
         explain = result["explain"].get(arch, {})
         lines.append(f"| {arch} | {predict['p50_ms']:.1f} | {predict['p95_ms']:.1f} | "
-                     f"{predict.get('again_p50_ms', float('nan')):.1f} | {explain.get('first_p50_ms', float('nan')):.1f} | "
+                     f"{predict.get('again_p50_ms', float('nan')):.1f} | "
+                     f"{explain.get('first_p50_ms', float('nan')):.1f} | "
                      f"{explain.get('p50_ms', float('nan')):.1f} | {explain.get('p95_ms', float('nan')):.1f} | "
                      f"{explain.get('again_p50_ms', float('nan')):.1f} |")
     return "\n".join(lines)

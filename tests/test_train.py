@@ -1,6 +1,7 @@
 """The training pipeline end to end on data the tests make: learning, resuming, DDP, evaluation, errors."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -13,14 +14,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO_ROOT, make_image_folder
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from architectures import create_model, load_pretrained
-from conftest import REPO_ROOT, make_image_folder
 from train import budget as budget_trial
-from train.augment import (normalize, random_cutmix, random_cutout, random_flip, random_translate, served_probs,
-                           translated)
+from train.augment import (
+    normalize,
+    random_cutmix,
+    random_cutout,
+    random_flip,
+    random_translate,
+    served_probs,
+    translated,
+)
 from train.config import TrainConfig, parse_config
 from train.data import DataError, load_images, split_train_val
 from train.distill import Teacher, mixed_targets
@@ -53,7 +61,8 @@ def test_resume_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_folder):
     assert paused["paused_at_epoch"] == 1
     resumed = train(tiny_config(tmp_path / "b", tiny_folder, epochs=3, resume=True))
     assert resumed["val_accuracy"] == straight["val_accuracy"]
-    a, b = load_file(tmp_path / "a" / "out" / "model.safetensors"), load_file(tmp_path / "b" / "out" / "model.safetensors")
+    a = load_file(tmp_path / "a" / "out" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "out" / "model.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
@@ -113,6 +122,23 @@ def test_config_rejects_unknown_and_malformed_options(capsys):
         parse_config(["--bf16", "maybe"])
     config = parse_config(["--arch", "vgg", "--epochs", "3", "--no-bf16", "--resume"])
     assert (config.arch, config.epochs, config.bf16, config.resume) == ("vgg", 3, False, True)
+
+
+def test_help_text_keeps_comments_wrapped_onto_more_lines():
+    from train.config import field_comments
+
+    @dataclasses.dataclass
+    class Wrapped:
+        first: int = 0      # begins here;
+                            # goes on here
+        # a comment of its own, not under the field's: not help text
+        second: str = ""    # one line
+    #                         under no field's comment
+
+    assert field_comments(Wrapped) == {"first": "begins here; goes on here", "second": "one line"}
+    comments = field_comments(TrainConfig)
+    assert comments["swa_lr"].endswith("(with --swa-epochs); 0 = a fifth of --lr")
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= set(comments)  # every flag has its help
 
 
 def test_cli_unknown_architecture_lists_the_names(tmp_path):
@@ -794,7 +820,8 @@ def test_each_recipe_is_its_shipped_checkpoints_first_stage():
 def test_training_summary_counts_stages_and_names_the_teachers():
     from architectures.checkpoint import training_summary
 
-    teachers = [{"checkpoint": "checkpoints/vgg", "arch": "vgg"}, {"checkpoint": "checkpoints/resnet", "arch": "resnet"}]
+    teachers = [{"checkpoint": "checkpoints/vgg", "arch": "vgg"},
+                {"checkpoint": "checkpoints/resnet", "arch": "resnet"}]
     assert training_summary({"command": "python -m train --arch nin"}) == "1 stage"
     assert training_summary({"teachers": teachers[:1]}) == "1 stage, distilled from vgg"
     stages = [{}, {}, {"teachers": teachers[:1]}, {"teachers": teachers}]
@@ -810,12 +837,14 @@ def test_recipe_table_lists_every_architecture_with_its_recipe_and_checkpoint(tm
 
     (tmp_path / "resnet").mkdir()
     (tmp_path / "resnet" / "config.json").write_text(json.dumps({"stages": [{}, {"teachers": [{"arch": "vgg"}]}]}))
-    rows = {line.split("`")[1]: line for line in recipe_table(tmp_path).splitlines() if line.startswith("| ") and "`" in line}
+    rows = {line.split("`")[1]: line for line in recipe_table(tmp_path).splitlines()
+            if line.startswith("| ") and "`" in line}
     assert list(rows) == list_models()
     for arch, row in rows.items():
         recipe = recipe_for(arch)
         cells = [cell.strip() for cell in row.strip("|").split("|")]
-        assert cells[1:5] == [str(recipe["epochs"]), str(recipe["batch_size"]), f"{recipe['lr']:g}", recipe["optimizer"]]
+        assert cells[1:5] == [str(recipe["epochs"]), str(recipe["batch_size"]), f"{recipe['lr']:g}",
+                              recipe["optimizer"]]
         assert cells[-1] == ("2 stages; stage 2 distilled from vgg" if arch == "resnet" else "none")
     assert "`--cutout 8`" in rows["resnet"] and "`--weight-decay 0.05`" in rows["mlpmixer"]
 

@@ -52,8 +52,9 @@ def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = Fa
            cam_images: int = 200, cam_skip: int = 100, cam_sanity_images: int = 20, cam_max_ms: float = DEFAULT_MAX_MS,
            chosen_by: str = "", probe_images: int = TRAIN_IMAGES) -> dict:
     """Write the seven artefacts into ``folder``; returns what was written ({"accuracy", "accuracy_tta",
-    "curves", "ood", "cam", "se_profiles", "probes", "robustness"}, None for a step that wrote nothing). Raises CheckpointError,
-    DataError or ValueError before writing anything when the folder, the data or the options are wrong."""
+    "curves", "ood", "cam", "se_profiles", "probes", "robustness"}, None for a step that wrote nothing).
+    Raises CheckpointError, DataError or ValueError before writing anything when the folder, the data or the
+    options are wrong."""
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file():
         raise CheckpointError(f"{folder} is not a checkpoint folder (no {CONFIG_NAME})")
@@ -119,7 +120,8 @@ def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = Fa
     n_corrupt, n_calibrate = min(200, n_val), min(2000, n_val)
     done["robustness"] = measure_robustness(
         folder, data, cache_dir, n_corrupt, n_calibrate, image_set=image_set,
-        command=f"python -m tools.robustness {folder} --data {data} --images {n_corrupt} --calibration-images {n_calibrate}")
+        command=(f"python -m tools.robustness {folder} --data {data} --images {n_corrupt} "
+                 f"--calibration-images {n_calibrate}"))
     print(f"    {robustness_summary(config['arch'], done['robustness'])}")
     return done
 

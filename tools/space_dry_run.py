@@ -119,7 +119,7 @@ def git_known_files(root: Path) -> set[str]:
     except (OSError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", b"") or b""
         raise SystemExit(f"space dry run: {root} is not a git checkout that git can list "
-                         f"({error}; {detail.decode(errors='replace').strip()})")
+                         f"({error}; {detail.decode(errors='replace').strip()})") from error
     return {path for path in out.decode().split("\0") if path and (root / path).is_file()}
 
 
@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             result = start(plan, timeout_s=args.timeout, keep=args.keep)
         except (RuntimeError, OSError, ValueError) as error:
-            raise SystemExit(f"space dry run: the app did not serve from the upload copy: {error}")
+            raise SystemExit(f"space dry run: the app did not serve from the upload copy: {error}") from error
         print(f"started from the copy in {result['startup_s']:.1f} s; /predict answered for "
               f"{len(result['predict'])} architectures on {result['image']}: "
               + ", ".join(f"{arch}={label}" for arch, label in result["predict"].items()))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from architectures import CheckpointError, list_models, load_pretrained, model_class
 from architectures.checkpoint import WEIGHTS_NAME, atomic_write_bytes, file_sha256, hardware_summary
+from architectures.measure import count_macs
 from robustness.report import BASELINE, load_result, relative_mce
 from train.config import parse_config
-from architectures.measure import count_macs
 from train.recipes import recipe_table
 
 START, END = "<!-- zoo-table:start -->", "<!-- zoo-table:end -->"
@@ -133,9 +133,10 @@ def faithfulness_table(rows: list[dict]) -> str:
         lines.append(f"Outcomes of the verdict on the {first['images']} validation images each choice was made on "
                      f"(`{first['chosen_by'].replace(chosen[0]['arch'], '<arch>')}`); the tests check the same on "
                      "others (`python -m pytest -s tests/test_explain.py -k targets`, or `python "
-                     "bench/faithfulness.py --data PATH`, which also measures the verdict's false-pass rate). Milliseconds as that run measured "
-                     "them, on a busy machine. The verdict column names the thresholds the figures were measured "
-                     "under (`explain.verdict.VERSION`; the app's is the strictest).")
+                     "bench/faithfulness.py --data PATH`, which also measures the verdict's false-pass rate). "
+                     "Milliseconds as that run measured them, on a busy machine. The verdict column names the "
+                     "thresholds the figures were measured under (`explain.verdict.VERSION`; the app's is the "
+                     "strictest).")
     return "\n".join(lines)
 
 
@@ -160,8 +161,8 @@ def main(argv=None) -> int:
         if start not in text or end not in text:
             print(f"error: {path} lacks the markers {start} and {end}", file=sys.stderr)
             return 2
-        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{table}\n{end}", text,
-                      flags=re.S)
+        marked = f"{start}\n{table}\n{end}"
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _, marked=marked: marked, text, flags=re.S)
     atomic_write_bytes(path, text.encode())
     print(f"wrote the zoo table of {len(rows)} checkpoints and the recipe table into {path}")
     return 0

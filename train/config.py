@@ -24,8 +24,10 @@ class TrainConfig:
     val_fraction: float = 0.1            # share of each class held out for validation (500 per CIFAR class)
     split_seed: int = 0                  # seed of the validation split: fixed, so every run sees the same split
     seed: int = 0                        # seed of initialisation, data order and augmentation
-    init_from: str = ""                  # start from this checkpoint's weights (folder or Hub id; {arch} is filled in): a further training stage
-    arch_args: str = ""                  # the architecture's settings over its defaults, as JSON ('{"width": 48}'); a further stage keeps its parent's
+    init_from: str = ""                  # start from this checkpoint's weights (folder or Hub id; {arch} is filled in):
+                                         # a further training stage
+    arch_args: str = ""                  # the architecture's settings over its defaults, as JSON ('{"width": 48}');
+                                         # a further stage keeps its parent's
     epochs: int | None = None            # passes over the training split
     time_budget: float = 0.0             # seconds to train for instead of --epochs: a timed trial picks the epoch count
     batch_size: int | None = None        # images per optimisation step, over all processes
@@ -35,26 +37,31 @@ class TrainConfig:
     label_smoothing: float | None = None # share of the target spread evenly over the other classes
     warmup_epochs: float | None = None   # linear warm-up from 0 to lr, in epochs; then linear decay to 0
     ema_decay: float | None = None       # exponential moving average of weights per step; 0 turns it off
-    swa_epochs: int = 0                  # stochastic weight averaging: the checkpoint is the mean of the last N epochs' weights; 0 = off
-    swa_lr: float = 0.0                  # learning rate held through the averaged epochs (with --swa-epochs); 0 = a fifth of --lr
+    swa_epochs: int = 0                  # stochastic weight averaging: the checkpoint is the mean of
+                                         # the last N epochs' weights; 0 = off
+    swa_lr: float = 0.0                  # learning rate held through the averaged epochs (with --swa-epochs);
+                                         # 0 = a fifth of --lr
     translate: int | None = None         # random-crop padding in pixels (reflect); 0 turns it off
     cutout: int | None = None            # side of a random square blanked per image, pixels; 0 turns it off
     cutmix: float | None = None          # probability a batch gets CutMix (a box pasted from another image); 0 = off
-    teacher: str = ""                    # checkpoints to distil from (comma-separated; {arch} is filled in): their mean prediction joins the labels
+    teacher: str = ""                    # checkpoints to distil from (comma-separated; {arch} is filled in):
+                                         # their mean prediction joins the labels
     teacher_weight: float = 0.5          # share of the target that is the teacher's probabilities (with --teacher)
     device: str = "auto"                 # "auto" (CUDA if present, else CPU), "cpu", "cuda", "cuda:1"...
     bf16: bool = True                    # bfloat16 autocast where the device supports it
-    cpu_bf16: bool | None = None         # bf16 autocast on a CPU too (needs AVX512-BF16/AMX); only some nets gain, so the recipe says
+    cpu_bf16: bool | None = None         # bf16 autocast on a CPU too (needs AVX512-BF16/AMX);
+                                         # only some nets gain, so the recipe says
     channels_last: bool = True           # NHWC memory layout: faster convolutions on CPUs and tensor cores
     compile: bool = False                # torch.compile the model (pays off on long GPU runs)
     threads: int = 0                     # CPU threads for torch; 0 = torch's default (all cores)
     resume: bool = False                 # continue from run_dir's last finished epoch
     max_epochs_this_run: int = 0         # stop (resumably) after this many epochs; 0 = run to the end
-    weights_dtype: str = "float16"       # precision the checkpoint stores its parameters in: "float16" (half the size) or "float32"
+    weights_dtype: str = "float16"       # precision the checkpoint stores its parameters in:
+                                         # "float16" (half the size) or "float32"
     push_to_hub: str = ""                # Hugging Face repo id to upload the finished checkpoint to
     progress: bool = True                # show a progress bar
 
-    def resolved(self, recipe: dict) -> "TrainConfig":
+    def resolved(self, recipe: dict) -> TrainConfig:
         """A copy with every ``None`` filled from ``recipe``."""
         filled = {key: recipe[key] for key, value in dataclasses.asdict(self).items() if value is None}
         missing = [key for key, value in dataclasses.asdict(self).items() if value is None and key not in filled]
@@ -86,9 +93,21 @@ def _parse_bool(text: str) -> bool:
 
 
 def field_comments(config_class) -> dict[str, str]:
-    """The comment beside each field in the class source: the ``--help`` text, written once."""
-    source = inspect.getsource(config_class)
-    return dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.+)$", source, flags=re.M))
+    """The comment beside each field in the class source: the ``--help`` text, written once. A comment too long
+    for one line goes on in comment-only lines right below it with their ``#`` under its ``#``."""
+    comments, field, column = {}, None, -1
+    for line in inspect.getsource(config_class).splitlines():
+        beside = re.match(r"^\s+(\w+):[^#]*#\s*(.+)$", line)
+        if beside:
+            field, column = beside[1], line.index("#")
+            comments[field] = beside[2]
+            continue
+        below = re.match(r"^(\s+)#\s*(.+)$", line)
+        if below and field and len(below[1]) == column:
+            comments[field] += " " + below[2]
+        else:
+            field = None
+    return comments
 
 
 def build_parser(config_class=TrainConfig, description: str = "", prog: str | None = None) -> argparse.ArgumentParser:

@@ -17,6 +17,8 @@ UPLOADED = ["model.safetensors", "config.json", "log.jsonl", "curves.png", "conf
 def model_card(config: dict) -> str:
     """A Hub model card (README.md with YAML front matter) from a checkpoint's config."""
     recipe = config.get("recipe", {})
+    trained = (f"{config.get('dataset', '?')}; {config.get('epochs', '?')} epochs in "
+               f"{config.get('train_seconds', 0) / 60:.1f} min on {config.get('hardware', '?')}")
     return f"""---
 library_name: pytorch
 license: mit
@@ -30,7 +32,7 @@ mean {config['mean']} and std {config['std']}.
 
 - Classes: {', '.join(config['class_names'])}
 - Validation accuracy: {config.get('val_accuracy', float('nan')):.2%} on {config.get('val_split', 'a held-out split')}
-- Data: {config.get('dataset', '?')}; {config.get('epochs', '?')} epochs in {config.get('train_seconds', 0) / 60:.1f} min on {config.get('hardware', '?')}
+- Data: {trained}
 - Recipe: {recipe}
 - Reproduce: `{config.get('command', '')}` (code commit {config.get('git_commit', '?')})
 

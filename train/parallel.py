@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from architectures import check_name, list_models
+
 from .__main__ import EXIT_DIVERGED
 from .env import SHARED_GPU_RUNS_VARIABLE, TRIAL_BARRIER_VARIABLE, mark_arrived
 from .recipes import lr_for_batch, recipe_for
@@ -64,8 +65,10 @@ def parse_args(argv=None):
     parser.add_argument("--run-dir", default="runs/{arch}", help="training state per run; {arch} is filled in")
     parser.add_argument("--log-dir", default="runs", help="where ARCH.log files go")
     parser.add_argument("--sharing-with", type=int, default=0, metavar="N",
-                        help="processes started elsewhere that share the device too (recorded in each checkpoint's hardware)")
-    parser.add_argument("--retries", type=int, default=1, help="restarts at half the learning rate after a NaN/inf loss")
+                        help="processes started elsewhere that share the device too "
+                             "(recorded in each checkpoint's hardware)")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="restarts at half the learning rate after a NaN/inf loss")
     parser.add_argument("--deadline", type=float, default=0,
                         help="seconds after which unfinished runs are stopped; 0 = 1.25 x budget + 120")
     parser.add_argument("extra", nargs="*", help="flags passed on to every python -m train (after --)")
