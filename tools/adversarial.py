@@ -43,6 +43,10 @@ from train.data import DataError, checkpoint_split, load_images
 
 BATCH = 50                 # images attacked at once (served: six views each)
 TRANSFER_EPSILON = 4       # in 1/255, the budget for the transfer matrix
+ATTACKS_DESCRIBED = ("PGD: a random start in the ball, steps of 2.5 epsilon / steps along the gradient's sign "
+                     "(Madry et al.), restarts for the images standing; APGD-CE: Croce and Hein's schedule (first "
+                     "step 2 epsilon, halved at checkpoints, momentum 0.75, rho 0.75). Untargeted, cross-entropy, "
+                     "each image stopped at its first fooling step")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -158,7 +162,7 @@ def evaluate(folder, image_set, settings: Settings = Settings(), modes=MODES, at
     if resume and stored is not None and not same:
         print(f"{folder}: stored {RESULT_NAME} has other settings; starting again", flush=True)
     result = stored if same else fresh
-    result["command"] = fresh["command"]
+    result.update(command=fresh["command"], attacks=ATTACKS_DESCRIBED)
     for mode in modes:
         clf = classifier(model, mode, sha)
         for attack in attacks:
