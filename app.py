@@ -32,7 +32,6 @@ from serve import zerogpu  # noqa: E402  first: on ZeroGPU it imports `spaces` b
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
-import explain  # noqa: E402
 import serve  # noqa: E402
 # isort: on
 
@@ -143,7 +142,7 @@ probe_curve = serve.shown_as_dialog(INSIDE.depth_plot)
 
 def after_start_up():
     """Once the server answers: import the CAM library, then time every model for the zoo table's latency column."""
-    explain.warm_up()
+    serve.warm_up_explanations()
     SERVICE.zoo.measure_latency()
 
 
@@ -172,7 +171,7 @@ def build_demo() -> gr.Blocks:
                         run = gr.Button("Classify", variant="primary", elem_id="classify-run")
                         with gr.Accordion("Explanation settings", open=True):
                             method = gr.Radio([("most faithful for this architecture", RECOMMENDED)]
-                                              + [(m, m) for m in explain.METHODS], value=RECOMMENDED,
+                                              + [(m, m) for m in serve.explanation_methods()], value=RECOMMENDED,
                                               label="Explanation method", info=serve.wording.METHOD_INFO)
                             layer = gr.Slider(1, MAX_DEPTH, value=MAX_DEPTH, step=1, label="Layer depth",
                                               info=serve.wording.LAYER_INFO)

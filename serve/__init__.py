@@ -29,7 +29,9 @@ from .service import (
     Panel,
     ZooService,
     default_has_se,
+    explanation_methods,
     max_cam_depth,
+    warm_up_explanations,
 )
 from .store import LoadedModel, ModelStore, ModelUnavailable, Unavailable, pick_device
 from .uploads import decode, upload_source
@@ -40,7 +42,8 @@ _GRADIO_PIECES = ("corruption_controls", "shown_as_dialog")  # in serve/controls
 __all__ = ["ImageDecodeError", "load_image", "model_view", "to_tensor", "CIFAR10_CLASSES", "MAX_PIXELS", "MAX_SIDE",
            "MAX_UPLOAD_BYTES", "RequestError", "known_architecture", "InsideService", "NO_CORRUPTION", "ood_check",
            "CompareRow", "Prediction", "compare_all", "predict", "run_model", "PREDICTED", "RECOMMENDED",
-           "Explanation", "Panel", "ZooService", "default_has_se", "max_cam_depth", "LoadedModel", "ModelStore",
+           "Explanation", "Panel", "ZooService", "default_has_se", "max_cam_depth", "explanation_methods",
+           "warm_up_explanations", "LoadedModel", "ModelStore",
            "ModelUnavailable", "Unavailable", "pick_device", "decode", "upload_source", "ZOO_HEADERS",
            "architecture_card", "architecture_choices", "best_architecture", "served_accuracy", "wording", "zerogpu",
            *_GRADIO_PIECES]

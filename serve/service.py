@@ -85,6 +85,16 @@ def max_cam_depth() -> int:
     return max(len(default_cam_layers(name)) for name in list_models())
 
 
+def explanation_methods() -> tuple[str, ...]:
+    """The explanation methods a visitor may pick besides RECOMMENDED, in the order of explain's table."""
+    return explain.METHODS
+
+
+def warm_up_explanations() -> None:
+    """Import the CAM library now (the app does it once it answers, so that the first map does not wait)."""
+    explain.warm_up()
+
+
 # -- SE profiles and plots, built once per profiles file ---------------------------------------------------
 def _profiles_version(folder) -> tuple[str, int, int] | None:
     """(folder, mtime, size) of the SE class profiles saved beside a checkpoint; None when there are none."""
