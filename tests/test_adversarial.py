@@ -447,3 +447,34 @@ def test_transfer_is_weaker_than_the_white_box_attack_in_the_shipped_matrix():
             if source != target:
                 assert result["accuracy"][source][target] > white_box, (source, target, white_box)
         assert white_box < result["clean"][target]
+
+
+def test_the_finishing_step_measures_adversarial_robustness_when_asked(tmp_path, tiny_folder, monkeypatch):
+    """``tools.finish_checkpoint --adversarial`` writes adversarial.json and config.json's ``adversarial`` (on a
+    random-weight 3-class checkpoint and the tests' tiny colour data set, whose validation split has 12 images;
+    tests/test_tools.py holds that without the option config.json gains no field of it)."""
+    from dataclasses import dataclass
+
+    from architectures import create_model, save_pretrained
+    from tools import adversarial as tool
+    from tools import finish_checkpoint
+
+    @dataclass(frozen=True)
+    class FewSteps(tool.Settings):  # the step as it is, its attacks shortened for the test
+        pgd_steps: int = 2
+        apgd_steps: int = 3
+
+    monkeypatch.setattr(finish_checkpoint, "AdversarialSettings", FewSteps)
+    torch.manual_seed(0)
+    folder = save_pretrained(create_model(FAST, num_classes=3), tmp_path / FAST, {
+        "display_name": FAST, "class_names": ["blue", "green", "red"], "image_size": 32, "mean": [0.5] * 3,
+        "std": [0.25] * 3, "val_accuracy": 0.5, "epochs": 1, "train_seconds": 1.0, "hardware": "none"})
+    argv = [str(folder), "--data", str(tiny_folder), "--cache-dir", str(tmp_path / "cache"), "--skip-cam",
+            "--probe-images", "30", "--adversarial"]
+    assert finish_checkpoint.main(argv) == 0
+    result = json.loads((folder / RESULT_NAME).read_text())
+    config = json.loads((folder / "config.json").read_text())
+    assert result["complete"] and result["images"] == 12 and (folder / "adversarial.png").is_file()
+    assert result["settings"]["pgd_steps"] == 2
+    assert set(config["adversarial"]) >= {"pgd", "apgd-ce", "images", "command"}
+    assert set(config["adversarial"]["pgd"]["served"]) == {"0.5", "1", "2", "4", "8"}

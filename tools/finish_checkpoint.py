@@ -15,6 +15,9 @@ Into the folder, on the validation split its config records (decoded once, share
    images, scored on the validation split; about a minute).
 7. corruption robustness and calibration, ``robustness.json`` with its plots, and config.json's
    ``temperature`` (re-deriving ``ood`` on the scaled probabilities when it is adopted; ``tools.robustness``).
+8. with ``--adversarial``, robustness to adversarial attacks (``tools.adversarial``: PGD and APGD-CE at five
+   budgets, alone and served, on 500 validation images): ``adversarial.json``, ``adversarial.png`` and
+   config.json's ``adversarial``. Hours on a 2-core CPU (minutes on a GPU), so it runs only when asked.
 
 Each step replaces only its own fields of config.json, atomically. Bad input (no checkpoint, data of other
 classes, too few images for the CAM choice) exits with 2 before anything is written; exit 1 means every
@@ -35,6 +38,9 @@ from explain.cam import METHODS
 from explain.se import has_se
 from serve.store import for_serving
 from tools._config import update_config
+from tools.adversarial import Settings as AdversarialSettings
+from tools.adversarial import evaluate as measure_adversarial
+from tools.adversarial import summary as adversarial_summary
 from tools.calibrate_ood import describe, ood_entry
 from tools.choose_cam import DEFAULT_MAX_MS, cam_entry, parse_methods, print_table, select, selection_images
 from tools.probes import TRAIN_IMAGES, summary, write_probes
@@ -50,9 +56,10 @@ LOG_NAME = "log.jsonl"
 
 def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = False, cam_methods=METHODS,
            cam_images: int = 200, cam_skip: int = 100, cam_sanity_images: int = 20, cam_max_ms: float = DEFAULT_MAX_MS,
-           chosen_by: str = "", probe_images: int = TRAIN_IMAGES) -> dict:
+           chosen_by: str = "", probe_images: int = TRAIN_IMAGES, adversarial: bool = False) -> dict:
     """Write the seven artefacts into ``folder``; returns what was written ({"accuracy", "accuracy_tta",
-    "curves", "ood", "cam", "se_profiles", "probes", "robustness"}, None for a step that wrote nothing).
+    "curves", "ood", "cam", "se_profiles", "probes", "robustness", "adversarial"}, None for a step that wrote
+    nothing; "adversarial" is measured only when ``adversarial``).
     Raises CheckpointError, DataError or ValueError before writing anything when the folder, the data or the
     options are wrong."""
     folder = Path(folder)
@@ -123,6 +130,14 @@ def finish(folder, data: str, cache_dir: str = "data/cache", skip_cam: bool = Fa
         command=(f"python -m tools.robustness {folder} --data {data} --images {n_corrupt} "
                  f"--calibration-images {n_calibrate}"))
     print(f"    {robustness_summary(config['arch'], done['robustness'])}")
+    done["adversarial"] = None
+    if adversarial:
+        print("8: robustness to adversarial attacks (--adversarial)")
+        settings = AdversarialSettings(images=min(AdversarialSettings.images, n_val))
+        done["adversarial"] = measure_adversarial(
+            folder, image_set, settings, resume=True,
+            command=f"python -m tools.adversarial {folder} --data {data} --images {settings.images}")
+        print(f"    {adversarial_summary(config['arch'], done['adversarial'])}")
     return done
 
 
@@ -140,6 +155,8 @@ def main(argv=None) -> int:
     parser.add_argument("--probe-images", type=int, default=TRAIN_IMAGES, help="training images the probes fit on")
     parser.add_argument("--cam-max-ms", type=float, default=DEFAULT_MAX_MS,
                         help="time limit per image for a map and its random-weights twin")
+    parser.add_argument("--adversarial", action="store_true",
+                        help="also measure robustness to adversarial attacks (tools.adversarial; hours on a CPU)")
     args = parser.parse_args(argv)
     methods = parse_methods(parser, args.cam_methods)
     if args.probe_images < 1:
@@ -149,7 +166,8 @@ def main(argv=None) -> int:
     chosen_by = shlex.join(["python", "-m", "tools.finish_checkpoint", *(sys.argv[1:] if argv is None else argv)])
     try:
         done = finish(args.checkpoint, args.data, args.cache_dir, args.skip_cam, methods, args.cam_images,
-                      args.cam_skip, args.cam_sanity_images, args.cam_max_ms, chosen_by, args.probe_images)
+                      args.cam_skip, args.cam_sanity_images, args.cam_max_ms, chosen_by, args.probe_images,
+                      args.adversarial)
     except (CheckpointError, DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
