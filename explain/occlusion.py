@@ -2,17 +2,16 @@
 probability falls; each pixel's heat is the mean fall over the windows that cover it.
 
 Where Grad-CAM reads gradients at one layer, occlusion asks the model itself: no layer, no hooks, no
-backward pass, and a map of what blanking the image does, the very question the deletion check
-(``explain.faithfulness``) asks. That makes a pass of the check weaker evidence for this map than for a
-gradient map, and is why it is offered: for the models whose CAMs lose to the centre square (README).
-The windows are blanked to 0 after normalisation, the data set's mean colour, as the check blanks.
+backward pass, and a map of what blanking the image does, the question the per-image choice's curve asks
+(``explain.curves.choice_scores``); the verdict reads other curves (a blurred infill), so it does not grade
+occlusion on its own question. The windows are blanked to 0 after normalisation, the data set's mean colour.
 
 Cost: one forward pass of ``len(window_masks)`` blanked copies per image (16 at 32 px: 14-pixel windows,
 6 apart), run in batches of at most ``MAX_BATCH`` copies. The windows' side matters more than their number:
-the check blanks a quarter of the image, and windows near that size rank its pixels better than small ones.
+the curves blank up to half of the image, and windows near a quarter of it rank its pixels better than small ones.
 16 windows rather than 25 keep ``/explain``'s two maps (the model's and its random-weights twin's) within
-its latency target on a 2-core CPU. Captum's ``Occlusion`` computes the same map; captum 0.8 requires
-numpy < 2, which the pinned pandas and gradio cannot use.
+its latency target on a 2-core CPU. Captum's ``Occlusion`` (pinned, used for "occlusion-fine") computes the
+same map; this one keeps its own few lines for its evenly spread, edge-touching windows.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ the per-image choice's curve blanks (``explain.curves.choice_scores``).
 - "integrated-gradients" (Sundararajan et al., 2017; Captum's ``IntegratedGradients``) from the blank image
   to the image: by completeness its pixel attributions add up to the probability lost when the whole image
   is blanked, so it ranks pixels by what blanking them costs. Summed over colour channels, then blurred
-  (``BLUR_SIGMA``): the deletion check blanks regions, and single pixels' gradients are speckle.
+  (``BLUR_SIGMA``): the curves blank regions, and single pixels' gradients are speckle.
 - "occlusion-fine": Captum's ``Occlusion`` with 8-pixel windows every 4 pixels (49 windows at 32 px), finer
   than ``explain.occlusion``'s 16 windows of 14 pixels.
 - "rise" (Petsiuk et al., 2018): the mean probability over random smooth masks that keep each pixel. Neither

@@ -160,7 +160,7 @@ class Explanation:
 @dataclass
 class CheckedMap:
     """One explanation of one upload by one checkpoint (method, layer, class) and, once its check has run, the
-    deletion curves its verdict is read from. Kept (``ZooService.checked_map``) so that what only redraws it
+    curves its verdict is read from. Kept (``ZooService.checked_map``) so that what only redraws it
     (another opacity, a return to the architecture, Compare after Classify or the other way) costs no
     forward pass."""
     heatmap: np.ndarray
@@ -228,7 +228,7 @@ class ZooService:
         return entry
 
     def check(self, loaded: LoadedModel, entry: CheckedMap, x, explained: int, method: str, layer: str) -> dict:
-        """``entry``'s deletion curves (``explain.faithfulness``), measured once: against random maps, the centre
+        """``entry``'s held-out curves (``explain.faithfulness``), measured once: against random maps, the centre
         and the same method's map from random weights (chosen in the same way, on the random network's own
         curves), which shows what the map's shape and the image's edges alone cost."""
         with loaded.lock:  # checked under the lock: a request that waited for it finds the figures made
@@ -285,7 +285,7 @@ class ZooService:
     def explain_steps(self, image, architecture, method=RECOMMENDED, layer=None, target=PREDICTED,
                       opacity=0.5, corruption=NO_CORRUPTION, severity=3) -> Iterator[Explanation]:
         """``explain`` in two steps: the map with a note that its check is running, then the same map with its
-        verdict and bars. The check (the random-weights twin's map and the deletion curves) costs as much again
+        verdict and bars. The check (the random-weights twin's map and the held-out curves) costs as much again
         as the map, so the app shows the map as soon as it exists. Yields nothing when the image was cleared.
 
         ``method`` RECOMMENDED takes the checkpoint's most faithful method and layer, chosen by the deletion
@@ -358,7 +358,7 @@ class ZooService:
                       severity=3) -> Iterator[tuple[pd.DataFrame, list, str]]:
         """``compare`` as it fills in: every prediction and the vote; then each architecture's map, captioned
         "checking"; then each map's verdict. The maps come first because the verdicts (each a random-weights
-        twin's map and the deletion curves) take as long again, and the maps are what Compare is for.
+        twin's map and the held-out curves) take as long again, and the maps are what Compare is for.
         A step comes at most every ``COMPARE_STEP_S`` while maps or verdicts are added, and once each phase is
         done. ``progress(i, n, step)`` before each map and each verdict. Yields nothing when the image was
         cleared."""

@@ -106,7 +106,7 @@ PLAIN_VERDICTS = {
 
 
 def faithfulness_frame(verdict) -> pd.DataFrame:
-    """The faithfulness bars: each ordering's mean drop over the deletion curve, the map's bar in its verdict's
+    """The faithfulness bars: each ordering's mean over the verdict's curves, the map's bar in its verdict's
     colour (``BAR_COLOURS``); no bars (the same columns) while there is no verdict yet."""
     keys = [] if verdict is None else [key for key in FAITHFULNESS_BARS if key in verdict.scores]
     return pd.DataFrame({FAITHFULNESS_X: [FAITHFULNESS_BARS[key] for key in keys],

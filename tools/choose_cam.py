@@ -7,8 +7,8 @@ Run it again whenever a checkpoint is retrained: which method and depth explain 
 its weights. Each setting gets, on ``--images`` validation images that the tests do not use (the ones after
 tests/test_explain.py's first ``--skip`` of the same seeded shuffle):
 
-- the verdict of ``explain.verdict.map_verdict`` on every image, the one the app shows: the deletion curve
-  of the map against random maps as smooth as it, the centre prior and the same method's map from random
+- the verdict of ``explain.verdict.map_verdict`` on every image, the one the app shows: the held-out curves
+  (blurred-infill deletion and insertion) of the map against random maps as smooth as it, the centre prior and the same method's map from random
   weights (``faithfulness.randomised_twin``; that baseline catches maps whose drop comes from their shape
   alone). ``faithful`` is the share of images the map explains or explains as well as the centre does;
 - the sanity check (Adebayo et al., 2018): rank correlation between the map and the map of the same
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder (config.json + model.safetensors)")
     parser.add_argument("--data", required=True, help="the dataset the checkpoint was trained on")
     parser.add_argument("--cache-dir", default="data/cache", help="decoded-image cache of train.data")
-    parser.add_argument("--images", type=int, default=200, help="validation images for the deletion check")
+    parser.add_argument("--images", type=int, default=200, help="validation images for the verdict")
     parser.add_argument("--skip", type=int, default=100, help="images of the shuffle left to the tests")
     parser.add_argument("--sanity-images", type=int, default=20, help="images for the sanity check and timing")
     parser.add_argument("--max-ms", type=float, default=DEFAULT_MAX_MS,
