@@ -8,9 +8,10 @@ its weights. Each setting gets, on ``--images`` validation images that the tests
 tests/test_explain.py's first ``--skip`` of the same seeded shuffle):
 
 - the verdict of ``explain.verdict.map_verdict`` on every image, the one the app shows: the held-out curves
-  (blurred-infill deletion and insertion) of the map against random maps as smooth as it, the centre prior and the same method's map from random
-  weights (``faithfulness.randomised_twin``; that baseline catches maps whose drop comes from their shape
-  alone). ``faithful`` is the share of images the map explains or explains as well as the centre does;
+  (blurred-infill deletion and insertion) of the map against random maps as smooth as it, the centre prior
+  and the same method's map from random weights (``faithfulness.randomised_twin``; that baseline catches maps
+  whose drop comes from their shape alone). ``faithful`` is the share of images the map explains or explains as
+  well as the centre does;
 - the sanity check (Adebayo et al., 2018): rank correlation between the map and the map of the same
   architecture with random weights, on the first ``--sanity-images`` of those images; at or above 0.5 the
   map shows the image's edges more than the model;
