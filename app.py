@@ -5,14 +5,14 @@ file is a Hugging Face Space's entry point. Tabs: Classify (top-5, a class activ
 faithfulness, SE attention, the architecture's card), Compare (every architecture on one image), Look inside
 (every stage of one network on the image) and Model zoo (the checkpoints' metrics, curves, probes).
 
-API (every event has an ``api_name``; the README's table gives the parameters): /predict(image, architecture),
-/explain(image, architecture, method, layer, target, opacity), /compare(image), /inside(image, architecture);
-/predict, /explain and /compare also take optional trailing corruption="none", severity=3.
+API (every event has an ``api_name``; docs/api.md gives the parameters): /predict(image, architecture),
+/explain(image, architecture, method, layer, target, opacity), /compare(image), /inside(image, architecture),
+/attack(image, architecture); /predict, /explain, /compare and /attack also take optional trailing
+corruption="none", severity=3, attack="none", epsilon=2, attack_target="untargeted".
 
 This file only lays out and wires, with what ``serve`` exports: the work is done by ``serve.ZooService``, the
-words and colours come from ``serve.wording``. Nothing reaches the network
-at import time; checkpoints load on first use (from $CHECKPOINT_DIR, or from $CHECKPOINT_REPO on the Hub
-when local files are absent) and stay cached.
+words and colours come from ``serve.wording``. Nothing reaches the network at import time; checkpoints load on
+first use (from $CHECKPOINT_DIR, or from $CHECKPOINT_REPO on the Hub when local files are absent).
 """
 from __future__ import annotations
 
@@ -59,27 +59,40 @@ if not ON_GPU:
 # would otherwise keep their peak.
 @zerogpu.gpu(duration=10)
 @serve.shown_as_dialog
-def predict(image, architecture, corruption=serve.NO_CORRUPTION, severity=3):
-    """The top classes of ``architecture`` for ``image`` (corrupted when asked): {class name: probability}."""
-    return SERVICE.predict(image, architecture, corruption, severity)
+def predict(image, architecture, corruption=serve.NO_CORRUPTION, severity=3, attack=serve.NO_ATTACK,
+            epsilon=serve.DEFAULT_EPSILON, attack_target=serve.UNTARGETED):
+    """The top classes of ``architecture`` for ``image`` (corrupted, attacked when asked): {class: probability}."""
+    return SERVICE.predict(image, architecture, corruption, severity, attack, epsilon, attack_target)
 
 
 @zerogpu.gpu(duration=10)
 @serve.shown_as_dialog
-def describe(image, architecture, corruption=serve.NO_CORRUPTION, severity=3):
+def describe(image, architecture, corruption=serve.NO_CORRUPTION, severity=3, attack=serve.NO_ATTACK,
+             epsilon=serve.DEFAULT_EPSILON, attack_target=serve.UNTARGETED):
     """The out-of-distribution note beside the label and the model's 32 x 32 view of the image."""
-    return SERVICE.describe(image, architecture, corruption, severity)
+    return SERVICE.describe(image, architecture, corruption, severity, attack, epsilon, attack_target)
+
+
+@zerogpu.gpu(duration=15)  # the attack, then up to four PGD searches for the smallest budget that flips it
+@serve.shown_as_dialog
+def attack_panel(image, architecture, corruption=serve.NO_CORRUPTION, severity=3, attack=serve.NO_ATTACK,
+                 epsilon=serve.DEFAULT_EPSILON, attack_target=serve.UNTARGETED):
+    """The perturbation (labelled with its scale), what the attack did, and the attacked 8-bit PNG to download."""
+    shown = SERVICE.attack(image, architecture, corruption, severity, attack, epsilon, attack_target)
+    return (None, "", None) if shown is None else (shown.perturbation, shown.note, shown.png_path)
 
 
 @zerogpu.gpu(duration=15)  # two CAMs (the model's and its random twin's) and the deletion check
 @then_release
 @serve.shown_as_dialog
 def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, target=PREDICTED, opacity=0.5,
-                  corruption=serve.NO_CORRUPTION, severity=3):
+                  corruption=serve.NO_CORRUPTION, severity=3, attack=serve.NO_ATTACK, epsilon=serve.DEFAULT_EPSILON,
+                  attack_target=serve.UNTARGETED):
     """Overlay, SE excitation plot, faithfulness data, note and SE-weighted map: first the map while its check
     runs, then with its verdict (``ZooService.explain_steps``); an API client gets the last."""
     answered = False
-    for answered in SERVICE.explain_steps(image, architecture, method, layer, target, opacity, corruption, severity):
+    for answered in SERVICE.explain_steps(image, architecture, method, layer, target, opacity, corruption, severity,
+                                          attack, epsilon, attack_target):
         yield answered.as_tuple()
     if not answered:
         yield None, None, None, "", None
@@ -98,11 +111,13 @@ def architecture_panel(architecture):
 @zerogpu.gpu(duration=30)  # eleven models, each with two CAMs and the deletion check
 @then_release
 @serve.shown_as_dialog
-def compare(image, corruption=serve.NO_CORRUPTION, severity=3, progress=gr.Progress()):
+def compare(image, corruption=serve.NO_CORRUPTION, severity=3, attack=serve.NO_ATTACK, epsilon=serve.DEFAULT_EPSILON,
+            attack_target=serve.UNTARGETED, progress=gr.Progress()):
     """Every architecture on one image: (table, gallery of CAM overlays, summary), filled in as each map and
     its verdict are ready (``ZooService.compare_steps``); an API client gets the last."""
     answered = False
-    for answered in SERVICE.compare_steps(image, lambda i, n, name: progress(i / n, desc=name), corruption, severity):
+    for answered in SERVICE.compare_steps(image, lambda i, n, name: progress(i / n, desc=name), corruption, severity,
+                                          attack, epsilon, attack_target):
         yield answered
     progress(1.0)
     if not answered:
@@ -168,6 +183,7 @@ def build_demo() -> gr.Blocks:
                                                    info="in order of history; % = validation accuracy",
                                                    elem_id="architecture")
                         corruption, severity = serve.corruption_controls("classify")
+                        attack, epsilon, attack_target = serve.attack_controls("classify", class_names)
                         run = gr.Button("Classify", variant="primary", elem_id="classify-run")
                         with gr.Accordion("Explanation settings", open=True):
                             method = gr.Radio([("most faithful for this architecture", RECOMMENDED)]
@@ -191,6 +207,7 @@ def build_demo() -> gr.Blocks:
                             # Encoding is part of every answer: JPEG takes ~1 ms here, WebP (the default) ~20 ms.
                             overlay = gr.Image(label="Class activation map", height=220, interactive=False,
                                                format="jpeg", elem_id="cam-overlay")
+                        attack_row, perturbation, attack_note, attacked_file = serve.attack_results()
                         # Its title inside the chart: a label above it would push the axis titles out of its box.
                         faithfulness = gr.BarPlot(x=serve.wording.FAITHFULNESS_X, y=serve.wording.FAITHFULNESS_Y,
                                                   x_title=serve.wording.FAITHFULNESS_AXIS, height=300, color="bar",
@@ -218,6 +235,7 @@ def build_demo() -> gr.Blocks:
                                                  sources=["upload", "webcam", "clipboard"], label="Image", height=260,
                                                  elem_id="compare-image")
                         compare_corruption, compare_severity = serve.corruption_controls("compare")
+                        compare_attack, compare_epsilon, compare_target = serve.attack_controls("compare", class_names)
                         compare_run = gr.Button("Compare all", variant="primary", elem_id="compare-run")
                         if examples:
                             gr.Examples([[p] for p in examples], [compare_image], examples_per_page=16,
@@ -272,20 +290,26 @@ def build_demo() -> gr.Blocks:
 
         # Classify: the label first (the /predict API), then the details, then the explanation; the served
         # prediction is computed by the first and reused by the other two (serve.ZooService.served_prediction).
-        shown = [image, architecture, corruption, severity]  # the upload as the model sees it
-        explain_inputs = [image, architecture, method, layer, target, opacity, corruption, severity]
+        altered = [corruption, severity, attack, epsilon, attack_target]
+        shown = [image, architecture, *altered]  # the upload as the model sees it
+        explain_inputs = [image, architecture, method, layer, target, opacity, *altered]
         explain_outputs = [overlay, se_plot, faithfulness, explain_note, se_map]
         panel_outputs = [card, layer, se_spec, se_plot, se_map, diagram]
         raw = dict(preprocess=False)  # the handlers decode uploads themselves (serve.uploads)
 
         def then_describe_and_explain(event, suffix: str = "", visibility: str = "public"):
+            event.success(attack_panel, shown, [perturbation, attack_note, attacked_file], api_name="attack" + suffix,
+                          api_visibility=visibility, **raw)
             event.success(describe, shown, [ood_note, preview], api_name="describe" + suffix,
                           api_visibility="undocumented", **raw).success(
                 explain_image, explain_inputs, explain_outputs, api_name="explain" + suffix,
                 api_visibility=visibility, **raw)
 
-        then_describe_and_explain(gr.on([run.click, image.change, corruption.change, severity.release], predict,
-                                        shown, [label], api_name="predict", trigger_mode="always_last", **raw))
+        changes = [corruption.change, severity.release, attack.change, epsilon.change, attack_target.change]
+        then_describe_and_explain(gr.on([run.click, image.change, *changes], predict, shown, [label],
+                                        api_name="predict", trigger_mode="always_last", **raw))
+        attack.change(lambda chosen: gr.update(visible=chosen != serve.NO_ATTACK), attack, attack_row,
+                      api_visibility="private", queue=False)
         # A new architecture first resets the panel (its layer slider among it), then classifies: run side by
         # side, the explanation could read the previous architecture's layer.
         then_describe_and_explain(
@@ -299,11 +323,12 @@ def build_demo() -> gr.Blocks:
               **raw)
 
         compare_outputs = [compare_table, compare_gallery, compare_summary]
-        compare_inputs = [compare_image, compare_corruption, compare_severity]
+        compare_inputs = [compare_image, compare_corruption, compare_severity, compare_attack, compare_epsilon,
+                          compare_target]
         compare_run.click(compare, compare_inputs, compare_outputs, api_name="compare", **raw)
-        gr.on([compare_image.change, compare_corruption.change, compare_severity.release], compare, compare_inputs,
-              compare_outputs, api_name="compare_on_change", api_visibility="undocumented",
-              trigger_mode="always_last", **raw)
+        gr.on([compare_image.change, compare_corruption.change, compare_severity.release, compare_attack.change,
+               compare_epsilon.change, compare_target.change], compare, compare_inputs, compare_outputs,
+              api_name="compare_on_change", api_visibility="undocumented", trigger_mode="always_last", **raw)
 
         gr.on([inside_run.click, inside_tab.select], inside, [image, architecture], [inside_gallery, inside_note],
               api_name="inside", trigger_mode="always_last", **raw).then(

@@ -2,8 +2,9 @@
 
 ``ZooService`` computes, caches and returns data; ``wording`` puts it into sentences, headers and colours;
 ``app.py`` lays it out, and the tests call the service directly. Importing this package does not import
-Gradio: its only Gradio pieces, ``corruption_controls`` and ``shown_as_dialog`` (``serve/controls.py``), load
-when first asked for. Image decoding and the model's input live in ``preprocess``, shared with training.
+Gradio: its only Gradio pieces (``serve/controls.py``: the controls of Classify and Compare, and the dialog for a
+``RequestError``) load when first asked for. Image decoding and the model's input live in
+``preprocess``, shared with training.
 """
 from preprocess import (
     CIFAR10_CLASSES,
@@ -17,6 +18,7 @@ from preprocess import (
 )
 
 from . import wording, zerogpu
+from .attacks import DEFAULT_EPSILON, NO_ATTACK, UNTARGETED, AttackRequest, attack_request
 from .errors import RequestError, known_architecture
 from .inside import InsideService
 from .ood import ood_check
@@ -25,6 +27,7 @@ from .service import (
     NO_CORRUPTION,
     PREDICTED,
     RECOMMENDED,
+    AttackShown,
     Explanation,
     Panel,
     ZooService,
@@ -37,10 +40,12 @@ from .store import LoadedModel, ModelStore, ModelUnavailable, Unavailable, pick_
 from .uploads import decode, upload_source
 from .zoo import ZOO_HEADERS, architecture_card, architecture_choices, best_architecture, served_accuracy
 
-_GRADIO_PIECES = ("corruption_controls", "shown_as_dialog")  # in serve/controls.py, imported on first use
+# In serve/controls.py, imported on first use.
+_GRADIO_PIECES = ("corruption_controls", "attack_controls", "attack_results", "shown_as_dialog")
 
 __all__ = ["ImageDecodeError", "load_image", "model_view", "to_tensor", "CIFAR10_CLASSES", "MAX_PIXELS", "MAX_SIDE",
            "MAX_UPLOAD_BYTES", "RequestError", "known_architecture", "InsideService", "NO_CORRUPTION", "ood_check",
+           "DEFAULT_EPSILON", "NO_ATTACK", "UNTARGETED", "AttackRequest", "attack_request", "AttackShown",
            "CompareRow", "Prediction", "compare_all", "predict", "run_model", "PREDICTED", "RECOMMENDED",
            "Explanation", "Panel", "ZooService", "default_has_se", "max_cam_depth", "explanation_methods",
            "warm_up_explanations", "LoadedModel", "ModelStore",
@@ -50,7 +55,7 @@ __all__ = ["ImageDecodeError", "load_image", "model_view", "to_tensor", "CIFAR10
 
 
 def __getattr__(name: str):
-    """``serve.corruption_controls`` and ``serve.shown_as_dialog``: Gradio is imported only when they are used."""
+    """The Gradio pieces (``_GRADIO_PIECES``): Gradio is imported only when they are used."""
     if name in _GRADIO_PIECES:
         from . import controls
 

@@ -100,19 +100,21 @@ class CompareRow:
 
 
 def compare_all(store: ModelStore, image: Image.Image, names: list[str] | None = None,
-                progress=None) -> tuple[list[CompareRow], str | None]:
+                progress=None, predict_one=None) -> tuple[list[CompareRow], str | None]:
     """Every architecture on one image; returns the rows (zoo order) and the majority label.
 
     An architecture without a usable checkpoint gets a row with ``error`` set; it does not stop the rest.
-    ``progress(i, n, name)`` is called before each model when given.
+    ``progress(i, n, name)`` is called before each model when given. ``predict_one(name)`` replaces ``predict``
+    (the app's goes through its caches, and shows each model its own attacked file when asked).
     """
     names = list(names) if names is not None else list_models()
+    predict_one = predict_one or (lambda name: predict(store, name, image))
     rows: list[CompareRow] = []
     for i, name in enumerate(names):
         if progress is not None:
             progress(i, len(names), name)
         try:
-            prediction = predict(store, name, image)
+            prediction = predict_one(name)
         except ModelUnavailable as error:
             rows.append(CompareRow(name, name, None, None, None, None, None, error=str(error),
                                    unavailable=error.reason))

@@ -35,6 +35,8 @@ from robustness.corruptions import check as check_corruption
 from robustness.corruptions import corrupt_image
 
 from . import pictures, wording
+from .attacks import (DEFAULT_EPSILON, NO_ATTACK, NOTHING, UNTARGETED, AttackRequest, attack_request, attack_upload,
+                      perturbation_picture, saved_png, smallest_flipping_epsilon)
 from .errors import RequestError, known_architecture
 from .predict import Prediction, compare_all, run_model
 from .recent import RecentlyUsed
@@ -48,7 +50,7 @@ GALLERY_SIDE = 256  # Compare's overlays are thumbnails: eleven full-size blends
 # Compare shows its progress at most this often (and at the end of each phase): each step sends the whole table
 # and gallery again, some 40 ms over HTTP, which one step per map and per verdict added up to about a second.
 COMPARE_STEP_S = 1.0
-PREDICTION_CACHE = 32
+PREDICTION_CACHE = 64  # Compare alone keeps eleven, twenty-two with an attack
 CHECKED_MAP_CACHE = 256  # maps with their verdicts, a few KB each (ZooService.checked_map)
 CORRUPTION_SIZE = 32  # "corrupt this image" works on the 32 x 32 view: CIFAR-10-C's parameters are for that size
 
@@ -158,6 +160,17 @@ class Explanation:
 
 
 @dataclass
+class AttackShown:
+    """An attack as Classify shows it beside the new top-5 and map."""
+    perturbation: Image.Image   # attacked - original, amplified by ``scale`` around grey
+    scale: float
+    note: str                   # markdown: what it did, and the smallest budget that flips this image
+    png_path: str               # the attacked 32 x 32 view as an 8-bit PNG file
+    fooled: bool
+    smallest_epsilon: float | None
+
+
+@dataclass
 class CheckedMap:
     """One explanation of one upload by one checkpoint (method, layer, class) and, once its check has run, the
     curves its verdict is read from. Kept (``ZooService.checked_map``) so that what only redraws it
@@ -169,11 +182,12 @@ class CheckedMap:
     figures: dict | None = None
 
 
-def _prediction_key(source_key: tuple, corruption, severity, loaded: LoadedModel) -> tuple:
+def _prediction_key(source_key: tuple, corruption, severity, loaded: LoadedModel,
+                    request: AttackRequest = NOTHING) -> tuple:
     """What a served prediction, and every map of it, is kept under: the upload's content (``decode``'s key),
-    the corruption applied to it and the checkpoint."""
+    the corruption applied to it, the checkpoint and the attack on it."""
     shown = (None, None) if corruption in (None, "", NO_CORRUPTION) else (corruption, int(severity))
-    return source_key, shown, loaded.name, loaded.weights_sha256
+    return source_key, shown, loaded.name, loaded.weights_sha256, request.key
 
 
 class ZooService:
@@ -182,6 +196,8 @@ class ZooService:
         self.zoo = ZooTable(store)
         self._predictions = RecentlyUsed(PREDICTION_CACHE)  # (upload, corruption, checkpoint) -> Prediction
         self._checked = RecentlyUsed(CHECKED_MAP_CACHE)      # ... + (method, layer, class) -> CheckedMap
+        self._attacks = RecentlyUsed(PREDICTION_CACHE)       # attacked prediction's key -> ImageAttack
+        self._fragility = RecentlyUsed(PREDICTION_CACHE)     # ... -> the smallest budget that flips it
 
     # -- inputs ----------------------------------------------------------------------------------------
     def model(self, architecture) -> LoadedModel:
@@ -191,24 +207,71 @@ class ZooService:
         except ModelUnavailable as error:
             raise RequestError(str(error), title="Checkpoint not available") from None
 
-    def served_prediction(self, image, architecture, corruption=NO_CORRUPTION,
-                          severity=3) -> tuple[Image.Image, LoadedModel, Prediction]:
-        """The upload (corrupted when asked), its model and the prediction the top-5 shows: computed once per
-        upload, corruption, architecture and weights, then reused by the click's other events (and by every
-        change of explanation setting)."""
-        return self._served(image, architecture, corruption, severity)[:3]
+    def served_prediction(self, image, architecture, corruption=NO_CORRUPTION, severity=3, attack=NO_ATTACK,
+                          epsilon=DEFAULT_EPSILON,
+                          attack_target=UNTARGETED) -> tuple[Image.Image, LoadedModel, Prediction]:
+        """The upload (corrupted, then attacked, when asked), its model and the prediction the top-5 shows:
+        computed once per upload, corruption, attack, architecture and weights, then reused by the click's other
+        events (and by every change of explanation setting). Attacked, the upload is the 8-bit file of the
+        attacked 32 x 32 view."""
+        return self._served(image, architecture, corruption, severity, attack, epsilon, attack_target)[:3]
 
-    def _served(self, image, architecture, corruption, severity) -> tuple[Image.Image, LoadedModel, Prediction, tuple]:
-        """``served_prediction`` and its cache key (upload, corruption, architecture, weights)."""
+    def _served(self, image, architecture, corruption=NO_CORRUPTION, severity=3, attack=NO_ATTACK,
+                epsilon=DEFAULT_EPSILON,
+                attack_target=UNTARGETED) -> tuple[Image.Image, LoadedModel, Prediction, tuple]:
+        """``served_prediction`` and its cache key (upload, corruption, architecture, weights, attack)."""
         pil, source_key = decode(image)
         pil = corrupted_upload(pil, corruption, severity)
         loaded = self.model(architecture)
+        request = attack_request(attack, epsilon, attack_target, loaded.config["class_names"])
+        shown, prediction, key = self._served_by(loaded, pil, source_key, corruption, severity, request)
+        return shown, loaded, prediction, key
+
+    def _served_by(self, loaded: LoadedModel, pil: Image.Image, source_key: tuple, corruption, severity,
+                   request: AttackRequest = NOTHING) -> tuple[Image.Image, Prediction, tuple]:
+        """The image ``loaded`` is shown (``pil``, or its attacked file), its served prediction and their key."""
         key = _prediction_key(source_key, corruption, severity, loaded)
+        prediction = self._prediction(loaded, pil, key)
+        if not request.active:
+            return pil, prediction, key
+        attacked_key = _prediction_key(source_key, corruption, severity, loaded, request)
+        result = self._attacks.get(attacked_key)
+        if result is None:
+            result = attack_upload(loaded, pil, request, probs_before=prediction.probs)
+            self._attacks.put(attacked_key, result)
+        attacked = Image.fromarray(result.attacked)
+        return attacked, self._prediction(loaded, attacked, attacked_key), attacked_key
+
+    def _prediction(self, loaded: LoadedModel, pil: Image.Image, key: tuple) -> Prediction:
         prediction = self._predictions.get(key)
         if prediction is None:
             prediction = run_model(loaded, pil, ood_entry=self.store.ood_entry(loaded.name))
             self._predictions.put(key, prediction)
-        return pil, loaded, prediction, key
+        return prediction
+
+    def attack(self, image, architecture, corruption=NO_CORRUPTION, severity=3, attack=NO_ATTACK,
+               epsilon=DEFAULT_EPSILON, attack_target=UNTARGETED) -> AttackShown | None:
+        """What Classify shows of an attack beside its new top-5 and map: the perturbation made visible, what
+        it did in words (with the smallest budget that flips this image) and the attacked file to download.
+        None without an image or an attack."""
+        if image is None or attack in (None, "", NO_ATTACK):
+            attack_request(attack, epsilon, attack_target)  # a mistyped setting is still an error
+            return None
+        pil, loaded, _, key = self._served(image, architecture, corruption, severity, attack, epsilon, attack_target)
+        result = self._attacks.get(key)
+        if result is None:  # evicted by other requests since: _served made it again just now
+            raise RequestError("The server is busy; please try again.", title="Try again")
+        names = loaded.config["class_names"]
+        request = attack_request(attack, epsilon, attack_target, names)
+        fragility_key = key[:-1] + (("smallest", request.target),)  # one search per upload, model and target
+        smallest = self._fragility.get(fragility_key, False)
+        if smallest is False:
+            original = self._served(image, architecture, corruption, severity)[0]
+            smallest = smallest_flipping_epsilon(loaded, original, request)
+            self._fragility.put(fragility_key, smallest)
+        picture, scale = perturbation_picture(result)
+        note = wording.attack_note(result, names, scale, smallest)
+        return AttackShown(picture, scale, note, saved_png(result, loaded.name), result.fooled, smallest)
 
     # -- Maps and their checks, computed once ---------------------------------------------------------
     def checked_map(self, loaded: LoadedModel, prediction_key: tuple, x, explained: int, method: str,
@@ -241,17 +304,21 @@ class ZooService:
         return entry.figures
 
     # -- Classify --------------------------------------------------------------------------------------
-    def predict(self, image, architecture, corruption=NO_CORRUPTION, severity=3) -> dict[str, float] | None:
+    def predict(self, image, architecture, corruption=NO_CORRUPTION, severity=3, attack=NO_ATTACK,
+                epsilon=DEFAULT_EPSILON, attack_target=UNTARGETED) -> dict[str, float] | None:
         """Every class and its probability, for the top-5 label; None when the image was cleared."""
         if image is None:
             return None
-        return self.served_prediction(image, architecture, corruption, severity)[2].label_dict()
+        return self.served_prediction(image, architecture, corruption, severity, attack, epsilon,
+                                      attack_target)[2].label_dict()
 
-    def describe(self, image, architecture, corruption=NO_CORRUPTION, severity=3) -> tuple[str, Image.Image | None]:
+    def describe(self, image, architecture, corruption=NO_CORRUPTION, severity=3,
+                 attack=NO_ATTACK, epsilon=DEFAULT_EPSILON, attack_target=UNTARGETED) -> tuple[str, Image.Image | None]:
         """The out-of-distribution note beside the label, and the model's own view of the image."""
         if image is None:
             return "", None
-        pil, loaded, prediction = self.served_prediction(image, architecture, corruption, severity)
+        pil, loaded, prediction = self.served_prediction(image, architecture, corruption, severity, attack, epsilon,
+                                                         attack_target)
         view = Image.fromarray(model_view(pil, loaded.config))
         # Blown up with nearest-neighbour so its pixels stay visible.
         return wording.ood_note(prediction), pictures.bounded(view, resample=Image.Resampling.NEAREST)
@@ -277,13 +344,16 @@ class ZooService:
                            len(config.get("class_names", [])) or 10)
 
     def explain(self, image, architecture, method=RECOMMENDED, layer=None, target=PREDICTED,
-                opacity=0.5, corruption=NO_CORRUPTION, severity=3) -> Explanation | None:
+                opacity=0.5, corruption=NO_CORRUPTION, severity=3, attack=NO_ATTACK, epsilon=DEFAULT_EPSILON,
+                attack_target=UNTARGETED) -> Explanation | None:
         """The CAM overlay of the served class (or ``target``), its faithfulness figures and the SE attention:
         the last of ``explain_steps``."""
-        return _last(self.explain_steps(image, architecture, method, layer, target, opacity, corruption, severity))
+        return _last(self.explain_steps(image, architecture, method, layer, target, opacity, corruption, severity,
+                                        attack, epsilon, attack_target))
 
     def explain_steps(self, image, architecture, method=RECOMMENDED, layer=None, target=PREDICTED,
-                      opacity=0.5, corruption=NO_CORRUPTION, severity=3) -> Iterator[Explanation]:
+                      opacity=0.5, corruption=NO_CORRUPTION, severity=3, attack=NO_ATTACK,
+                      epsilon=DEFAULT_EPSILON, attack_target=UNTARGETED) -> Iterator[Explanation]:
         """``explain`` in two steps: the map with a note that its check is running, then the same map with its
         verdict and bars. The check (the random-weights twin's map and the held-out curves) costs as much again
         as the map, so the app shows the map as soon as it exists. Yields nothing when the image was cleared.
@@ -304,7 +374,8 @@ class ZooService:
             raise RequestError("layer must be a whole number and opacity a number from 0 to 1") from None
         if not 0 <= opacity <= 1:
             raise RequestError(f"opacity must be between 0 and 1, got {opacity}")
-        pil, loaded, prediction, prediction_key = self._served(image, architecture, corruption, severity)
+        pil, loaded, prediction, prediction_key = self._served(image, architecture, corruption, severity, attack,
+                                                               epsilon, attack_target)
         names = loaded.config["class_names"]
         if target in (None, "", PREDICTED):
             explained = prediction.index
@@ -348,31 +419,46 @@ class ZooService:
         return explain.cam(model, x, target, method, layer), None
 
     # -- Compare ---------------------------------------------------------------------------------------
-    def compare(self, image, progress=None, corruption=NO_CORRUPTION,
-                severity=3) -> tuple[pd.DataFrame, list, str] | None:
+    def compare(self, image, progress=None, corruption=NO_CORRUPTION, severity=3, attack=NO_ATTACK,
+                epsilon=DEFAULT_EPSILON, attack_target=UNTARGETED) -> tuple[pd.DataFrame, list, str] | None:
         """Every architecture on one image: (table, gallery of CAM overlays with captions, summary), each
         map by its checkpoint's most faithful method; the last of ``compare_steps``."""
-        return _last(self.compare_steps(image, progress, corruption, severity))
+        return _last(self.compare_steps(image, progress, corruption, severity, attack, epsilon, attack_target))
 
-    def compare_steps(self, image, progress=None, corruption=NO_CORRUPTION,
-                      severity=3) -> Iterator[tuple[pd.DataFrame, list, str]]:
+    def compare_steps(self, image, progress=None, corruption=NO_CORRUPTION, severity=3, attack=NO_ATTACK,
+                      epsilon=DEFAULT_EPSILON,
+                      attack_target=UNTARGETED) -> Iterator[tuple[pd.DataFrame, list, str]]:
         """``compare`` as it fills in: every prediction and the vote; then each architecture's map, captioned
         "checking"; then each map's verdict. The maps come first because the verdicts (each a random-weights
         twin's map and the held-out curves) take as long again, and the maps are what Compare is for.
         A step comes at most every ``COMPARE_STEP_S`` while maps or verdicts are added, and once each phase is
         done. ``progress(i, n, step)`` before each map and each verdict. Yields nothing when the image was
-        cleared."""
+        cleared.
+
+        With an attack, each architecture is shown its own attacked file (a white-box attack on its served
+        prediction), and its map is of that file."""
+        request = attack_request(attack, epsilon, attack_target)
         if image is None:
             return
         pil, source_key = decode(image)
         pil = corrupted_upload(pil, corruption, severity)
-        # Thumbnails GALLERY_SIDE long: a big upload brought down, a small one (a corrupted 32 x 32 view) raised.
-        thumbnail = pictures.fit(pil, shortest=GALLERY_SIDE, longest=GALLERY_SIDE)
-        rows, majority = compare_all(self.store, pil)  # eleven predictions: a small part of the time
+        shown, keys = {}, {}  # per architecture: the image it was shown and its prediction's key
+
+        def predict_one(name: str) -> Prediction:
+            loaded = self.store.get(name)
+            checked = attack_request(attack, epsilon, attack_target, loaded.config["class_names"])
+            shown[name], prediction, keys[name] = self._served_by(loaded, pil, source_key, corruption, severity,
+                                                                  checked)
+            return prediction
+
+        rows, majority = compare_all(self.store, pil, predict_one=predict_one)  # eleven predictions: quick
         answered = [row for row in rows if row.error is None]
         if not answered:
             raise RequestError("No architecture has a checkpoint yet; train one with `python -m train --arch resnet`.")
         summary = wording.compare_summary(answered, majority)
+        if request.active:
+            summary = wording.compare_attack_summary(
+                [self._attacks.get(keys[row.arch]) for row in answered], request, answered) + "\n\n" + summary
         table = {index: wording.compare_row(row) for index, row in enumerate(rows)}
         gallery, maps = [], {}  # maps: row index -> (CheckedMap, method, layer, place in the gallery)
 
@@ -398,9 +484,10 @@ class ZooService:
             loaded = self.store.get(row.arch)
             method, layer = self.store.recommended_cam(row.arch)
             layer = layer or explain.cam_layer_choices(loaded.model)[-1]  # as Classify names it: one cache entry
-            entry = self.checked_map(loaded, _prediction_key(source_key, corruption, severity, loaded),
-                                     row.prediction.x, row.prediction.index, method, layer)
+            entry = self.checked_map(loaded, keys[row.arch], row.prediction.x, row.prediction.index, method, layer)
             maps[index] = entry, method, layer, len(gallery)
+            # Thumbnails GALLERY_SIDE long: a big upload brought down, a small one (a 32 x 32 view) raised.
+            thumbnail = pictures.fit(shown[row.arch], shortest=GALLERY_SIDE, longest=GALLERY_SIDE)
             gallery.append((pictures.framed(explain.overlay(thumbnail, entry.heatmap, 0.5)),
                             wording.compare_caption(row)))
             table[index] = wording.compare_row(row, None, method, entry.ms)
