@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .adversarial import EPSILONS
+
 RESULT_NAME = "adversarial.json"   # beside each checkpoint's weights
 PLOT_NAME = "adversarial.png"      # ... its accuracy against epsilon
 ZOO_PLOT = "adversarial_accuracy.png"   # in bench/: every architecture's accuracy against epsilon
@@ -12,11 +14,15 @@ TRANSFER_NAME = "adversarial_transfer.json"  # in bench/: the transfer matrix
 TRANSFER_PLOT = "adversarial_transfer.png"
 MODES = ("alone", "served")
 EVALUATED = ("pgd", "apgd-ce")
+TABLE_BUDGET = "2"  # the zoo table's column: where the architectures differ most (near 0% at 8/255)
 
 
 def epsilon_key(epsilon: float) -> str:
     """config.json's key for a budget: "0.5", "1", "2", "4", "8"."""
     return f"{epsilon:g}"
+
+
+BUDGETS = tuple(epsilon_key(epsilon) for epsilon in EPSILONS)  # "0.5", "1", "2", "4", "8"
 
 
 def load_result(folder, weights_sha256: str | None = None) -> dict | None:
@@ -37,19 +43,62 @@ def worst_case(result: dict, mode: str = "served") -> dict[str, float]:
     return {key: min(pgd[key], apgd[key]) for key in pgd if key in apgd}
 
 
+def finished_mode(result: dict | None) -> str | None:
+    """The mode the zoo shows: "served" once any budget of it is finished under both attacks, else "alone" when
+    that is, else None."""
+    if not result:
+        return None
+    return next((mode for mode in ("served", "alone") if worst_case(result, mode)), None)
+
+
+def missing(result: dict, mode: str) -> list[str]:
+    """What the run has not finished yet for ``mode``, in words: ["PGD at 4/255 and 8/255", "APGD-CE"]."""
+    gaps = []
+    for attack in EVALUATED:
+        left = [key for key in BUDGETS if key not in result["accuracy"].get(attack, {}).get(mode, {})]
+        if len(left) == len(BUDGETS):
+            gaps.append(attack.upper())
+        elif left:
+            gaps.append(f"{attack.upper()} at {' and '.join(f'{key}/255' for key in left)}")
+    return gaps
+
+
 def card_sentence(result: dict | None) -> str:
-    """One sentence for the architecture card, e.g. "As served, ... 91% of images ... 52% at 1/255, 3% at 4/255"."""
+    """A few sentences for the architecture card: accuracy at each budget under the stronger attack ("as served"
+    when measured, else "the model alone"), the smallest budget that halves it, and what is not finished yet;
+    "" without a result."""
     if not result:
         return ""
-    mode = "served" if worst_case(result, "served") else "alone"
+    mode = finished_mode(result)
+    if mode is None:
+        return ("Being measured (`python -m tools.adversarial --resume`): no budget is finished under both "
+                "attacks yet.")
     curve = worst_case(result, mode)
-    if not curve:
-        return ""
+    clean = result["clean"][mode]
     shown = ", ".join(f"{value:.0%} at {key}/255" for key, value in curve.items())
-    return (f"Against the worst case (PGD and APGD-CE, L-infinity, {result['images']} validation images, "
-            f"{'as served' if mode == 'served' else 'the model alone'}) its accuracy falls from "
-            f"{result['clean'][mode]:.0%} to {shown}: a change of a few levels per pixel, invisible to a person, "
-            f"is enough.")
+    text = (f"Under attack (the stronger of PGD and APGD-CE, L-infinity, {result['images']} validation images, "
+            f"{'as served' if mode == 'served' else 'the model alone'}): {clean:.0%} unattacked, {shown}.")
+    halved = next((key for key, value in curve.items() if value <= clean / 2), None)
+    if halved is not None:
+        seen = "invisible to a person" if float(halved) <= 4 else "barely visible"
+        text += f" A change of at most {halved}/255 per pixel, {seen}, already halves its accuracy."
+    elif len(curve) == len(BUDGETS):
+        text += f" Even at {BUDGETS[-1]}/255 it keeps more than half of its accuracy."
+    gaps = missing(result, mode)
+    if gaps:
+        text += f" Not finished yet: {'; '.join(gaps)} (`python -m tools.adversarial --resume`)."
+    if mode == "alone":
+        text += " As served (the six-view average the app shows): not measured yet."
+    return text
+
+
+def load_transfer(path) -> dict | None:
+    """The transfer matrix (bench/adversarial_transfer.json), or None when missing or unreadable."""
+    try:
+        transfer = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return transfer if isinstance(transfer, dict) and transfer.get("architectures") else None
 
 
 def attack_sentence(epsilon: float, before: tuple[str, float], after: tuple[str, float], fooled: bool,

@@ -1,7 +1,9 @@
-"""What the app says about the architectures and their checkpoints: the dropdown, the card, the zoo table.
+"""The architectures and their checkpoints as the app shows them: the dropdown, the card, the zoo table, its plots.
 
-Everything comes from the registry (an architecture's own facts) and the checkpoint configs (what its
-weights scored and how they were made); nothing is typed here per architecture.
+Everything comes from the registry (an architecture's own facts), the checkpoint configs (what its weights scored
+and how they were made) and the results measured beside the weights (robustness.json, adversarial.json, checked
+against the weights' SHA-256), and the transfer matrix in bench/; nothing is typed here per architecture. This
+module computes and caches; the words (headers, the card, the notes) are ``serve.wording``'s.
 """
 from __future__ import annotations
 
@@ -16,17 +18,20 @@ import torch
 from PIL import Image
 
 from architectures import create_model, list_models, model_class
-from architectures.checkpoint import WEIGHTS_NAME, file_sha256, hardware_summary, training_summary
+from architectures.checkpoint import WEIGHTS_NAME, file_sha256, hardware_summary
 from architectures.measure import count_macs
 from preprocess import ImageDecodeError, load_image
-from robustness.report import BARS_NAME, BASELINE, RELIABILITY_NAME, card_sentence, load_result, relative_mce
+from robustness import adversarial_report
+from robustness.report import BARS_NAME, BASELINE, RELIABILITY_NAME, load_result, relative_mce
 
-from . import zoo_plots
+from . import wording, zoo_plots
 from .store import ModelStore, ModelUnavailable
+from .wording import ZOO_HEADERS, display_name
 
-ZOO_HEADERS = ["architecture", "name", "val accuracy", "without TTA", "corruption accuracy", "ECE", "params (M)",
-               "MMACs", "size (MB)",
-               "latency (ms)", "epochs", "training time (min)", "hardware"]
+__all__ = ["ZOO_HEADERS", "ZooTable", "adversarial_result", "architecture_card", "architecture_choices",
+           "best_architecture", "checkpoint_picture", "display_name", "robustness_picture", "robustness_result",
+           "served_accuracy", "transfer_result"]
+BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"  # where tools.adversarial writes the transfer matrix
 
 
 def served_accuracy(config: dict):
@@ -40,8 +45,8 @@ def _sha256(path: str, mtime_ns: int, size: int) -> str:
     return file_sha256(path)
 
 
-def robustness_result(config: dict | None) -> dict | None:
-    """The checkpoint's robustness.json (``tools.robustness``) when it was measured on these weights, else None."""
+def weights_sha256(config: dict | None) -> str | None:
+    """The SHA-256 of the checkpoint's weights (hashed once per file version), or None without weights."""
     if not config:
         return None
     weights = Path(config["_folder"]) / WEIGHTS_NAME
@@ -49,32 +54,54 @@ def robustness_result(config: dict | None) -> dict | None:
         stat = weights.stat()
     except OSError:
         return None
-    return load_result(config["_folder"], _sha256(str(weights), stat.st_mtime_ns, stat.st_size))
+    return _sha256(str(weights), stat.st_mtime_ns, stat.st_size)
 
 
-def robustness_line(store: ModelStore, name: str, config: dict) -> str:
-    """The card's sentence on corruptions and calibration, with the error relative to AlexNet's (mCE)."""
-    result = robustness_result(config)
-    if result is None:
-        return "not measured for these weights yet (`python -m tools.robustness`)"
-    mce = relative_mce(result, robustness_result(store.config(BASELINE)))
-    return card_sentence(result) + ("" if mce is None else f" Corruption error relative to AlexNet (mCE): {mce:.0%}.")
+def robustness_result(config: dict | None) -> dict | None:
+    """The checkpoint's robustness.json (``tools.robustness``) when it was measured on these weights, else None."""
+    sha = weights_sha256(config)
+    return None if sha is None else load_result(config["_folder"], sha)
 
 
-def display_name(name: str) -> str:
-    """The architecture's name for people (the registry's), whatever its checkpoint's config says."""
-    return model_class(name).display_name or name
+def adversarial_result(config: dict | None) -> dict | None:
+    """The checkpoint's adversarial.json (``tools.adversarial``) when it was measured on these weights, finished
+    or not, else None."""
+    sha = weights_sha256(config)
+    return None if sha is None else adversarial_report.load_result(config["_folder"], sha)
+
+
+def transfer_result(store: ModelStore, bench_dir: Path = BENCH_DIR) -> dict | None:
+    """The transfer matrix (``python -m tools.adversarial --transfer``) when every architecture in it is served
+    with the weights it was measured on, else None (a matrix of other weights says nothing of these)."""
+    transfer = adversarial_report.load_transfer(Path(bench_dir) / adversarial_report.TRANSFER_NAME)
+    if transfer is None:
+        return None
+    measured_on = transfer.get("weights_sha256", {})
+    for name in transfer["architectures"]:
+        try:
+            config = store.config(name)
+        except ValueError:  # a name the registry no longer knows
+            return None
+        if weights_sha256(config) is None or weights_sha256(config) != measured_on.get(name):
+            return None
+    return transfer
+
+
+def attacked_accuracy(config: dict | None) -> tuple[float | None, str | None]:
+    """The zoo table's attacked column: the accuracy under the stronger attack at ``TABLE_BUDGET``, as served
+    when that is measured, else of the model alone, and which of the two; (None, None) when neither is."""
+    result = adversarial_result(config)
+    for mode in ("served", "alone"):
+        value = adversarial_report.worst_case(result, mode).get(adversarial_report.TABLE_BUDGET) if result else None
+        if value is not None:
+            return value, mode
+    return None, None
 
 
 def architecture_choices(configs: dict[str, dict]) -> list[tuple[str, str]]:
     """(label, name) of every architecture in the zoo's order, with its served accuracy where trained."""
-    choices = []
-    for name in list_models():
-        if name in configs:
-            choices.append((f"{display_name(name)}  ({served_accuracy(configs[name]) or 0:.1%})", name))
-        else:
-            choices.append((f"{display_name(name)}  (no checkpoint yet)", name))
-    return choices
+    return [(wording.choice_label(name, served_accuracy(configs[name]) if name in configs else None,
+                                  name in configs), name) for name in list_models()]
 
 
 def best_architecture(configs: dict[str, dict]) -> str:
@@ -84,51 +111,18 @@ def best_architecture(configs: dict[str, dict]) -> str:
     return max(configs, key=lambda name: served_accuracy(configs[name]) or 0.0)
 
 
-def _minutes(seconds) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "?"
-    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
-
-
-def ood_description(entry: dict | None) -> str:
-    """The out-of-distribution rule of a checkpoint in a visitor's words, for the card."""
-    if not entry:
-        return "not calibrated for these weights, so no image is flagged"
-    keep = entry.get("keep_fraction", 0.95)
-    if entry.get("score") == "max_prob":
-        rule = f"its top class gets less than {entry['threshold']:.0%} of the probability"
-    else:
-        rule = (f"its probabilities are spread too evenly over the classes (entropy above "
-                f"{entry['threshold']:.2f} nats)")
-    return (f"an upload is flagged as looking like none of the classes when {rule}: that happens to only "
-            f"{1 - keep:.0%} of the validation images")
-
-
 def architecture_card(store: ModelStore, name: str) -> str:
-    """Markdown: the architecture's key idea and paper, and what its checkpoint scored and cost."""
+    """Markdown: the architecture's key idea and paper, and what its checkpoint scored and cost (its words are
+    ``wording.card_markdown``'s)."""
     cls = model_class(name)
     config = store.config(name)
-    lines = [f"### {display_name(name)}", "", cls.key_idea, ""]
-    if config is None and store.has_local(name):
-        lines.append(f"**Its checkpoint cannot be used** (`{name}/config.json` is invalid); choose it to see why.")
-    elif config is None:
-        lines.append(f"**No checkpoint yet** for `{name}`: it appears here once trained "
-                     f"(`python -m train --arch {name}`).")
-    else:
-        # A list, not a table: a two-column Markdown table needs a header row and squeezes its first column.
-        lines += [
-            f"- **Parameters:** {config.get('params', 0) / 1e6:.2f} M",
-            f"- **Validation accuracy:** **{served_accuracy(config) or 0:.2%}** averaged over shifted and mirrored "
-            f"copies, as served; {config.get('val_accuracy', 0):.2%} for the image alone "
-            f"({config.get('val_split', 'held-out split')})",
-            f"- **Training:** {config.get('epochs', '?')} epochs, {_minutes(config.get('train_seconds'))}; "
-            f"{training_summary(config)}; on {hardware_summary(config)}",
-            f"- **Out-of-distribution flag:** {ood_description(store.ood_entry(name))}",
-            f"- **Robustness and calibration:** {robustness_line(store, name, config)}",
-        ]
-    if cls.paper:
-        lines += ["", f"Paper: [{cls.paper}]({cls.paper})"]
-    return "\n".join(lines)
+    facts = None
+    if config is not None:
+        robustness = robustness_result(config)
+        facts = {"served_accuracy": served_accuracy(config), "ood": store.ood_entry(name), "robustness": robustness,
+                 "mce": relative_mce(robustness, robustness_result(store.config(BASELINE))) if robustness else None,
+                 "adversarial": adversarial_result(config)}
+    return wording.card_markdown(name, cls.key_idea, cls.paper, config, store.has_local(name), facts)
 
 
 @cache
@@ -137,22 +131,46 @@ def _macs(name: str, arch_args: str, image_size: int) -> float:
     return float(count_macs(create_model(name, **json.loads(arch_args)).eval(), image_size))
 
 
-class ZooTable:
-    """The Model zoo tab's table, and the latency column once measured on this server."""
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
-    def __init__(self, store: ModelStore):
+
+class ZooTable:
+    """The Model zoo tab's table, its plots and notes, and the latency column once measured on this server."""
+
+    def __init__(self, store: ModelStore, bench_dir: Path = BENCH_DIR):
         self.store = store
+        self.bench_dir = Path(bench_dir)
         self.latency_ms: dict[str, float] = {}
-        self._plots: dict[tuple, tuple] = {}  # drawn once per set of checkpoints (a page load asks each time)
+        self._plots: dict[tuple, tuple] = {}  # drawn once per set of checkpoints and results (a page load asks)
+
+    def _results_signature(self, names) -> tuple:
+        """When the weights and the results the plots read were last written: a new result redraws them."""
+        signature = []
+        for name in names:
+            config = self.store.config(name)
+            folder = Path(config["_folder"]) if config else None
+            signature.append((name, *(None if folder is None else _mtime(folder / file) for file in (
+                WEIGHTS_NAME, "robustness.json", adversarial_report.RESULT_NAME))))
+        return (*signature, _mtime(self.bench_dir / adversarial_report.TRANSFER_NAME))
 
     def plots(self, frame: pd.DataFrame) -> tuple:
-        """(accuracy against parameters, accuracy by the paper's year, accuracy against corruption severity)."""
-        key = tuple(map(tuple, frame[["name", "architecture", "val accuracy", "params (M)",
-                                      "corruption accuracy"]].itertuples(index=False)))
+        """(accuracy against parameters, accuracy by the paper's year, accuracy against corruption severity,
+        accuracy under attack against epsilon, the transfer heatmap), as PIL images."""
+        names = list(frame["name"])
+        key = (tuple(map(tuple, frame[list(zoo_plots.TABLE_COLUMNS)].itertuples(index=False))),
+               self._results_signature(names))
         if key not in self._plots:
+            transfer = transfer_result(self.store, self.bench_dir)
+            labels = None if transfer is None else {name: display_name(name) for name in transfer["architectures"]}
             self._plots = {key: (zoo_plots.accuracy_vs_parameters(frame),
-                                 zoo_plots.evolution(frame, zoo_plots.paper_years(frame["name"])),
-                                 zoo_plots.robustness_by_severity(self.severity_curves(frame["name"])))}
+                                 zoo_plots.evolution(frame, zoo_plots.paper_years(names)),
+                                 zoo_plots.robustness_by_severity(self.severity_curves(names)),
+                                 zoo_plots.adversarial_by_epsilon(self.adversarial_curves(names)),
+                                 zoo_plots.transfer_heatmap(transfer, labels))}
         return self._plots[key]
 
     def severity_curves(self, names) -> dict[str, list[float]]:
@@ -165,40 +183,68 @@ class ZooTable:
                 curves[display_name(name)] = [result["clean_accuracy"], *map(float, by_severity)]
         return curves
 
-    def frame(self, configs: dict[str, dict]) -> pd.DataFrame:
-        rows = []
+    def adversarial_curves(self, names) -> dict[str, dict[str, list[float]]]:
+        """"served" and "alone" -> {display name: [unattacked accuracy, accuracy under the stronger attack at each
+        finished budget]} of every checkpoint measured on its weights; a name measured only part-way is marked."""
+        curves: dict[str, dict[str, list[float]]] = {mode: {} for mode in adversarial_report.MODES}
+        for name in names:
+            result = adversarial_result(self.store.config(name))
+            for mode in adversarial_report.MODES:
+                curve = adversarial_report.worst_case(result, mode) if result else {}
+                if curve:
+                    label = display_name(name) + ("" if len(curve) == len(adversarial_report.BUDGETS) else
+                                                  wording.SO_FAR)
+                    curves[mode][label] = [result["clean"][mode], *curve.values()]
+        return curves
+
+    def adversarial_note(self) -> str:
+        """Markdown under the attack plots: why attacks work, worst against average case, what is measured, and
+        the transfer sentence (``wording.adversarial_note``)."""
+        configs = self.store.configs()
+        measured, under_way, unmeasured, settings = {}, [], [], []
         for name, config in configs.items():
-            weights = Path(config["_folder"]) / "model.safetensors"
+            result = adversarial_result(config)
+            mode = adversarial_report.finished_mode(result)
+            if mode is not None:
+                measured[display_name(name)] = mode
+                settings.append(result.get("settings", {"images": result["images"]}))
+            else:
+                (under_way if result else unmeasured).append(display_name(name))
+        return wording.adversarial_note(measured, under_way, unmeasured, settings,
+                                        transfer_result(self.store, self.bench_dir))
+
+    def frame(self, configs: dict[str, dict]) -> pd.DataFrame:
+        """The zoo table (``wording.ZOO_HEADERS``), the most accurate as served first."""
+        rows = []
+        for name, config in sorted(configs.items(), key=lambda item: -(served_accuracy(item[1]) or -1)):
+            weights = Path(config["_folder"]) / WEIGHTS_NAME
             result = robustness_result(config) or {}
-            rows.append({
-                "architecture": display_name(name),
-                "name": name,
-                "val accuracy": served_accuracy(config),
-                "without TTA": config.get("val_accuracy"),
-                "corruption accuracy": result.get("mean_corruption_accuracy"),
-                "ECE": (result["calibration"]["ece_scaled"] if result["calibration"]["temperature_adopted"]
-                        else result["calibration"]["ece_served"]) if result else None,
-                "params (M)": round(config.get("params", 0) / 1e6, 3),
-                "MMACs": round(_macs(name, json.dumps(config.get("arch_args", {}), sort_keys=True),
-                                     config.get("image_size", 32)) / 1e6, 1),
-                "size (MB)": round(weights.stat().st_size / 1e6, 2) if weights.is_file() else None,
-                "latency (ms)": self.latency_ms.get(name),
-                "epochs": config.get("epochs"),
-                "training time (min)": round(config.get("train_seconds", 0) / 60, 1),
-                "hardware": hardware_summary(config),  # each machine once: the card and config.json say more
-            })
-        frame = pd.DataFrame(rows, columns=ZOO_HEADERS)
-        return frame.sort_values("val accuracy", ascending=False) if rows else frame
+            calibration = result.get("calibration")
+            values = [  # in the order of ZOO_HEADERS
+                display_name(name), name, served_accuracy(config), config.get("val_accuracy"),
+                result.get("mean_corruption_accuracy"),
+                attacked_accuracy(config)[0],
+                (calibration["ece_scaled"] if calibration["temperature_adopted"] else calibration["ece_served"])
+                if calibration else None,
+                round(config.get("params", 0) / 1e6, 3),
+                round(_macs(name, json.dumps(config.get("arch_args", {}), sort_keys=True),
+                            config.get("image_size", 32)) / 1e6, 1),
+                round(weights.stat().st_size / 1e6, 2) if weights.is_file() else None,
+                self.latency_ms.get(name),
+                config.get("epochs"),
+                round(config.get("train_seconds", 0) / 60, 1),
+                hardware_summary(config),  # each machine once: the card and config.json say more
+            ]
+            rows.append(dict(zip(ZOO_HEADERS, values, strict=True)))
+        return pd.DataFrame(rows, columns=ZOO_HEADERS)
 
     def note(self, configs: dict[str, dict]) -> str:
-        missing = [name for name in list_models() if name not in configs]
-        return (f"{len(configs)} of {len(list_models())} architectures have a checkpoint."
-                + (f" Not yet: {', '.join(missing)}." if missing else "")
-                + f" Latency: median of 20 forward passes of one image on this server's "
-                  f"{self.store.device.type.upper()}, measured in the background after start-up"
-                  + ("" if all(name in self.latency_ms for name in configs) else " (still being measured: "
-                     "press Reload checkpoints in a few seconds)")
-                  + ". MMACs: multiply-accumulates per image.")
+        """The note above the table (``wording.zoo_note``)."""
+        attacked = {display_name(name): mode for name, config in configs.items()
+                    if (mode := attacked_accuracy(config)[1]) is not None}
+        return wording.zoo_note(len(configs), [name for name in list_models() if name not in configs],
+                                self.store.device.type.upper(), all(name in self.latency_ms for name in configs),
+                                attacked)
 
     def measure_latency(self, progress=None) -> None:
         """Median forward-pass time of every available model on this machine (one image), into the table."""

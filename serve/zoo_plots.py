@@ -1,4 +1,5 @@
-"""Pictures of the model zoo table that read at a glance: accuracy against size, and accuracy through history.
+"""Pictures of the model zoo table that read at a glance: accuracy against size, accuracy through history,
+accuracy as corruptions grow and as an attack's budget grows, and the transfer matrix of attacks.
 
 Both take the zoo table's rows (a list of dicts or a pandas DataFrame with "architecture" (display name),
 "name", "val accuracy" (0-1) and "params (M)") and return an RGB PIL image; rows without an accuracy are
@@ -20,10 +21,13 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 from PIL import Image
 
 from explain.figures import figure_to_image
+from robustness.adversarial_report import BUDGETS
 
-__all__ = ["accuracy_vs_parameters", "evolution", "paper_years", "robustness_by_severity"]
+__all__ = ["accuracy_vs_parameters", "adversarial_by_epsilon", "evolution", "paper_years", "robustness_by_severity",
+           "transfer_heatmap"]
 
 SIZE_IN, DPI = (8.0, 5.0), 100  # 800 x 500 px
+TABLE_COLUMNS = ("architecture", "name", "val accuracy", "params (M)")  # what the table's plots read of a row
 POINT = "#1f77b4"
 LOG_SPREAD = 4.0  # a largest/smallest parameter ratio beyond which the x axis is logarithmic
 
@@ -217,4 +221,66 @@ def robustness_by_severity(curves: dict[str, list[float]]) -> Image.Image:
     ax.set_title("Accuracy as the corruptions grow stronger", fontsize=12)
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    return figure_to_image(figure)
+
+
+ATTACK_PANELS = {"served": "as served (the six-view average the app shows)", "alone": "the model alone (one view)"}
+
+
+def adversarial_by_epsilon(curves: dict[str, dict[str, list[float]]]) -> Image.Image:
+    """Accuracy against the attack's budget epsilon, one line per architecture, a panel per mode measured
+    (served first): ``curves`` maps "served" and "alone" to {label: [unattacked accuracy, accuracy under the
+    stronger of PGD and APGD-CE at 0.5/255, 1/255, ...]} (0-1); a list stops where the measurement has got to."""
+    panels = [(mode, lines) for mode, lines in sorted(curves.items(), key=lambda item: item[0] != "served")
+              if lines]
+    if not panels:
+        return _placeholder("no adversarial robustness measured for these weights yet\n"
+                            "(python -m tools.adversarial)")
+    figure = Figure(figsize=(6.0 + 4.0 * len(panels), 5.0), dpi=DPI, layout="constrained")
+    axes = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    # One colour per architecture in both panels; past ten colours, dashed lines.
+    labels = sorted({label for _, lines in panels for label in lines})
+    styles = {label: (f"C{i % 10}", "-" if i < 10 else "--") for i, label in enumerate(labels)}
+    for ax, (mode, lines) in zip(axes, panels):
+        for label, values in sorted(lines.items(), key=lambda item: -item[1][-1]):
+            colour, linestyle = styles[label]
+            ax.plot(range(len(values)), [v * 100 for v in values], marker="o", color=colour, linestyle=linestyle,
+                    label=label)
+        ax.set_xticks(range(len(BUDGETS) + 1), ["clean", *BUDGETS])
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("epsilon: the most each pixel may change, in 1/255")
+        ax.set_title(ATTACK_PANELS.get(mode, mode), fontsize=11)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, frameon=False)
+    axes[0].set_ylabel("accuracy under attack (%)")
+    figure.suptitle("Accuracy under the worst case: the stronger of PGD and APGD-CE (L-infinity)", fontsize=12)
+    return figure_to_image(figure)
+
+
+def transfer_heatmap(transfer: dict | None, labels: dict[str, str] | None = None) -> Image.Image:
+    """The transfer matrix (``tools.adversarial --transfer``) as a heatmap: a column per architecture the
+    examples were made on, a row per architecture they were shown to, and a last row for the zoo's majority
+    vote; each cell the accuracy that remained. The diagonal is the white-box attack. ``labels`` names the
+    architectures for people (registry name -> display name); the registry's names otherwise."""
+    if not transfer:
+        return _placeholder("no transfer matrix measured for these weights yet\n"
+                            "(python -m tools.adversarial --transfer)")
+    names = transfer["architectures"]
+    shown = [(labels or {}).get(name, name) for name in names]
+    grid = np.array([[transfer["accuracy"][source][target] for source in names] for target in names]
+                    + [[transfer["vote"][source] for source in names]])
+    figure = Figure(figsize=(8.4, 7.4), dpi=DPI, layout="constrained")
+    ax = figure.add_subplot()
+    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1)
+    for (row, col), value in np.ndenumerate(grid):
+        ax.text(col, row, f"{value:.0%}", ha="center", va="center", fontsize=7,
+                color="black" if value > 0.6 else "white")
+    ax.axhline(len(names) - 0.5, color="white", linewidth=2)
+    ax.set_xticks(range(len(names)), shown, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names) + 1), [*shown, "zoo's vote"], fontsize=8)
+    ax.set_xlabel("examples made on (PGD, as served)")
+    ax.set_ylabel("accuracy of (as served)")
+    ax.set_title(f"Transfer: attacks at {transfer['epsilon']:g}/255 on {transfer['images']} validation images",
+                 fontsize=11)
+    figure.colorbar(image, ax=ax, fraction=0.04, label="accuracy")
     return figure_to_image(figure)

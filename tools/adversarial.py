@@ -27,7 +27,6 @@ import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -38,6 +37,7 @@ from robustness.adversarial_report import (EVALUATED, MODES, PLOT_NAME, RESULT_N
                                            ZOO_PLOT, epsilon_key, load_result, transfer_sentence, worst_case)
 from serve.predict import served_temperature
 from serve.store import for_serving
+from serve.zoo_plots import transfer_heatmap
 from tools._config import update_config
 from train.data import DataError, checkpoint_split, load_images
 
@@ -310,26 +310,8 @@ def transfer(folders, image_set, settings: Settings, n: int = 200, epsilon: floa
 
 
 def plot_transfer(result: dict, path) -> None:
-    """The heatmap: a row per checkpoint the examples were shown to (and the vote's), a column per checkpoint
-    they were made on."""
-    plt = _pyplot()
-    names = result["architectures"]
-    grid = np.array([[result["accuracy"][source][target] for source in names] for target in names]
-                    + [[result["vote"][source] for source in names]])
-    fig, ax = plt.subplots(figsize=(8.4, 7.4), dpi=110)
-    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1)
-    for (row, col), value in np.ndenumerate(grid):
-        ax.text(col, row, f"{value:.0%}", ha="center", va="center", fontsize=6.5,
-                color="black" if value > 0.6 else "white")
-    ax.axhline(len(names) - 0.5, color="white", linewidth=2)
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(len(names) + 1), names + ["zoo's vote"], fontsize=8)
-    ax.set(xlabel="examples made on (PGD, served)", ylabel="accuracy of (served)",
-           title=f"Transfer at {result['epsilon']:g}/255 on {result['images']} validation images")
-    fig.colorbar(image, ax=ax, fraction=0.04, label="accuracy")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    """The heatmap (``serve.zoo_plots.transfer_heatmap``, the one the Model zoo tab shows), as a PNG."""
+    transfer_heatmap(result).save(path)
 
 
 def summary(name: str, result: dict) -> str:
