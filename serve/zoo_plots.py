@@ -1,13 +1,14 @@
 """Pictures of the model zoo table that read at a glance: accuracy against size, accuracy through history,
 accuracy as corruptions grow and as an attack's budget grows, and the transfer matrix of attacks.
 
-Both take the zoo table's rows (a list of dicts or a pandas DataFrame with "architecture" (display name),
-"name", "val accuracy" (0-1) and "params (M)") and return an RGB PIL image; rows without an accuracy are
-left out, and a table with none left gives a placeholder image that says so (never ``None``, so an image
-component always has something to show). Drawn on ``matplotlib.figure.Figure`` with the Agg canvas, never
-pyplot: no global state, so concurrent requests cannot draw into each other's plots.
+The first two take the zoo table's rows (a list of dicts or a pandas DataFrame with "architecture" (display
+name), "name", "val accuracy" (0-1) and "params (M)": ``TABLE_COLUMNS``), the others the curves or matrix they
+draw; each returns an RGB PIL image. Rows without an accuracy are left out, and with nothing left to draw a
+function gives a placeholder image that says so (never ``None``, so an image component always has something to
+show). Drawn on ``matplotlib.figure.Figure`` with the Agg canvas, never pyplot: no global state, so concurrent
+requests cannot draw into each other's plots.
 
-Every point is labelled; labels are placed greedily, each at the first of a ring of offsets around its
+In the first two, every point is labelled; labels are placed greedily, each at the first of a ring of offsets around its
 point where it overlaps no label or point placed before and stays inside the axes.
 """
 from __future__ import annotations
