@@ -103,9 +103,10 @@ class Caller:
         # /info leaves out (undocumented, such as /describe) has no defaults there: it gets what is given.
         file = {"path": uploaded_path, "meta": {"_type": "gradio.FileData"}}
         inputs = [file, *self.defaults[api][1:]] if api in self.defaults else [file, *([arch] if arch else [])]
+        first = 1  # the settings follow the image, and the architecture where the endpoint takes one
         if arch is not None:
-            inputs[1] = arch
-        inputs[2:2 + len(settings)] = settings
+            inputs[1], first = arch, 2
+        inputs[first:first + len(settings)] = settings
         payload = {"data": inputs}
         if self._local.session:  # as gradio_client does: one session for all of this client's calls
             payload["session_hash"] = self._local.session

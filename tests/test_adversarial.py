@@ -237,6 +237,80 @@ def test_the_perturbation_is_amplified_to_its_budget():
     assert pixels.tolist() == [[1, 128, 255]] and scale == pytest.approx(127 / 4)
 
 
+# -- the app's service: "Attack this image" in Classify and Compare -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """The app's service over two real checkpoints (the fastest, and a very different design)."""
+    import serve
+    folder = tmp_path_factory.mktemp("two_checkpoints")
+    for arch in (FAST, OTHER):
+        (folder / arch).symlink_to(CHECKPOINTS / arch)
+    return serve.ZooService(serve.ModelStore(folder))
+
+
+def test_no_attack_changes_nothing(service):
+    """The trailing parameters' defaults are the answer without them (an old API client's call)."""
+    plain = service.predict(str(CAT), FAST)
+    assert service.predict(str(CAT), FAST, "none", 3, "none", 2, "untargeted") == plain
+    assert service.attack(str(CAT), FAST) is None
+    note, view = service.describe(str(CAT), FAST)
+    assert service.describe(str(CAT), FAST, "none", 3, "none", 8, "cat")[1].tobytes() == view.tobytes()
+
+
+def test_every_event_of_a_click_sees_the_attacked_file_and_it_fools_again(service, tmp_path):
+    import serve
+    before = service.predict(str(CAT), FAST)
+    after = service.predict(str(CAT), FAST, "none", 3, "pgd", 4)
+    shown = service.attack(str(CAT), FAST, "none", 3, "pgd", 4)
+    assert shown.fooled and max(after, key=after.get) != max(before, key=before.get)
+    attacked = load_image(shown.png_path)
+    assert attacked.size == (32, 32) and shown.png_path.endswith(".png")
+    # The preview is the attacked file, blown up; a fresh server given the file says what this one said.
+    _, preview = service.describe(str(CAT), FAST, "none", 3, "pgd", 4)
+    assert np.array_equal(np.asarray(preview.resize((32, 32), 0)), np.asarray(attacked))
+    fresh = serve.ZooService(service.store)
+    assert fresh.predict(shown.png_path, FAST) == pytest.approx(after, abs=1e-6)
+    # Seeded: another server makes the same file.
+    assert Path(fresh.attack(str(CAT), FAST, "none", 3, "pgd", 4).png_path).read_bytes() == \
+        Path(shown.png_path).read_bytes()
+    assert "4/255" in shown.note and shown.smallest_epsilon is not None and shown.smallest_epsilon <= 4
+    assert shown.perturbation.size[0] < shown.perturbation.size[1]  # the scale is written under the picture
+
+
+def test_a_targeted_attack_in_the_app_aims_at_its_class(service):
+    before = service.predict(str(CAT), FAST)
+    aim = sorted(before, key=before.get)[-2]  # the runner-up: reachable within 8/255
+    after = service.predict(str(CAT), FAST, "none", 3, "pgd", 8, aim)
+    assert max(after, key=after.get) == aim and after[aim] > before[aim]
+
+
+@pytest.mark.parametrize("setting, match", [
+    (("cw", 2, "untargeted"), "unknown attack 'cw'; choose one of none, fgsm, pgd"),
+    (("pgd", 3, "untargeted"), "epsilon must be one of 0.5, 1, 2, 4, 8"),
+    (("pgd", 2, "dragon"), "not a class; choose 'untargeted' or one of airplane"),
+    (("none", 16, "untargeted"), "epsilon must be one of"),  # checked even without an attack
+])
+def test_bad_attack_settings_in_the_app_name_the_choices(service, setting, match):
+    import serve
+    for call in (service.predict, service.attack):
+        with pytest.raises(serve.RequestError, match=match) as error:
+            call(str(CAT), FAST, "none", 3, *setting)
+        assert error.value.title == "Unknown attack setting"
+
+
+def test_compare_attacks_each_architecture_on_its_own_prediction(service):
+    table, gallery, summary = service.compare(str(CAT), None, "none", 3, "fgsm", 8)
+    flipped = [service._attacks.get(key).fooled for key in list(service._attacks._entries)
+               if key[2] in (FAST, OTHER) and key[-1] == ("fgsm", 8.0, None)]
+    assert len(flipped) == 2  # one white-box attack per architecture
+    assert f"{sum(flipped)} of 2 flipped" in summary
+    plain_table, plain_gallery, _ = service.compare(str(CAT))
+    assert len(gallery) == len(plain_gallery) == 2
+    assert any(a[0].tobytes() != b[0].tobytes() for a, b in zip(gallery, plain_gallery))  # maps of the attacked
+
+
 def test_the_command_line_contract(tmp_path, capsys):
     from tools import attack as tool
     out = tmp_path / "cat.png"

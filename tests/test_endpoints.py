@@ -39,13 +39,17 @@ class EndpointCase:
 
 ENDPOINTS = [
     EndpointCase("predict", "predict", "resnet"),
-    EndpointCase("describe", "describe", "senet", ("none", 3)),  # undocumented: /info gives no defaults
+    EndpointCase("describe", "describe", "senet", ("none", 3, "none", 2, "untargeted")),  # undocumented: no defaults
     EndpointCase("explain-defaults", "explain", "senet"),
     *[EndpointCase(f"explain-{method}", "explain", "resnet", (method,)) for method in explain.METHODS],
     EndpointCase("compare", "compare", None),
     EndpointCase("inside", "inside", "resnet"),
     EndpointCase("predict-corrupted", "predict", "resnet", ("gaussian_noise", 5)),
     EndpointCase("compare-corrupted", "compare", None, ("fog", 3)),
+    EndpointCase("attack", "attack", "senet", ("none", 3, "pgd", 2)),
+    EndpointCase("predict-attacked", "predict", "resnet", ("none", 3, "fgsm", 4, "cat")),
+    EndpointCase("explain-attacked", "explain", "senet", ("recommended", 4, "predicted", 0.5, "none", 3, "pgd", 1)),
+    EndpointCase("compare-attacked", "compare", None, ("jpeg_compression", 2, "fgsm", 1)),
 ]
 
 
