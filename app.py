@@ -52,50 +52,24 @@ if not ON_GPU:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Handlers: each turns what the service returns into what the components show. Those that run a model
-# carry zerogpu.gpu(seconds): on ZeroGPU each call borrows a GPU for at most that long (a cold worker first
-# spends a few seconds on CUDA and copying the weights); elsewhere it changes nothing. The slow ones then hand
-# the memory they freed back to the system (then_release; inside the GPU worker on ZeroGPU): a busy server
-# would otherwise keep their peak.
-@zerogpu.gpu(duration=10)
-@serve.shown_as_dialog
-def predict(image, architecture, corruption=serve.NO_CORRUPTION, severity=3, attack=serve.NO_ATTACK,
-            epsilon=serve.DEFAULT_EPSILON, attack_target=serve.UNTARGETED):
-    """The top classes of ``architecture`` for ``image`` (corrupted, attacked when asked): {class: probability}."""
-    return SERVICE.predict(image, architecture, corruption, severity, attack, epsilon, attack_target)
-
-
-@zerogpu.gpu(duration=10)
-@serve.shown_as_dialog
-def describe(image, architecture, corruption=serve.NO_CORRUPTION, severity=3, attack=serve.NO_ATTACK,
-             epsilon=serve.DEFAULT_EPSILON, attack_target=serve.UNTARGETED):
-    """The out-of-distribution note beside the label and the model's 32 x 32 view of the image."""
-    return SERVICE.describe(image, architecture, corruption, severity, attack, epsilon, attack_target)
+# Handlers: the service's methods where they return what the components show (Gradio reads their signatures
+# for the API), else a function that shapes it. Those that run a model carry zerogpu.gpu(seconds): on ZeroGPU
+# each call borrows a GPU for at most that long; elsewhere it changes nothing. The slow ones then hand the
+# memory they freed back to the system (then_release): a busy server would otherwise keep their peak.
+predict = zerogpu.gpu(duration=10)(serve.shown_as_dialog(SERVICE.predict))  # the top-5: {class: probability}
+describe = zerogpu.gpu(duration=10)(serve.shown_as_dialog(SERVICE.describe))  # the OOD note, the model's view
+# The overlay, SE plot, faithfulness bars, note and SE-weighted map: the map first, then with its verdict. Two
+# CAMs (the model's and its random twin's) and the held-out curves.
+explain_image = zerogpu.gpu(duration=15)(then_release(serve.shown_as_dialog(SERVICE.explain_outputs)))
 
 
 @zerogpu.gpu(duration=15)  # the attack, then up to four PGD searches for the smallest budget that flips it
 @serve.shown_as_dialog
 def attack_panel(image, architecture, corruption=serve.NO_CORRUPTION, severity=3, attack=serve.NO_ATTACK,
                  epsilon=serve.DEFAULT_EPSILON, attack_target=serve.UNTARGETED):
-    """The perturbation (labelled with its scale), what the attack did, and the attacked 8-bit PNG to download."""
+    """The perturbation (its scale written under it), what the attack did, and the attacked 8-bit PNG."""
     shown = SERVICE.attack(image, architecture, corruption, severity, attack, epsilon, attack_target)
-    return (None, "", None) if shown is None else (shown.perturbation, shown.note, shown.png_path)
-
-
-@zerogpu.gpu(duration=15)  # two CAMs (the model's and its random twin's) and the deletion check
-@then_release
-@serve.shown_as_dialog
-def explain_image(image, architecture, method=RECOMMENDED, layer=MAX_DEPTH, target=PREDICTED, opacity=0.5,
-                  corruption=serve.NO_CORRUPTION, severity=3, attack=serve.NO_ATTACK, epsilon=serve.DEFAULT_EPSILON,
-                  attack_target=serve.UNTARGETED):
-    """Overlay, SE excitation plot, faithfulness data, note and SE-weighted map: first the map while its check
-    runs, then with its verdict (``ZooService.explain_steps``); an API client gets the last."""
-    answered = False
-    for answered in SERVICE.explain_steps(image, architecture, method, layer, target, opacity, corruption, severity,
-                                          attack, epsilon, attack_target):
-        yield answered.as_tuple()
-    if not answered:
-        yield None, None, None, "", None
+    return (None, "", None) if shown is None else shown.as_tuple()
 
 
 @serve.shown_as_dialog
@@ -133,13 +107,14 @@ def inside(image, architecture):
 
 
 def zoo_table(current=None, zoo_current=None):
-    """(table, three plots, the probes' chart, note, dropdowns) from the checkpoints' configs; a dropdown keeps its
-    choice when it has a checkpoint, else moves to the most accurate."""
+    """(table, five plots, the probes' chart, two notes, dropdowns) from the checkpoints' configs; a dropdown keeps
+    its choice when it has a checkpoint, else moves to the most accurate."""
     configs = STORE.configs(fetch=bool(STORE.repo))
     frame = SERVICE.zoo.frame(configs)
     best, choices = serve.best_architecture(configs), serve.architecture_choices(configs)
     zoo_choices = [(label, value) for label, value in choices if value in configs] or choices
     return (frame, *SERVICE.zoo.plots(frame), INSIDE.zoo_chart(), SERVICE.zoo.note(configs),
+            SERVICE.zoo.adversarial_note(),
             gr.update(choices=choices, value=current if current in configs else best),
             gr.update(choices=zoo_choices, value=zoo_current if zoo_current in configs else best))
 
@@ -224,8 +199,8 @@ def build_demo() -> gr.Blocks:
                             se_spec = gr.Image(label="SE class-specificity by depth (validation split)",
                                                visible=False, interactive=False)
                         card = gr.Markdown(serve.architecture_card(STORE, default), label="architecture card")
-                        diagram = gr.Image(label="How it is built (traced from the model)", interactive=False,
-                                           format="png", elem_id="architecture-diagram", show_label=False)
+                        diagram = serve.titled_picture("How it is built (traced from the model)",
+                                                       "architecture-diagram")
 
             with gr.Tab("Compare", id="compare"):
                 gr.Markdown(serve.wording.COMPARE_INTRO)
@@ -257,8 +232,7 @@ def build_demo() -> gr.Blocks:
                                                 scale=6, format="jpeg", object_fit="contain", show_label=False,
                                                 allow_preview=False, elem_id="inside-gallery")
                     with gr.Column(scale=5):
-                        inside_probes = gr.Image(label="Probe accuracy against depth", show_label=False,
-                                                 interactive=False, format="png", elem_id="inside-probes")
+                        inside_probes = serve.titled_picture("Probe accuracy against depth", "inside-probes")
                         inside_note = gr.Markdown(label="stage by stage", elem_id="inside-note")
 
             with gr.Tab("Model zoo", id="zoo"):
@@ -269,24 +243,26 @@ def build_demo() -> gr.Blocks:
                     latency_run = gr.Button("Measure latency on this machine")
                     refresh = gr.Button("Reload checkpoints")
                 with gr.Row():
-                    zoo_plot = gr.Image(label="Validation accuracy against parameters", interactive=False,
-                                        format="png", elem_id="zoo-plot", show_label=False)
-                    evolution = gr.Image(label="How CNNs evolved: accuracy by the year of the paper",
-                                         interactive=False, format="png", elem_id="zoo-evolution", show_label=False)
-                zoo_probes = gr.Image(label="Linear probes of every checkpoint by depth", interactive=False,
-                                      format="png", elem_id="zoo-probes", show_label=False)
-                severity_plot = gr.Image(label="Accuracy against corruption severity", interactive=False,
-                                         format="png", elem_id="zoo-severity", show_label=False)
+                    zoo_plot = serve.titled_picture("Validation accuracy against parameters", "zoo-plot")
+                    evolution = serve.titled_picture("How CNNs evolved: accuracy by the year of the paper",
+                                                     "zoo-evolution")
+                zoo_probes = serve.titled_picture("Linear probes of every checkpoint by depth", "zoo-probes")
+                severity_plot = serve.titled_picture("Accuracy against corruption severity", "zoo-severity")
+                with gr.Row():
+                    attacked_plot = serve.titled_picture("Accuracy under attack against the budget",
+                                                         "zoo-adversarial")
+                    transfer_plot = serve.titled_picture("Does an attack on one architecture fool the others?",
+                                                         "zoo-transfer")
+                adversarial_note = gr.Markdown(label="adversarial note", elem_id="zoo-adversarial-note")
                 zoo_arch = gr.Dropdown(serve.architecture_choices(configs), value=default, label="Training details of")
                 with gr.Row():
                     curves = gr.Image(label="Training curves", interactive=False)
                     confusion = gr.Image(label="Confusion matrix (validation split)", interactive=False)
                 with gr.Row():
                     zoo_card = gr.Markdown(label="architecture card")
-                    zoo_diagram = gr.Image(label="How it is built (traced from the model)", interactive=False,
-                                           format="png", elem_id="zoo-diagram", show_label=False)
-                zoo_robustness = gr.Image(label="Accuracy under each corruption; reliability diagram (calibration)",
-                                          interactive=False, format="png", elem_id="zoo-robustness", show_label=False)
+                    zoo_diagram = serve.titled_picture("How it is built (traced from the model)", "zoo-diagram")
+                zoo_robustness = serve.titled_picture("Accuracy under each corruption; reliability diagram",
+                                                      "zoo-robustness")
 
         # Classify: the label first (the /predict API), then the details, then the explanation; the served
         # prediction is computed by the first and reused by the other two (serve.ZooService.served_prediction).
@@ -334,7 +310,8 @@ def build_demo() -> gr.Blocks:
               api_name="inside", trigger_mode="always_last", **raw).then(
             probe_curve, [architecture], [inside_probes], api_name="inside_probes", api_visibility="undocumented")
 
-        zoo_outputs = [zoo_frame, zoo_plot, evolution, severity_plot, zoo_probes, zoo_note, architecture, zoo_arch]
+        zoo_outputs = [zoo_frame, zoo_plot, evolution, severity_plot, attacked_plot, transfer_plot, zoo_probes,
+                       zoo_note, adversarial_note, architecture, zoo_arch]
         details_outputs = [curves, confusion, zoo_card, zoo_diagram, zoo_robustness]
         refresh.click(zoo_table, [architecture, zoo_arch], zoo_outputs, api_name="zoo")
         latency_run.click(measure_latency, None, [zoo_frame], api_name="measure_latency")
@@ -360,9 +337,8 @@ if __name__ == "__main__":
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
         max_file_size=serve.MAX_UPLOAD_BYTES,
-        # Gradio keeps a copy of every component's settings per session, and every plain-HTTP call opens one:
-        # the default bound (10,000) would let a busy Space grow by gigabytes. As many as the queue holds
-        # waiting; an evicted browser session only falls back to the layout's defaults.
+        # Gradio keeps every component's settings per session, and every plain-HTTP call opens one: its bound
+        # (10,000) would let a busy Space grow by gigabytes. An evicted session falls back to the defaults.
         state_session_capacity=int(os.environ.get("STATE_SESSION_CAPACITY", 64)),
         ssr_mode=False,
         css=serve.wording.CSS,

@@ -41,7 +41,7 @@ from .uploads import decode, upload_source
 from .zoo import ZOO_HEADERS, architecture_card, architecture_choices, best_architecture, served_accuracy
 
 # In serve/controls.py, imported on first use.
-_GRADIO_PIECES = ("corruption_controls", "attack_controls", "attack_results", "shown_as_dialog")
+_GRADIO_PIECES = ("corruption_controls", "attack_controls", "attack_results", "titled_picture", "shown_as_dialog")
 
 __all__ = ["ImageDecodeError", "load_image", "model_view", "to_tensor", "CIFAR10_CLASSES", "MAX_PIXELS", "MAX_SIDE",
            "MAX_UPLOAD_BYTES", "RequestError", "known_architecture", "InsideService", "NO_CORRUPTION", "ood_check",

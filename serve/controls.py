@@ -59,6 +59,12 @@ def attack_results() -> tuple[gr.Row, gr.Image, gr.Markdown, gr.File]:
     return row, perturbation, note, attacked_file
 
 
+def titled_picture(label: str, elem_id: str) -> gr.Image:
+    """A picture that draws its own title (a plot, a diagram): no label above it, PNG, not editable. Its
+    ``elem_id`` belongs in ``wording.SELF_TITLED``, which starts it below the corner buttons."""
+    return gr.Image(label=label, show_label=False, interactive=False, format="png", elem_id=elem_id)
+
+
 def shown_as_dialog(handler):
     """Run ``handler``; a ``RequestError`` (a bad upload, an unknown name) becomes a ``gr.Error`` dialog.
     A generator function stays one, so that Gradio still streams its steps."""

@@ -169,6 +169,10 @@ class AttackShown:
     fooled: bool
     smallest_epsilon: float | None
 
+    def as_tuple(self) -> tuple:
+        """Classify's attack panel: the perturbation, the note, the file."""
+        return self.perturbation, self.note, self.png_path
+
 
 @dataclass
 class CheckedMap:
@@ -409,6 +413,18 @@ class ZooService:
         verdict = map_verdict(figures)
         yield Explanation(picture, se_plot, wording.faithfulness_frame(verdict),
                           wording.explanation_note(verdict, figures, **words), se_map)
+
+    def explain_outputs(self, image, architecture, method=RECOMMENDED, layer=None, target=PREDICTED, opacity=0.5,
+                        corruption=NO_CORRUPTION, severity=3, attack=NO_ATTACK, epsilon=DEFAULT_EPSILON,
+                        attack_target=UNTARGETED) -> Iterator[tuple]:
+        """``explain_steps`` as Classify's outputs (``Explanation.as_tuple``); one empty answer when the image was
+        cleared, so that the old map goes too."""
+        answered = False
+        for answered in self.explain_steps(image, architecture, method, layer, target, opacity, corruption,
+                                           severity, attack, epsilon, attack_target):
+            yield answered.as_tuple()
+        if not answered:
+            yield None, None, None, "", None
 
     @staticmethod
     def _map(model, x, target: int, method: str, layer: str) -> tuple:

@@ -47,7 +47,7 @@ INSIDE_EMPTY = "Upload an image in the Classify tab first."
 # them. The tables wrap (``wrap=True`` in app.py) and take the page's width. A picture that draws its own title
 # starts below the corner buttons (fullscreen, download, share), which would otherwise cover the title's end.
 SELF_TITLED = ("#zoo-plot", "#zoo-evolution", "#zoo-probes", "#zoo-severity", "#zoo-robustness", "#zoo-diagram",
-               "#architecture-diagram", "#inside-probes", "#se-plot")
+               "#zoo-adversarial", "#zoo-transfer", "#architecture-diagram", "#inside-probes", "#se-plot")
 CSS = """
 #classify-image img, #compare-image img { width: 100%; height: 100%; object-fit: contain; }
 #compare-gallery .grid-wrap, #inside-gallery .grid-wrap { max-height: none; min-height: 0; overflow-y: visible; }

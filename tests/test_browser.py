@@ -351,7 +351,8 @@ def test_look_inside_shows_every_stage_of_the_classify_choice(page, tmp_path):
 def test_picture_titles_are_not_covered_and_compare_columns_fit(page, tmp_path):
     """The pictures that draw their own titles have no label over them; Compare's table shows every column whole."""
     page.get_by_role("tab", name="Model zoo").click()
-    for element in ("#zoo-plot", "#zoo-evolution", "#zoo-diagram", "#zoo-probes", "#zoo-robustness", "#zoo-severity"):
+    for element in ("#zoo-plot", "#zoo-evolution", "#zoo-diagram", "#zoo-probes", "#zoo-robustness", "#zoo-severity",
+                    "#zoo-adversarial", "#zoo-transfer"):
         loaded_image(page, page.locator(f"{element} img"))
         assert page.locator(f"{element} [data-testid=block-label]:visible").count() == 0, element
         # The corner buttons sit above the picture, not over its title (the reliability diagram's, at its right).
@@ -404,4 +405,34 @@ def test_model_zoo_shows_robustness_plots_and_columns(page, tmp_path):
         values = [text for text in grid_cells(table, "corruption accuracy") if text]
         assert values and all(0 < float(v) <= 1 for v in values), values
         assert all(0 <= float(v) < 1 for v in grid_cells(table, "ECE") if v)
+        assert_no_errors(page)
+
+
+def test_attack_this_image_flips_the_cat_and_offers_the_file(page, tmp_path):
+    """PGD at 4/255 on the example cat with VGG: the panel appears with the perturbation (its scale written under
+    it), a sentence on what changed and the PNG to download; the top-5 and the map are of the attacked view."""
+    attack_row = page.locator("#perturbation")
+    sync_api.expect(attack_row).to_be_hidden()  # no attack, no panel
+    with screenshot(page, tmp_path / "classify_attacked.png"):
+        pick_architecture(page, "vgg")
+        page.locator("#classify-image input[type=file]").set_input_files(CAT)
+        sync_api.expect(page.locator("#cam-overlay img")).to_be_visible(timeout=RUN_TIMEOUT_MS)
+        wait_until_idle(page)
+        label = page.locator("#top5 [data-testid=label-output-value]")
+        sync_api.expect(label).to_have_text("cat")
+        before = loaded_image(page, page.locator("#cam-overlay img"))
+        page.locator("#classify-epsilon input").click()
+        page.get_by_role("option", name="4/255").click()
+        page.locator("#classify-attack").get_by_label(re.compile("^PGD")).check()
+        wait_until_idle(page)
+        sync_api.expect(attack_row).to_be_visible()
+        perturbation = loaded_image(page, page.locator("#perturbation img"))
+        assert perturbation.height > perturbation.width >= 200  # the scale is written under the blown-up view
+        note = page.locator("#attack-note")
+        sync_api.expect(note).to_contain_text(re.compile(r"4/255 per pixel turned cat \(\d+%\) into \w+"))
+        sync_api.expect(note).to_contain_text("The smallest budget at which PGD flips this image")
+        assert label.inner_text().strip() in set(CIFAR10) - {"cat"}
+        assert page.locator("#attacked-file a[href$='.png']").count() >= 1
+        after = loaded_image(page, page.locator("#cam-overlay img"))
+        assert ImageStat.Stat(ImageChops.difference(before.resize(after.size), after)).mean[0] > 1
         assert_no_errors(page)
