@@ -177,7 +177,7 @@ def build_demo() -> gr.Blocks:
                         label = gr.Label(num_top_classes=5, label="Top-5 predictions", elem_id="top5")
                         ood_note = gr.Markdown(label="out-of-distribution note", elem_id="ood-note")
                         with gr.Row():
-                            preview = gr.Image(label="What the model sees (32 x 32)", format="png", height=220,
+                            preview = gr.Image(label="What the model sees", format="png", height=220,
                                                interactive=False)
                             # Encoding is part of every answer: JPEG takes ~1 ms here, WebP (the default) ~20 ms.
                             overlay = gr.Image(label="Class activation map", height=220, interactive=False,

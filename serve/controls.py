@@ -51,7 +51,7 @@ def attack_results() -> tuple[gr.Row, gr.Image, gr.Markdown, gr.File]:
     """Classify's attack panel, hidden until an attack is chosen: the perturbation, what the attack did and the
     attacked file to download."""
     with gr.Row(visible=False) as row:
-        perturbation = gr.Image(label="The perturbation, amplified", height=220, format="png", interactive=False,
+        perturbation = gr.Image(label="Perturbation", height=220, format="png", interactive=False,
                                 elem_id="perturbation")
         with gr.Column():
             note = gr.Markdown(label="what the attack did", elem_id="attack-note")

@@ -106,9 +106,10 @@ def pick_architecture(page, name: str) -> None:
 
 def loaded_image(page, img) -> Image.Image:
     """The picture an <img> shows, once the browser has decoded it, as the server sent it."""
-    sync_api.expect(img).to_be_visible(timeout=RUN_TIMEOUT_MS)
-    # On screen first: a lazily loaded picture below the fold never loads, and its decode() would never settle.
+    # On screen first: a lazily loaded picture far below the fold never loads (it stays 0 px high, "hidden"), and
+    # its decode() would never settle.
     img.scroll_into_view_if_needed(timeout=RUN_TIMEOUT_MS)
+    sync_api.expect(img).to_be_visible(timeout=RUN_TIMEOUT_MS)
     img.evaluate("i => i.decode()")  # rejects when the browser cannot decode it
     width = img.evaluate("i => i.naturalWidth")
     response = page.request.get(img.get_attribute("src"))
@@ -423,7 +424,7 @@ def test_attack_this_image_flips_the_cat_and_offers_the_file(page, tmp_path):
         before = loaded_image(page, page.locator("#cam-overlay img"))
         page.locator("#classify-epsilon input").click()
         page.get_by_role("option", name="4/255").click()
-        page.locator("#classify-attack").get_by_label(re.compile("^PGD")).check()
+        page.locator("#classify-attack label", has_text="PGD").click()
         wait_until_idle(page)
         sync_api.expect(attack_row).to_be_visible()
         perturbation = loaded_image(page, page.locator("#perturbation img"))
