@@ -44,7 +44,16 @@ def predicted(model, x: torch.Tensor, targets) -> tuple[torch.Tensor, torch.Tens
 
 
 def _probability(model):
-    return lambda z: torch.softmax(model(z).float(), 1)
+    """The class probabilities of ``model``, as Captum's forward function.
+
+    The model is given a view of Captum's input, never the input itself. Captum differentiates with
+    ``torch.autograd.grad`` with respect to that input, a leaf, and torch refuses a multi-grad hook on such a
+    leaf ("A leaf node was passed to _will_engine_execute_node ...", pytorch issue 131753). ``FlopCounterMode``
+    (``architectures.measure.count_macs``, the zoo table's MACs) puts one on every module's input while it
+    counts, through module hooks global to the process: on the models of every thread. The view's gradient is
+    the input's, so the maps are unchanged (tests/test_concurrency.py).
+    """
+    return lambda z: torch.softmax(model(z.view_as(z)).float(), 1)
 
 
 def smooth_unit(maps: torch.Tensor, sigma: float = BLUR_SIGMA) -> np.ndarray:
