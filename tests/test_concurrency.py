@@ -1,11 +1,13 @@
 """Explanations running in several threads at once, as the app runs them: one lock per model, so two models'
 maps are made side by side, while other work (the zoo table's MAC counts) runs in other threads.
 
-``architectures.measure.count_macs`` counts with torch's ``FlopCounterMode``, whose module hooks are global to
-the process: while it counts, every module's input in every thread gets a multi-grad hook. Captum's gradient
-methods differentiate with ``autograd.grad`` with respect to their input, a leaf, and torch refuses such a
-hook on that leaf ("A leaf node was passed to _will_engine_execute_node ..."). The first test holds a count
-open in another thread while the maps are made, so it does not depend on winning a race.
+Torch's ``FlopCounterMode`` (which ``architectures.measure.count_macs`` once entered whole) starts module hooks
+global to the process: while it counts, every module's input in every thread gets a multi-grad hook. Captum's
+gradient methods differentiate with ``autograd.grad`` with respect to their input, a leaf, and torch refuses
+such a hook on that leaf ("A leaf node was passed to _will_engine_execute_node ...", pytorch#131753). Two
+defences, each tested: ``count_macs`` adds no such hooks, and explain's maps survive them when another library
+adds them. The tests hold a count open in another thread while the maps are made, so they do not depend on
+winning a race.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import torch
 
 import explain
 from architectures import create_model
+from torch.utils.flop_counter import FlopCounterMode
+
 from architectures.measure import count_macs
 from explain.faithfulness import randomised
 
@@ -52,15 +56,21 @@ class WaitsInForward(torch.nn.Module):
         return x.mean()
 
 
+def whole_flop_counter(model, image_size: int) -> None:
+    """A count with FlopCounterMode entered whole, module tracker and all: global module hooks meanwhile."""
+    with FlopCounterMode(display=False), torch.no_grad():
+        model(torch.zeros(1, 3, image_size, image_size))
+
+
 @contextmanager
-def macs_counted_in_another_thread():
-    """While the body runs, another thread is inside ``count_macs`` (its FlopCounterMode entered)."""
+def macs_counted_in_another_thread(count_with=whole_flop_counter):
+    """While the body runs, another thread is inside ``count_with`` (a MAC count, its forward pass begun)."""
     counted = WaitsInForward()
     errors = []
 
     def count():
         try:
-            count_macs(counted, 32)
+            count_with(counted, 32)
         except Exception as error:  # reported by the test, not lost with the thread
             errors.append(error)
 
@@ -77,7 +87,8 @@ def macs_counted_in_another_thread():
 
 @pytest.mark.parametrize("method", GRADIENT_METHODS)
 def test_gradient_maps_while_another_thread_counts_macs(method):
-    """The zoo table's MAC count in one thread does not break, or change, a map made in another."""
+    """Another library's global module hooks (a whole FlopCounterMode in another thread) do not break, or
+    change, a map."""
     model, x = tiny_model(), an_image()
     alone = explain.cam(model, x, 3, method)
     with macs_counted_in_another_thread():
@@ -86,7 +97,8 @@ def test_gradient_maps_while_another_thread_counts_macs(method):
 
 
 def test_faithfulness_check_while_another_thread_counts_macs():
-    """The check serve runs (the random-weights twin's "chosen" map, then the held-out curves) beside a count."""
+    """The check serve runs (the random-weights twin's "chosen" map, then the held-out curves) beside a whole
+    FlopCounterMode's count."""
     model, x = tiny_model(), an_image()
     heatmap = explain.cam(model, x, 3, "chosen")
     with macs_counted_in_another_thread():
@@ -128,3 +140,23 @@ def test_two_models_explained_side_by_side_on_one_shared_input():
                 np.testing.assert_allclose(made[method], alone[index][method], atol=1e-5)
     assert not x.requires_grad and x.grad is None and x.grad_fn is None
     assert torch.equal(x, original)
+
+
+def test_count_macs_adds_no_hooks_that_reach_other_threads():
+    """The zoo table's own MAC count stays in its thread: meanwhile no module hook global to the process exists,
+    and a Captum gradient map in another thread never meets one. The whole FlopCounterMode is the control: the
+    same check sees its hooks."""
+    from torch.nn.modules import module as torch_module
+
+    def global_hooks() -> int:
+        return sum(len(hooks) for hooks in (torch_module._global_forward_pre_hooks,
+                                              torch_module._global_forward_hooks))
+
+    assert global_hooks() == 0
+    with macs_counted_in_another_thread(count_macs):
+        during_ours = global_hooks()
+        explain.cam(tiny_model(), an_image(), 3, "input-x-gradient")
+    with macs_counted_in_another_thread(whole_flop_counter):
+        during_whole = global_hooks()
+    assert during_ours == 0 and during_whole > 0
+    assert count_macs(tiny_model(), 32) > 0
