@@ -117,14 +117,18 @@ def attack_sentence(epsilon: float, before: tuple[str, float], after: tuple[str,
 
 
 def transfer_sentence(transfer: dict) -> str:
-    """What the transfer matrix shows, in one sentence, from its numbers."""
+    """What the transfer matrix shows, in a few plain sentences, from its numbers: how much an attack hurts the
+    model it was made on, how much the others, the vote, and which architecture its neighbours fool least."""
     names = transfer["architectures"]
     own = [transfer["accuracy"][n][n] for n in names]
     others = [transfer["accuracy"][s][t] for s in names for t in names if s != t]
     if not others:
         return ""
     votes = list(transfer["vote"].values())
-    return (f"Examples made on one architecture at {transfer['epsilon']:g}/255 fool it almost always (it keeps "
-            f"{sum(own) / len(own):.0%} on average) but fool the others far less: they keep "
-            f"{sum(others) / len(others):.0%} on average ({min(others):.0%} to {max(others):.0%}), and the zoo's "
-            f"majority vote keeps {sum(votes) / len(votes):.0%} ({transfer['clean_vote']:.0%} without attack).")
+    kept_by = {t: sum(transfer["accuracy"][s][t] for s in names if s != t) / (len(names) - 1) for t in names}
+    hardest = max(kept_by, key=kept_by.get)
+    return (f"Examples made on one architecture at {transfer['epsilon']:g}/255 leave it {sum(own) / len(own):.0%} "
+            f"accuracy on average, while the others keep {sum(others) / len(others):.0%} on them ({min(others):.0%} "
+            f"to {max(others):.0%}); the zoo's majority vote keeps {sum(votes) / len(votes):.0%} "
+            f"({transfer['clean_vote']:.0%} without attack). The hardest to fool with another's examples: "
+            f"{hardest} ({kept_by[hardest]:.0%}).")
