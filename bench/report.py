@@ -1,17 +1,18 @@
 """Run every benchmark and write bench/RESULTS.md, bench/results.json and the plots beside them.
 
-    python bench/report.py                       # all five, full length (some 10-20 minutes on 2 CPU cores)
+    python bench/report.py                       # all six, full length (some 15-25 minutes on 2 CPU cores)
     python bench/report.py --skip http,cam       # leave some out, keeping their last results: train, inference,
-                                                 # http, cam, soak
+                                                 # http, cam, soak, attack
     python bench/report.py --only soak           # run one and regenerate RESULTS.md with the others' last results
     python bench/report.py --quick --out-dir /tmp/bench   # tiny settings: proves the scripts run, figures mean nothing
 
 Each benchmark runs as its own process (``bench/train_throughput.py``, ``bench/inference.py``,
-``bench/http_latency.py``, ``bench/cam_latency.py``, ``bench/soak.py``), its progress shown live; one left out
-keeps its entry from the previous results.json, with the date and commit it was run at; RESULTS.md gives the
-machine (CPU, cores, GPU, torch, date, load average at start and end: figures taken on a busy machine
-are not worth keeping), and each table under the command that reproduces it. A benchmark that fails is
-reported as failed with the end of its error output; the others still run. Files are written atomically.
+``bench/http_latency.py``, ``bench/cam_latency.py``, ``bench/soak.py``, ``bench/attack_latency.py``), its
+progress shown live; one left out keeps its entry from the previous results.json, with the date and commit it
+was run at; RESULTS.md gives the machine (CPU, cores, GPU, torch, date, load average at start and end: figures
+taken on a busy machine are not worth keeping), and each table under the command that reproduces it. A
+benchmark that fails is reported as failed with the end of its error output; the others still run. Files are
+written atomically.
 """
 from __future__ import annotations
 
@@ -38,16 +39,18 @@ import train_throughput  # noqa: E402
 from architectures.checkpoint import atomic_write_bytes, atomic_write_json  # noqa: E402
 from train.env import describe_hardware, git_commit  # noqa: E402
 
-NAMES = ("train", "inference", "http", "cam", "soak")
+NAMES = ("train", "inference", "http", "cam", "soak", "attack")
 SCRIPTS = {"train": "bench/train_throughput.py", "inference": "bench/inference.py",
-           "http": "bench/http_latency.py", "cam": "bench/cam_latency.py", "soak": "bench/soak.py"}
+           "http": "bench/http_latency.py", "cam": "bench/cam_latency.py", "soak": "bench/soak.py",
+           "attack": "bench/attack_latency.py"}
 QUICK = {"train": ["--batch-size", "32", "--warmup", "1", "--steps", "2"],
          "inference": ["--calls", "3", "--warmup", "1", "--batch-size", "8", "--batches", "1"],
          "http": ["--repeats", "2", "--compare-repeats", "1", "--clients", "2", "--load-calls", "2"],
-         "cam": ["--calls", "2"], "soak": ["--requests", "20", "--clients", "2", "--warmup", "5", "--no-progress"]}
+         "cam": ["--calls", "2"], "soak": ["--requests", "20", "--clients", "2", "--warmup", "5", "--no-progress"],
+         "attack": ["--rounds", "1", "--arch", "basic_convnet"]}
 # Those that write their results to a JSON file, and the option naming it; the others print their results
 # (http: JSON, cam: a markdown table). The soak's file is read even when a check failed: that is a result too.
-JSON_OPTION = {"train": "--json", "inference": "--json", "soak": "--out"}
+JSON_OPTION = {"train": "--json", "inference": "--json", "soak": "--out", "attack": "--out"}
 ERROR_TAIL_CHARS = 3000
 
 
@@ -225,7 +228,8 @@ def results_markdown(info: dict, entries: dict, quick: bool, command: str = "pyt
               f"at end: {load_end} (well above 0 at the start: other work shared the machine and the "
               "timings are distorted)", ""]
     sections = {"train": "Training throughput", "inference": "Inference", "http": "The app over HTTP",
-                "cam": "Grad-CAM latency", "soak": "Soak: many clients, one request in five malformed"}
+                "cam": "Grad-CAM latency", "soak": "Soak: many clients, one request in five malformed",
+                "attack": "Attacking an upload: FGSM and PGD-10 beside the plain prediction"}
     for name, entry in entries.items():
         lines += [f"## {sections[name]}", "", f"```bash\n{entry['command']}\n```", ""]
         if name == "soak" and "result" in entry:  # its failed checks are in its table: no error output needed
