@@ -48,7 +48,7 @@ ENDPOINTS = [
     EndpointCase("compare-corrupted", "compare", None, ("fog", 3)),
     # The attack's own path (the upload's view attacked, the smallest budget searched, the file written): the
     # attacked /predict and /explain then read the same cached 32 x 32 file, whatever the upload was.
-    EndpointCase("attack", "attack", "senet", ("none", 3, "pgd", 2, "cat")),
+    EndpointCase("attack", "attack", "senet", ("none", 3, "pgd", 2)),
     EndpointCase("compare-attacked", "compare", None, ("jpeg_compression", 2, "fgsm", 1)),
 ]
 
