@@ -261,16 +261,15 @@ class ZooService:
         if image is None or attack in (None, "", NO_ATTACK):
             attack_request(attack, epsilon, attack_target)  # a mistyped setting is still an error
             return None
-        pil, loaded, _, key = self._served(image, architecture, corruption, severity, attack, epsilon, attack_target)
-        result = self._attacks.get(key)
-        if result is None:  # evicted by other requests since: _served made it again just now
-            raise RequestError("The server is busy; please try again.", title="Try again")
+        _, loaded, _, key = self._served(image, architecture, corruption, severity, attack, epsilon, attack_target)
         names = loaded.config["class_names"]
         request = attack_request(attack, epsilon, attack_target, names)
+        original = self._served(image, architecture, corruption, severity)[0]
+        # Evicted by other requests since _served made it: made again, seeded, so the same file.
+        result = self._attacks.get(key) or attack_upload(loaded, original, request)
         fragility_key = key[:-1] + (("smallest", request.target),)  # one search per upload, model and target
         smallest = self._fragility.get(fragility_key, False)
         if smallest is False:
-            original = self._served(image, architecture, corruption, severity)[0]
             smallest = smallest_flipping_epsilon(loaded, original, request)
             self._fragility.put(fragility_key, smallest)
         picture, scale = perturbation_picture(result)

@@ -279,6 +279,17 @@ def test_every_event_of_a_click_sees_the_attacked_file_and_it_fools_again(servic
     assert shown.perturbation.size[0] < shown.perturbation.size[1]  # the scale is written under the picture
 
 
+def test_an_attack_evicted_from_the_cache_is_made_again_the_same(service):
+    """A busy server may drop an attack between the top-5 and the panel: the panel makes it again, seeded."""
+    import serve
+    from serve.recent import RecentlyUsed
+    kept = service.attack(str(CAT), FAST, "none", 3, "fgsm", 2)
+    forgetful = serve.ZooService(service.store)
+    forgetful._attacks = RecentlyUsed(0)  # keeps nothing
+    again = forgetful.attack(str(CAT), FAST, "none", 3, "fgsm", 2)
+    assert Path(again.png_path).read_bytes() == Path(kept.png_path).read_bytes() and again.note == kept.note
+
+
 def test_a_targeted_attack_in_the_app_aims_at_its_class(service):
     before = service.predict(str(CAT), FAST)
     aim = sorted(before, key=before.get)[-2]  # the runner-up: reachable within 8/255
