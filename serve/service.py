@@ -8,6 +8,8 @@ Errors a user can fix raise ``RequestError``; ``app.py`` shows them. No Gradio h
 
 Each model runs under its own lock (``LoadedModel.lock``, explain's ``model_lock``), so requests for different
 architectures run side by side; a map's check takes the model's lock, then its random-weights twin's.
+Compare's steps live in ``serve.compare``, the SE plots' drawing in ``serve.se_plots``, the attack in
+``serve.attacks``; this class holds the caches they share.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +36,12 @@ from robustness.corruptions import NONE as NO_CORRUPTION
 from robustness.corruptions import check as check_corruption
 from robustness.corruptions import corrupt_image
 
-from . import pictures, wording
+from . import pictures, se_plots, wording
 from .attacks import (DEFAULT_EPSILON, NO_ATTACK, NOTHING, UNTARGETED, AttackRequest, attack_request, attack_upload,
                       perturbation_picture, saved_png, smallest_flipping_epsilon)
 from .errors import RequestError, known_architecture
-from .predict import Prediction, compare_all, run_model
+from .compare import compare_steps
+from .predict import Prediction, run_model
 from .recent import RecentlyUsed
 from .store import LoadedModel, ModelStore, ModelUnavailable
 from .uploads import decode
@@ -46,10 +49,6 @@ from .zoo import ZooTable, architecture_card, checkpoint_picture, robustness_pic
 
 PREDICTED = "predicted"      # the explained class: the one the top-5 shows
 RECOMMENDED = "recommended"  # the CAM method: each checkpoint's most faithful one (its config's "cam")
-GALLERY_SIDE = 256  # Compare's overlays are thumbnails: eleven full-size blends would cost more than the models
-# Compare shows its progress at most this often (and at the end of each phase): each step sends the whole table
-# and gallery again, some 40 ms over HTTP, which one step per map and per verdict added up to about a second.
-COMPARE_STEP_S = 1.0
 PREDICTION_CACHE = 64  # Compare alone keeps eleven, twenty-two with an attack
 CHECKED_MAP_CACHE = 256  # maps with their verdicts, a few KB each (ZooService.checked_map)
 CORRUPTION_SIZE = 32  # "corrupt this image" works on the 32 x 32 view: CIFAR-10-C's parameters are for that size
@@ -95,43 +94,6 @@ def explanation_methods() -> tuple[str, ...]:
 def warm_up_explanations() -> None:
     """Import the CAM library now (the app does it once it answers, so that the first map does not wait)."""
     explain.warm_up()
-
-
-# -- SE profiles and plots, built once per profiles file ---------------------------------------------------
-def _profiles_version(folder) -> tuple[str, int, int] | None:
-    """(folder, mtime, size) of the SE class profiles saved beside a checkpoint; None when there are none."""
-    path = Path(folder) / explain.PROFILES_NAME
-    if not path.is_file():
-        return None
-    stat = path.stat()
-    return str(folder), stat.st_mtime_ns, stat.st_size
-
-
-@lru_cache(maxsize=32)
-def _read_se_profiles(folder: str, mtime_ns: int, size: int):
-    try:
-        return explain.load_se_profiles(folder)
-    except ValueError:
-        return None
-
-
-@lru_cache(maxsize=32)
-def _class_specificity_plot(folder: str, mtime_ns: int, size: int):
-    profiles = _read_se_profiles(folder, mtime_ns, size)
-    return explain.plot_class_specificity(profiles) if profiles is not None and profiles.get("blocks") else None
-
-
-@lru_cache(maxsize=32)
-def _se_plotter(version: tuple | None, layout: tuple, class_names: tuple) -> explain.SEExcitationPlot:
-    """A checkpoint's SE excitation plot, its fixed parts drawn once, each image's lines per call."""
-    profiles = None if version is None else _read_se_profiles(*version)
-    return explain.SEExcitationPlot(list(layout), profiles, class_names)
-
-
-def _se_plot(loaded: LoadedModel, excitations, predicted: int) -> Image.Image:
-    layout = tuple((block, len(values)) for block, values in excitations)
-    plotter = _se_plotter(_profiles_version(loaded.folder), layout, tuple(loaded.config["class_names"]))
-    return plotter.draw(excitations, predicted)
 
 
 @dataclass
@@ -220,12 +182,17 @@ class ZooService:
         attacked 32 x 32 view."""
         return self._served(image, architecture, corruption, severity, attack, epsilon, attack_target)[:3]
 
+    @staticmethod
+    def upload(image, corruption=NO_CORRUPTION, severity=3) -> tuple[Image.Image, tuple]:
+        """The upload decoded and corrupted when asked, and its content's key (``decode``'s)."""
+        pil, source_key = decode(image)
+        return corrupted_upload(pil, corruption, severity), source_key
+
     def _served(self, image, architecture, corruption=NO_CORRUPTION, severity=3, attack=NO_ATTACK,
                 epsilon=DEFAULT_EPSILON,
                 attack_target=UNTARGETED) -> tuple[Image.Image, LoadedModel, Prediction, tuple]:
         """``served_prediction`` and its cache key (upload, corruption, architecture, weights, attack)."""
-        pil, source_key = decode(image)
-        pil = corrupted_upload(pil, corruption, severity)
+        pil, source_key = self.upload(image, corruption, severity)
         loaded = self.model(architecture)
         request = attack_request(attack, epsilon, attack_target, loaded.config["class_names"])
         shown, prediction, key = self._served_by(loaded, pil, source_key, corruption, severity, request)
@@ -336,8 +303,8 @@ class ZooService:
                 depth = len(explain.cam_layer_choices(self.store.get(name).model))
             except ModelUnavailable:
                 pass
-            version = _profiles_version(config["_folder"])
-            specificity = None if version is None else _class_specificity_plot(*version)
+            version = se_plots.profiles_version(config["_folder"])
+            specificity = None if version is None else se_plots.class_specificity_plot(*version)
         return Panel(architecture_card(self.store, name), depth, specificity, default_has_se(name), self.diagram(name))
 
     def diagram(self, name: str) -> Image.Image:
@@ -398,7 +365,7 @@ class ZooService:
             excitations, se_map = explain.se_attention(loaded.model, x)
         shown = pictures.fit(pil)
         picture = pictures.framed(explain.overlay(shown, entry.heatmap, opacity))
-        se_plot = _se_plot(loaded, excitations, prediction.index) if excitations else None
+        se_plot = se_plots.se_plot(loaded, excitations, prediction.index) if excitations else None
         se_map = pictures.framed(explain.overlay(shown, se_map, opacity)) if excitations else None
         words = dict(map_words=wording.map_description(method, layer_name, layers, names[explained], entry.chosen),
                      se_words=wording.se_description(len(excitations), prediction.display_name),
@@ -443,84 +410,8 @@ class ZooService:
     def compare_steps(self, image, progress=None, corruption=NO_CORRUPTION, severity=3, attack=NO_ATTACK,
                       epsilon=DEFAULT_EPSILON,
                       attack_target=UNTARGETED) -> Iterator[tuple[pd.DataFrame, list, str]]:
-        """``compare`` as it fills in: every prediction and the vote; then each architecture's map, captioned
-        "checking"; then each map's verdict. The maps come first because the verdicts (each a random-weights
-        twin's map and the held-out curves) take as long again, and the maps are what Compare is for.
-        A step comes at most every ``COMPARE_STEP_S`` while maps or verdicts are added, and once each phase is
-        done. ``progress(i, n, step)`` before each map and each verdict. Yields nothing when the image was
-        cleared.
-
-        With an attack, each architecture is shown its own attacked file (a white-box attack on its served
-        prediction), and its map is of that file."""
-        request = attack_request(attack, epsilon, attack_target)
-        if image is None:
-            return
-        pil, source_key = decode(image)
-        pil = corrupted_upload(pil, corruption, severity)
-        shown, keys = {}, {}  # per architecture: the image it was shown and its prediction's key
-
-        def predict_one(name: str) -> Prediction:
-            loaded = self.store.get(name)
-            checked = attack_request(attack, epsilon, attack_target, loaded.config["class_names"])
-            shown[name], prediction, keys[name] = self._served_by(loaded, pil, source_key, corruption, severity,
-                                                                  checked)
-            return prediction
-
-        rows, majority = compare_all(self.store, pil, predict_one=predict_one)  # eleven predictions: quick
-        answered = [row for row in rows if row.error is None]
-        if not answered:
-            raise RequestError("No architecture has a checkpoint yet; train one with `python -m train --arch resnet`.")
-        summary = wording.compare_summary(answered, majority)
-        if request.active:
-            summary = wording.compare_attack_summary(
-                [self._attacks.get(keys[row.arch]) for row in answered], request, answered) + "\n\n" + summary
-        table = {index: wording.compare_row(row) for index, row in enumerate(rows)}
-        gallery, maps = [], {}  # maps: row index -> (CheckedMap, method, layer, place in the gallery)
-
-        def answer():
-            return pd.DataFrame(list(table.values()), columns=wording.COMPARE_HEADERS), list(gallery), summary
-
-        shown_at = time.perf_counter()
-
-        def due() -> bool:
-            nonlocal shown_at
-            if time.perf_counter() - shown_at < COMPARE_STEP_S:
-                return False
-            shown_at = time.perf_counter()
-            return True
-
-        yield answer()
-        steps = 2 * len(answered)
-        for index, row in enumerate(rows):
-            if row.error is not None:
-                continue
-            if progress is not None:
-                progress(len(maps), steps, f"{row.display_name}: map")
-            loaded = self.store.get(row.arch)
-            method, layer = self.store.recommended_cam(row.arch)
-            layer = layer or explain.cam_layer_choices(loaded.model)[-1]  # as Classify names it: one cache entry
-            entry = self.checked_map(loaded, keys[row.arch], row.prediction.x, row.prediction.index, method, layer)
-            maps[index] = entry, method, layer, len(gallery)
-            # Thumbnails GALLERY_SIDE long: a big upload brought down, a small one (a 32 x 32 view) raised.
-            thumbnail = pictures.fit(shown[row.arch], shortest=GALLERY_SIDE, longest=GALLERY_SIDE)
-            gallery.append((pictures.framed(explain.overlay(thumbnail, entry.heatmap, 0.5)),
-                            wording.compare_caption(row)))
-            table[index] = wording.compare_row(row, None, method, entry.ms)
-            if due() and len(maps) < len(answered):
-                yield answer()
-        yield answer()  # every map
-        shown_at = time.perf_counter()
-        for done, (index, (entry, method, layer, place)) in enumerate(maps.items()):
-            row = rows[index]
-            if progress is not None:
-                progress(len(maps) + done, steps, f"{row.display_name}: verdict")
-            loaded = self.store.get(row.arch)
-            verdict = map_verdict(self.check(loaded, entry, row.prediction.x, row.prediction.index, method, layer))
-            gallery[place] = (gallery[place][0], wording.compare_caption(row, verdict))
-            table[index] = wording.compare_row(row, verdict, method, entry.ms)
-            if due() and done + 1 < len(maps):
-                yield answer()
-        yield answer()  # every verdict
+        """``compare`` as it fills in (``serve.compare.compare_steps``, through this service's caches)."""
+        return compare_steps(self, image, progress, corruption, severity, attack, epsilon, attack_target)
 
     # -- Model zoo -------------------------------------------------------------------------------------
     def zoo_details(self, architecture) -> tuple[Image.Image | None, Image.Image | None, str, Image.Image,

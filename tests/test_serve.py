@@ -638,7 +638,7 @@ def test_the_map_comes_first_and_its_verdict_follows(store, tmp_path):
 def test_compare_shows_every_map_before_any_verdict(store, monkeypatch, interval_s, count):
     """The predictions, then the maps (one step each when steps may come at any time; together when they may
     come only once a phase is done), then the verdicts."""
-    monkeypatch.setattr(serve.service, "COMPARE_STEP_S", interval_s)
+    monkeypatch.setattr(serve.compare, "COMPARE_STEP_S", interval_s)
     service = serve.ZooService(store)
     steps = list(service.compare_steps(str(EXAMPLES / "cat_chelsea.jpg")))
     answered = 3  # the store's checkpoints
